@@ -1,0 +1,82 @@
+"""Config dataclasses shared by every model: training and augmentation.
+
+Each model's own config dataclass (in its paper folder) holds the paper's
+defaults and embeds these; presets are named instances of it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass
+class AugmentConfig:
+  """Crop-time augmentation (defaults: the c2f paper / its released code)."""
+  enabled: bool = True
+  scale_range: tuple[float, float] = (0.75, 1.25)  # zoom of the person box
+  rotation_deg: float = 30.          # in-plane rotation; std of N(0, r) clipped at 2r
+  rotation_prob: float = 0.4         # released c2f code: 0 with probability 0.6
+  flip: bool = True                  # left-right flip with joint swap
+  color_gain: tuple[float, float] = (0.8, 1.2)  # per-channel multiplicative
+  shift_fraction: float = 0.         # box-centre shift, fraction of box side
+                                     # (MeTRAbs-style truncation)
+  occlusion_prob: float = 0.         # synthetic occluder probability
+  box_margin: float = 1.2            # crop side = margin * longer box side
+
+
+@dataclasses.dataclass
+class TrainConfig:
+  """Optimisation and data-size settings the trainer reads."""
+  optimizer: str = 'rmsprop'         # 'rmsprop' | 'adam' | 'adamw'
+  learning_rate: float = 2.5e-4
+  weight_decay: float = 0.
+  batch_size: int = 4
+  steps: int = 100_000
+  checkpoint_every: int = 1000
+  log_every: int = 50
+  # Size of the embedded synthetic dataset generated for this preset.
+  num_train_examples: int = 50_000
+  num_test_examples: int = 2_000
+  num_eval_examples: int | None = None  # None: the whole test split
+
+
+def replace(config: Any, **overrides) -> Any:
+  """dataclasses.replace that also accepts dotted keys ('train.steps': 10)."""
+  nested: dict[str, dict[str, Any]] = {}
+  flat = {}
+  for key, value in overrides.items():
+    if '.' in key:
+      head, tail = key.split('.', 1)
+      nested.setdefault(head, {})[tail] = value
+    else:
+      flat[key] = value
+  names = {f.name for f in dataclasses.fields(config)}
+  for key in list(flat) + list(nested):
+    if key not in names:
+      raise KeyError(f'{type(config).__name__} has no field {key!r}; fields '
+                     f'are {sorted(names)}')
+  for head, sub in nested.items():
+    flat[head] = replace(getattr(config, head), **sub)
+  return dataclasses.replace(config, **flat)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+  return dataclasses.asdict(config)
+
+
+def from_dict(config_cls: type, values: dict[str, Any]) -> Any:
+  """Rebuilds a (nested) config dataclass from `to_dict` output."""
+  kwargs = {}
+  hints = {f.name: f for f in dataclasses.fields(config_cls)}
+  for key, value in values.items():
+    if key not in hints:
+      raise KeyError(f'{config_cls.__name__} has no field {key!r}')
+    default = hints[key].default_factory if hints[key].default_factory is not \
+        dataclasses.MISSING else None
+    if isinstance(value, dict) and default is not None and \
+        dataclasses.is_dataclass(default()):
+      value = from_dict(type(default()), value)
+    elif isinstance(value, list):
+      value = tuple(value)
+    kwargs[key] = value
+  return config_cls(**kwargs)

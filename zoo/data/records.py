@@ -1,0 +1,216 @@
+"""The zoo's one TFRecord schema, shared by every dataset (synthetic, H36M, MPII).
+
+Every example is a `tf.train.Example` with the features below. Joints are always
+in H36M-17 order (zoo.skeleton.H36M17); datasets that lack a joint or a label
+set its mask to 0. Units and frames:
+- `image/encoded`: JPEG (or PNG) bytes of the stored image, RGB.
+- `joints2d_px` [17, 2]: pixels in the stored image (x right, y down).
+- `joints3d_cam_mm` [17, 3]: camera frame of the stored image (x right, y down,
+  z forward), millimetres. `joints3d_world_mm` [17, 3]: world frame, mm.
+- `intrinsics` [3, 3]: pinhole K of the stored image (crop-adjusted), pixels.
+- `extrinsics` [3, 4]: world-to-camera [R | t], t in mm.
+- `box_xywh` [4]: person box in stored-image pixels.
+- `joint_valid_2d`, `joint_valid_3d` [17]: 1 where the label exists.
+- `joint_in_image` [17]: 1 where the 2D joint lies inside the stored image.
+- `joint_self_occluded` [17]: 1 where the joint is hidden by the body itself.
+- `has_3d`, `has_camera`: 1 where 3D joints / real calibration are present
+  (intrinsics of datasets without calibration are a default-FOV guess).
+- `dataset`, `subject`, `action`, `camera` (strings), `frame` (int).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from zoo import skeleton as skel
+
+FORMAT_VERSION = 1
+J = skel.NUM_JOINTS
+
+# name -> (dtype, shape); float features are stored flattened.
+FLOAT_FIELDS: dict[str, tuple[int, ...]] = {
+    'joints2d_px': (J, 2),
+    'joints3d_cam_mm': (J, 3),
+    'joints3d_world_mm': (J, 3),
+    'intrinsics': (3, 3),
+    'extrinsics': (3, 4),
+    'box_xywh': (4,),
+    'joint_valid_2d': (J,),
+    'joint_valid_3d': (J,),
+    'joint_in_image': (J,),
+    'joint_self_occluded': (J,),
+    'has_3d': (),
+    'has_camera': (),
+}
+STRING_FIELDS = ('image/encoded', 'dataset', 'subject', 'action', 'camera')
+INT_FIELDS = ('frame', 'image/height', 'image/width')
+
+# Fields a writer must be given; the rest default to zeros / masks of 0.
+REQUIRED = ('image/encoded', 'joints2d_px', 'intrinsics', 'box_xywh')
+
+
+def default_intrinsics(height: int, width: int,
+                       fov_deg: float = 55.) -> np.ndarray:
+  """A pinhole guess for uncalibrated images: horizontal-ish FOV on the longer side."""
+  focal = max(height, width) / 2 / np.tan(np.deg2rad(fov_deg) / 2)
+  return np.array([[focal, 0, (width - 1) / 2], [0, focal, (height - 1) / 2],
+                   [0, 0, 1]], np.float32)
+
+
+def _bytes(v: bytes | str) -> tf.train.Feature:
+  if isinstance(v, str):
+    v = v.encode()
+  return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+
+
+def make_example(fields: Mapping[str, Any]) -> tf.train.Example:
+  """Builds one validated Example; raises ValueError naming a bad field."""
+  missing = [k for k in REQUIRED if k not in fields]
+  if missing:
+    raise ValueError(f'record is missing required fields {missing}; required '
+                     f'are {list(REQUIRED)}')
+  unknown = set(fields) - set(FLOAT_FIELDS) - set(STRING_FIELDS) - set(INT_FIELDS)
+  if unknown:
+    raise ValueError(f'unknown record fields {sorted(unknown)}')
+  feats = {}
+  for name, shape in FLOAT_FIELDS.items():
+    if name in fields:
+      arr = np.asarray(fields[name], np.float32)
+      if arr.shape != shape:
+        raise ValueError(f'field {name!r} has shape {arr.shape}, expected '
+                         f'{shape}')
+    else:
+      arr = _default_float(name, fields)
+    feats[name] = tf.train.Feature(
+        float_list=tf.train.FloatList(value=arr.reshape(-1).tolist()))
+  for name in STRING_FIELDS:
+    feats[name] = _bytes(fields.get(name, b''))
+  for name in INT_FIELDS:
+    feats[name] = tf.train.Feature(
+        int64_list=tf.train.Int64List(value=[int(fields.get(name, 0))]))
+  return tf.train.Example(features=tf.train.Features(feature=feats))
+
+
+def _default_float(name: str, fields: Mapping[str, Any]) -> np.ndarray:
+  shape = FLOAT_FIELDS[name]
+  if name == 'joint_valid_2d':
+    return np.ones(shape, np.float32)
+  if name == 'joint_valid_3d':
+    return np.full(shape, 1. if 'joints3d_cam_mm' in fields else 0., np.float32)
+  if name == 'has_3d':
+    return np.float32(1. if 'joints3d_cam_mm' in fields else 0.)
+  if name == 'has_camera':
+    return np.float32(1. if 'extrinsics' in fields else 0.)
+  if name == 'joint_in_image':
+    return np.ones(shape, np.float32)
+  if name == 'extrinsics':
+    return np.eye(3, 4, dtype=np.float32)
+  return np.zeros(shape, np.float32)
+
+
+def _feature_spec():
+  spec = {name: tf.io.FixedLenFeature([int(np.prod(shape))], tf.float32)
+          for name, shape in FLOAT_FIELDS.items()}
+  spec.update({name: tf.io.FixedLenFeature([], tf.string)
+               for name in STRING_FIELDS})
+  spec.update({name: tf.io.FixedLenFeature([], tf.int64)
+               for name in INT_FIELDS})
+  return spec
+
+
+FEATURE_SPEC = _feature_spec()
+
+
+def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+  """Parses one serialized Example into named, shaped tensors (image undecoded)."""
+  parsed = tf.io.parse_single_example(serialized, FEATURE_SPEC)
+  for name, shape in FLOAT_FIELDS.items():
+    parsed[name] = tf.reshape(parsed[name], shape)
+  return parsed
+
+
+def decode_image(encoded: tf.Tensor) -> tf.Tensor:
+  """JPEG/PNG bytes -> uint8 [H, W, 3]."""
+  image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+  image.set_shape([None, None, 3])
+  return image
+
+
+class ShardedWriter:
+  """Writes examples round-robin into `num_shards` files, atomically.
+
+  Shards are written under temporary names and renamed on `close()`, so a
+  crash never leaves a half-written shard under a final name.
+  """
+
+  def __init__(self, out_dir: str, prefix: str, num_shards: int):
+    if num_shards < 1:
+      raise ValueError(f'num_shards must be >= 1, got {num_shards}')
+    os.makedirs(out_dir, exist_ok=True)
+    self.paths = [os.path.join(out_dir, f'{prefix}-{i:05d}-of-{num_shards:05d}'
+                               '.tfrecord') for i in range(num_shards)]
+    self._tmp = [p + '.tmp' for p in self.paths]
+    self._writers = [tf.io.TFRecordWriter(p) for p in self._tmp]
+    self.count = 0
+
+  def write(self, example: tf.train.Example | bytes):
+    data = example if isinstance(example, bytes) else example.SerializeToString()
+    self._writers[self.count % len(self._writers)].write(data)
+    self.count += 1
+
+  def close(self):
+    for w in self._writers:
+      w.close()
+    for tmp, final in zip(self._tmp, self.paths):
+      os.replace(tmp, final)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, exc_type, *_):
+    if exc_type is None:
+      self.close()
+    else:
+      for w in self._writers:
+        w.close()
+      for tmp in self._tmp:
+        if os.path.exists(tmp):
+          os.remove(tmp)
+
+
+def write_manifest(out_dir: str, manifest: Mapping[str, Any],
+                   name: str = 'manifest.json'):
+  """Writes a JSON manifest atomically (temp file, then rename)."""
+  manifest = dict(manifest)
+  manifest.setdefault('format_version', FORMAT_VERSION)
+  manifest.setdefault('skeleton', {'name': skel.H36M17.name,
+                                   'joint_names': list(skel.H36M17.joint_names),
+                                   'parents': list(skel.H36M17.parents)})
+  fd, tmp = tempfile.mkstemp(dir=out_dir, suffix='.json.tmp')
+  with os.fdopen(fd, 'w') as f:
+    json.dump(manifest, f, indent=2, sort_keys=True)
+  os.replace(tmp, os.path.join(out_dir, name))
+
+
+def read_manifest(data_dir: str, name: str = 'manifest.json') -> dict:
+  path = os.path.join(data_dir, name)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} not found: a zoo dataset directory holds '
+                            f'*.tfrecord shards and a {name}')
+  with open(path) as f:
+    return json.load(f)
+
+
+def list_shards(data_dir: str, split: str) -> list[str]:
+  """Shard paths of one split ('train' or 'test') in a zoo dataset directory."""
+  paths = sorted(tf.io.gfile.glob(os.path.join(data_dir, f'{split}-*.tfrecord')))
+  if not paths:
+    raise FileNotFoundError(
+        f'no shards for split {split!r} in {data_dir}: expected files named '
+        f'{split}-NNNNN-of-NNNNN.tfrecord')
+  return paths

@@ -1,0 +1,173 @@
+"""Skeleton definitions: the one module that names every joint.
+
+The zoo's canonical skeleton is Human3.6M-17 (H36M community order, as in
+VideoPose3D, mmpose and the Lifting-from-the-Deep prior). Other skeletons
+(MPII-16, CPM-14, H36M-32 motion files) are defined by their names and an index
+map into H36M-17, so conversion is a gather plus a validity mask.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Skeleton:
+  """A named joint set with a kinematic tree (parents[i] = -1 for the root)."""
+  name: str
+  joint_names: tuple[str, ...]
+  parents: tuple[int, ...]
+  # (left, right) joint index pairs that swap under a horizontal flip.
+  left_right_pairs: tuple[tuple[int, int], ...]
+
+  @property
+  def num_joints(self) -> int:
+    return len(self.joint_names)
+
+  @property
+  def limbs(self) -> tuple[tuple[int, int], ...]:
+    """(parent, child) pairs, one per bone, in joint order."""
+    return tuple((p, c) for c, p in enumerate(self.parents) if p >= 0)
+
+  @property
+  def root(self) -> int:
+    return self.parents.index(-1)
+
+  @property
+  def flip_permutation(self) -> np.ndarray:
+    """Index array that swaps left and right joints (apply after mirroring)."""
+    perm = np.arange(self.num_joints)
+    for left, right in self.left_right_pairs:
+      perm[left], perm[right] = right, left
+    return perm
+
+  def index(self, joint_name: str) -> int:
+    try:
+      return self.joint_names.index(joint_name)
+    except ValueError:
+      raise KeyError(f'{self.name} has no joint {joint_name!r}; joints are '
+                     f'{list(self.joint_names)}') from None
+
+
+# Human3.6M-17. Index 9 is the neck/nose joint (called "nose" by VideoPose3D,
+# "neck" by others); index 10 is the head top.
+H36M17 = Skeleton(
+    name='h36m17',
+    joint_names=('pelvis', 'right_hip', 'right_knee', 'right_ankle',
+                 'left_hip', 'left_knee', 'left_ankle', 'spine', 'thorax',
+                 'neck', 'head_top', 'left_shoulder', 'left_elbow',
+                 'left_wrist', 'right_shoulder', 'right_elbow', 'right_wrist'),
+    parents=(-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 9, 8, 11, 12, 8, 14, 15),
+    left_right_pairs=((4, 1), (5, 2), (6, 3), (11, 14), (12, 15), (13, 16)),
+)
+
+NUM_JOINTS = H36M17.num_joints
+ROOT = H36M17.root
+FLIP_PERMUTATION = H36M17.flip_permutation
+
+# Approximate mean H36M bone lengths (mm) per child joint of H36M17.limbs.
+H36M17_MEAN_BONE_MM = {
+    'right_hip': 133., 'right_knee': 454., 'right_ankle': 445.,
+    'left_hip': 133., 'left_knee': 454., 'left_ankle': 445.,
+    'spine': 233., 'thorax': 257., 'neck': 121., 'head_top': 115.,
+    'left_shoulder': 151., 'left_elbow': 278., 'left_wrist': 251.,
+    'right_shoulder': 151., 'right_elbow': 278., 'right_wrist': 251.,
+}
+
+
+def mean_bone_lengths_mm() -> np.ndarray:
+  """[num_limbs] mean H36M bone lengths in the order of H36M17.limbs."""
+  return np.array([H36M17_MEAN_BONE_MM[H36M17.joint_names[c]]
+                   for _, c in H36M17.limbs], np.float32)
+
+
+MPII16 = Skeleton(
+    name='mpii16',
+    joint_names=('right_ankle', 'right_knee', 'right_hip', 'left_hip',
+                 'left_knee', 'left_ankle', 'pelvis', 'thorax', 'upper_neck',
+                 'head_top', 'right_wrist', 'right_elbow', 'right_shoulder',
+                 'left_shoulder', 'left_elbow', 'left_wrist'),
+    parents=(1, 2, 6, 6, 3, 4, -1, 6, 7, 8, 11, 12, 7, 7, 13, 14),
+    left_right_pairs=((3, 2), (4, 1), (5, 0), (13, 12), (14, 11), (15, 10)),
+)
+
+CPM14 = Skeleton(
+    name='cpm14',
+    joint_names=('head_top', 'neck', 'right_shoulder', 'right_elbow',
+                 'right_wrist', 'left_shoulder', 'left_elbow', 'left_wrist',
+                 'right_hip', 'right_knee', 'right_ankle', 'left_hip',
+                 'left_knee', 'left_ankle'),
+    # CPM has no pelvis: the hips hang off the neck, as CPM's limb drawing does.
+    parents=(1, -1, 1, 2, 3, 1, 5, 6, 1, 8, 9, 1, 11, 12),
+    left_right_pairs=((5, 2), (6, 3), (7, 4), (11, 8), (12, 9), (13, 10)),
+)
+
+# For every joint of a skeleton, the H36M-17 joint it corresponds to, or -1.
+# MPII's upper neck is H36M's neck joint (9); MPII has no spine.
+MPII16_TO_H36M17 = np.array([3, 2, 1, 4, 5, 6, 0, 8, 9, 10, 16, 15, 14, 11,
+                             12, 13], np.int64)
+# Lifting from the Deep's released code gathers CPM joints into H36M-17 as
+# h36m[LIFTING_W_POS] = cpm[LIFTING_H36M_ORDER]; pelvis, spine and neck (0, 7,
+# 9) get zero weight. CPM's "neck" is the base of the neck, i.e. H36M's thorax.
+LIFTING_H36M_ORDER = np.array([8, 9, 10, 11, 12, 13, 1, 0, 5, 6, 7, 2, 3, 4],
+                              np.int64)
+LIFTING_W_POS = np.array([1, 2, 3, 4, 5, 6, 8, 10, 11, 12, 13, 14, 15, 16],
+                         np.int64)
+# The same map per CPM joint: CPM-14 joint k lives at H36M-17 index
+# CPM14_TO_H36M17[k].
+CPM14_TO_H36M17 = np.empty(14, np.int64)
+CPM14_TO_H36M17[LIFTING_H36M_ORDER] = LIFTING_W_POS
+H36M32_TO_H36M17 = np.array(
+    [0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27], np.int64)
+
+_TO_H36M17 = {'mpii16': MPII16_TO_H36M17, 'cpm14': CPM14_TO_H36M17}
+SKELETONS = {s.name: s for s in (H36M17, MPII16, CPM14)}
+
+
+def to_h36m17(joints: np.ndarray, source: str,
+              valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Scatters [..., J_src, D] joints of `source` into H36M-17 order.
+
+  Returns (joints [..., 17, D], valid [..., 17] float32); joints the source
+  skeleton lacks are zero with valid 0.
+  """
+  if source == 'h36m32':
+    joints = np.asarray(joints)
+    if joints.shape[-2] != 32:
+      raise ValueError(f'h36m32 joints must have 32 joints on axis -2, got '
+                       f'shape {joints.shape}')
+    out = joints[..., H36M32_TO_H36M17, :]
+    v = np.ones(out.shape[:-1], np.float32)
+    if valid is not None:
+      v = np.asarray(valid, np.float32)[..., H36M32_TO_H36M17]
+    return out, v
+  if source not in _TO_H36M17:
+    raise KeyError(f'unknown skeleton {source!r}; expected one of '
+                   f'{sorted(_TO_H36M17) + ["h36m32"]}')
+  index = _TO_H36M17[source]
+  joints = np.asarray(joints)
+  if joints.shape[-2] != len(index):
+    raise ValueError(f'{source} joints must have {len(index)} joints on axis '
+                     f'-2, got shape {joints.shape}')
+  out = np.zeros(joints.shape[:-2] + (NUM_JOINTS, joints.shape[-1]),
+                 joints.dtype)
+  out[..., index, :] = joints
+  v = np.zeros(joints.shape[:-2] + (NUM_JOINTS,), np.float32)
+  v[..., index] = 1. if valid is None else np.asarray(valid, np.float32)
+  return out, v
+
+
+def from_h36m17(joints: np.ndarray, target: str) -> np.ndarray:
+  """Gathers [..., 17, D] H36M-17 joints into the `target` skeleton's order."""
+  if target not in _TO_H36M17:
+    raise KeyError(f'unknown skeleton {target!r}; expected one of '
+                   f'{sorted(_TO_H36M17)}')
+  return np.asarray(joints)[..., _TO_H36M17[target], :]
+
+
+def bone_lengths(joints: np.ndarray, skeleton: Skeleton = H36M17) -> np.ndarray:
+  """[..., num_limbs] Euclidean bone lengths of [..., J, D] joints."""
+  limbs = np.array(skeleton.limbs)
+  return np.linalg.norm(joints[..., limbs[:, 1], :] - joints[..., limbs[:, 0], :],
+                        axis=-1)
