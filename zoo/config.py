@@ -30,6 +30,10 @@ class TrainConfig:
   optimizer: str = 'rmsprop'         # 'rmsprop' | 'adam' | 'adamw'
   learning_rate: float = 2.5e-4
   weight_decay: float = 0.
+  # 'constant', or 'cosine': keras CosineDecay from learning_rate to 0 over
+  # `steps` (after `warmup_steps` of linear warm-up when > 0).
+  lr_schedule: str = 'constant'
+  warmup_steps: int = 0
   batch_size: int = 4
   steps: int = 100_000
   checkpoint_every: int = 1000

@@ -63,7 +63,8 @@ def look_at(eye: np.ndarray, target: np.ndarray,
   """
   z = np.asarray(target, np.float64) - np.asarray(eye, np.float64)
   z /= np.linalg.norm(z)
-  x = np.cross(z, -np.asarray(world_up, np.float64))
+  # x = y x z with y ~ -world_up, i.e. x = z x world_up (right-handed).
+  x = np.cross(z, np.asarray(world_up, np.float64))
   x /= np.linalg.norm(x)
   y = np.cross(z, x)
   rot = np.stack([x, y, z])  # rows: camera axes in world coordinates
@@ -214,6 +215,43 @@ def absolute_pose(joints2d_px: np.ndarray, joints3d_rel_mm: np.ndarray,
   return back_project(joints2d_px, z, intrinsics)
 
 
+def fit_intrinsics(joints2d_px: np.ndarray, joints_cam_mm: np.ndarray,
+                   valid: np.ndarray | None = None) -> np.ndarray:
+  """Least-squares pinhole K [..., 3, 3] from 2D/3D correspondences.
+
+  With the 3D points in the camera frame, u = fx X/Z + cx and v = fy Y/Z + cy
+  are linear in (fx, cx) and (fy, cy): two independent 2-parameter fits per
+  leading index over the [..., J] points (`valid` selects them; zero skew).
+  Raises ValueError where fewer than 2 valid points or the x/Z (y/Z) values
+  are all equal, which leaves the fit undetermined.
+  """
+  p2 = np.asarray(joints2d_px, np.float64)
+  p3 = np.asarray(joints_cam_mm, np.float64)
+  if p2.shape[:-1] != p3.shape[:-1] or p2.shape[-1] != 2 or p3.shape[-1] != 3:
+    raise ValueError(f'fit_intrinsics expects [..., J, 2] and [..., J, 3], got '
+                     f'{p2.shape} and {p3.shape}')
+  w = (np.ones(p2.shape[:-1]) if valid is None
+       else np.asarray(valid, np.float64) * 1.)
+  w = w * (p3[..., 2] > 0)
+  z = np.where(p3[..., 2] > 0, p3[..., 2], 1.)
+  k = np.zeros(p2.shape[:-2] + (3, 3))
+  k[..., 2, 2] = 1
+  for axis in (0, 1):
+    a = p3[..., axis] / z  # normalised image coordinate
+    b = p2[..., axis]
+    # Weighted normal equations of b = f a + c.
+    s_w, s_a, s_b = w.sum(-1), (w * a).sum(-1), (w * b).sum(-1)
+    s_aa, s_ab = (w * a * a).sum(-1), (w * a * b).sum(-1)
+    det = s_w * s_aa - s_a ** 2
+    if np.any(s_w < 2) or np.any(det <= 1e-12 * np.maximum(s_w * s_aa, 1e-30)):
+      raise ValueError('fit_intrinsics: undetermined fit (fewer than 2 valid '
+                       'points in front of the camera, or all on one ray '
+                       'coordinate)')
+    k[..., axis, axis] = (s_w * s_ab - s_a * s_b) / det
+    k[..., axis, 2] = (s_aa * s_b - s_a * s_ab) / det
+  return k
+
+
 def crop_camera(intrinsics: np.ndarray, box_xywh: np.ndarray, out_size: int,
                 zoom: float = 1., rotation_rad: float = 0.,
                 shift_px=(0., 0.)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -223,7 +261,7 @@ def crop_camera(intrinsics: np.ndarray, box_xywh: np.ndarray, out_size: int,
   [3,3] old px -> new px). The virtual camera shares the optical centre, looks
   along the ray through the box centre, is rolled by `rotation_rad` (image
   rotates counter-clockwise for positive angles) and has a focal length that
-  maps the box's longer side onto out_size / zoom pixels. 3D points transform
+  maps the box's longer side onto out_size * zoom pixels. 3D points transform
   as X_new = rotation @ X_old and pixels by the homography, exactly.
   """
   return tuple(t.numpy() for t in crop_camera_tf(

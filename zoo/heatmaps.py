@@ -38,9 +38,16 @@ def gaussian_1d(centers, size: int, sigma: float) -> tf.Tensor:
     [..., size] float32, peak 1 (unnormalised).
   """
   centers = _f32(centers)
+  sigma = _f32(sigma)
   grid = tf.range(size, dtype=tf.float32)
   d = grid - centers[..., tf.newaxis]
-  return tf.exp(-tf.square(d) / (2. * float(sigma) ** 2))
+  return tf.exp(-tf.square(d) / (2. * tf.square(sigma)))
+
+
+def _check_rank(name: str, x: tf.Tensor, rank: int, layout: str):
+  """Raises a ValueError naming `name` when its static rank is not `rank`."""
+  if x.shape.rank is not None and x.shape.rank != rank:
+    raise ValueError(f'{name} must be {layout}, got shape {x.shape}')
 
 
 def _valid_mask(valid, shape_like: tf.Tensor) -> tf.Tensor:
@@ -104,19 +111,30 @@ def separable_gaussian_mse(pred, centers_vox, sigma_xy: float, sigma_z: float,
   """
   pred = _f32(pred)
   centers_vox = _f32(centers_vox)
+  _check_rank('pred', pred, 5, '[B, H, W, D, J]')
+  if centers_vox.shape.rank is not None and (
+      centers_vox.shape.rank != 3 or centers_vox.shape[-1] not in (3, None)):
+    raise ValueError(f'centers_vox must be [B, J, 3] (x, y, z), got shape '
+                     f'{centers_vox.shape}')
   shape = tf.shape(pred)
   height, width, depth = shape[1], shape[2], shape[3]
-  gx = gaussian_1d(centers_vox[..., 0], width, sigma_xy)   # [B, J, W]
-  gy = gaussian_1d(centers_vox[..., 1], height, sigma_xy)  # [B, J, H]
-  gz = _z_gaussian(centers_vox[..., 2], depth, sigma_z)    # [B, J, D]
+  # 1D factors laid out [B, size, J] so the joint axis stays last, like pred.
+  gx = tf.transpose(gaussian_1d(centers_vox[..., 0], width, sigma_xy),
+                    [0, 2, 1])
+  gy = tf.transpose(gaussian_1d(centers_vox[..., 1], height, sigma_xy),
+                    [0, 2, 1])
+  gz = tf.transpose(_z_gaussian(centers_vox[..., 2], depth, sigma_z),
+                    [0, 2, 1])
 
   sum_p2 = tf.reduce_sum(tf.square(pred), axis=[1, 2, 3])  # [B, J]
-  # <p, g>, contracting one axis at a time (D, then W, then H).
-  t = tf.einsum('bhwdj,bjd->bhwj', pred, gz)
-  t = tf.einsum('bhwj,bjw->bhj', t, gx)
-  dot = tf.einsum('bhj,bjh->bj', t, gy)
-  sum_g2 = (tf.reduce_sum(tf.square(gx), -1) * tf.reduce_sum(tf.square(gy), -1)
-            * tf.reduce_sum(tf.square(gz), -1))
+  # <p, g>, contracting D, then W, then H. Broadcast-multiply-reduce keeps
+  # pred's layout (no transposes of the big tensor): ~2x faster than einsum
+  # on CPU and faster than materialising g.
+  t = tf.reduce_sum(pred * gz[:, tf.newaxis, tf.newaxis], axis=3)  # [B,H,W,J]
+  t = tf.reduce_sum(t * gx[:, tf.newaxis], axis=2)                   # [B,H,J]
+  dot = tf.reduce_sum(t * gy, axis=1)                                # [B,J]
+  sum_g2 = (tf.reduce_sum(tf.square(gx), 1) * tf.reduce_sum(tf.square(gy), 1)
+            * tf.reduce_sum(tf.square(gz), 1))
   per_joint = (sum_p2 - 2. * dot + sum_g2) * _valid_mask(valid, centers_vox)
   count = tf.cast(height * width * depth * shape[4], tf.float32)
   return tf.reduce_sum(per_joint, axis=-1) / count
@@ -155,12 +173,16 @@ def _spatial_softmax(logits: tf.Tensor) -> tf.Tensor:
 
 def soft_argmax_2d(logits) -> tf.Tensor:
   """Soft-argmax (x, y) [B, J, 2] of [B, H, W, J] logits (softmax over H*W)."""
-  return expectation_2d(_spatial_softmax(_f32(logits)))
+  logits = _f32(logits)
+  _check_rank('logits', logits, 4, '[B, H, W, J]')
+  return expectation_2d(_spatial_softmax(logits))
 
 
 def soft_argmax_3d(logits) -> tf.Tensor:
   """Soft-argmax (x, y, z) [B, J, 3] of [B, H, W, D, J] logits."""
-  return expectation_3d(_spatial_softmax(_f32(logits)))
+  logits = _f32(logits)
+  _check_rank('logits', logits, 5, '[B, H, W, D, J]')
+  return expectation_3d(_spatial_softmax(logits))
 
 
 def argmax_2d(heatmaps) -> tuple[tf.Tensor, tf.Tensor]:
@@ -171,6 +193,7 @@ def argmax_2d(heatmaps) -> tuple[tf.Tensor, tf.Tensor]:
     first cell in row-major (y, x) order.
   """
   heatmaps = _f32(heatmaps)
+  _check_rank('heatmaps', heatmaps, 4, '[B, H, W, J]')
   shape = tf.shape(heatmaps)
   flat = tf.reshape(heatmaps, [shape[0], -1, shape[-1]])
   index = tf.argmax(flat, axis=1, output_type=tf.int32)  # [B, J]
@@ -186,6 +209,7 @@ def argmax_3d(volumes) -> tuple[tf.Tensor, tf.Tensor]:
     (coords [B, J, 3] float32, max_values [B, J] float32).
   """
   volumes = _f32(volumes)
+  _check_rank('volumes', volumes, 5, '[B, H, W, D, J]')
   shape = tf.shape(volumes)
   flat = tf.reshape(volumes, [shape[0], -1, shape[-1]])
   index = tf.argmax(flat, axis=1, output_type=tf.int32)  # [B, J]

@@ -173,3 +173,16 @@ def test_argmax_recovers_planted_peak():
   np.testing.assert_array_equal(coords.numpy(), [
       [[1, 4, 6], [5, 0, 0]], [[3, 2, 4], [0, 1, 2]]])
   np.testing.assert_allclose(conf.numpy(), [[5, 4], [3, 2]])
+
+
+def test_bad_ranks_raise_clear_errors():
+  with pytest.raises(ValueError, match=r'pred must be \[B, H, W, D, J\]'):
+    heatmaps.separable_gaussian_mse(np.zeros((1, 4, 4, 2), np.float32),
+                                    np.zeros((1, 2, 3)), 2., 2.)
+  with pytest.raises(ValueError, match='centers_vox must be'):
+    heatmaps.separable_gaussian_mse(np.zeros((1, 4, 4, 1, 2), np.float32),
+                                    np.zeros((1, 2, 2)), 2., 2.)
+  with pytest.raises(ValueError, match='heatmaps must be'):
+    heatmaps.argmax_2d(np.zeros((1, 4, 4, 2, 3)))
+  with pytest.raises(ValueError, match='logits must be'):
+    heatmaps.soft_argmax_3d(np.zeros((1, 4, 4, 3)))

@@ -1,0 +1,108 @@
+"""Pictures of poses: 2D skeletons drawn over images, contact sheets.
+
+Used by the synthetic dataset's preview and by prediction pictures, so that a
+person can see data and predictions. Left limbs are drawn in one colour and
+right limbs in another (the only place where colour marks a side); the
+default colours read the same in RGB and BGR images.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from zoo import skeleton as skel
+
+# Channel-order independent defaults: green, magenta, white.
+LEFT_COLOR = (0, 230, 0)
+RIGHT_COLOR = (230, 0, 230)
+CENTER_COLOR = (240, 240, 240)
+
+
+def _limb_side(skeleton: skel.Skeleton, child: int) -> str:
+  name = skeleton.joint_names[child]
+  if name.startswith('left_'):
+    return 'left'
+  if name.startswith('right_'):
+    return 'right'
+  return 'center'
+
+
+def draw_skeleton_2d(image_bgr_or_rgb: np.ndarray, joints2d_px: np.ndarray,
+                     valid: np.ndarray | None = None,
+                     skeleton: skel.Skeleton = skel.H36M17,
+                     left_color: Sequence[int] = LEFT_COLOR,
+                     right_color: Sequence[int] = RIGHT_COLOR,
+                     center_color: Sequence[int] = CENTER_COLOR,
+                     thickness: int | None = None,
+                     radius: int | None = None) -> np.ndarray:
+  """Returns a copy of the image with the 2D skeleton drawn over it.
+
+  Args:
+    image_bgr_or_rgb: uint8 [H, W, 3]; colours are written in the image's own
+      channel order (the defaults look the same in either).
+    joints2d_px: [J, 2] pixel coordinates (x right, y down).
+    valid: optional [J] mask; limbs and joints with an invalid end are skipped.
+    skeleton: the joint set of joints2d_px (default H36M-17).
+    thickness, radius: line width and joint dot radius in pixels (default:
+      scaled with the image size).
+  """
+  image = np.asarray(image_bgr_or_rgb)
+  if image.ndim != 3 or image.shape[-1] != 3:
+    raise ValueError(f'image must be [H, W, 3], got shape {image.shape}')
+  joints = np.asarray(joints2d_px, np.float64)
+  if joints.shape != (skeleton.num_joints, 2):
+    raise ValueError(f'joints2d_px must be [{skeleton.num_joints}, 2] for '
+                     f'{skeleton.name}, got shape {joints.shape}')
+  if valid is None:
+    valid = np.ones(skeleton.num_joints, bool)
+  valid = np.asarray(valid).astype(bool) & np.all(np.isfinite(joints), -1)
+  out = np.ascontiguousarray(image, np.uint8).copy()
+  scale = max(out.shape[:2]) / 256.
+  thickness = thickness or max(1, int(round(2 * scale)))
+  radius = radius or max(1, int(round(2.5 * scale)))
+  colors = {'left': tuple(int(c) for c in left_color),
+            'right': tuple(int(c) for c in right_color),
+            'center': tuple(int(c) for c in center_color)}
+  shift = 4
+  pts = np.round(np.clip(joints, -1e4, 1e4) * (1 << shift)).astype(np.int64)
+  for parent, child in skeleton.limbs:
+    if valid[parent] and valid[child]:
+      cv2.line(out, tuple(pts[parent].tolist()), tuple(pts[child].tolist()),
+               colors[_limb_side(skeleton, child)], thickness, cv2.LINE_AA,
+               shift)
+  for j in range(skeleton.num_joints):
+    if valid[j]:
+      cv2.circle(out, tuple(pts[j].tolist()), radius << shift,
+                 colors[_limb_side(skeleton, j)], -1, cv2.LINE_AA, shift)
+  return out
+
+
+def contact_sheet(images: Sequence[np.ndarray], columns: int = 4,
+                  captions: Sequence[str] | None = None,
+                  pad: int = 4, background: int = 32) -> np.ndarray:
+  """Tiles equally sized uint8 [H, W, 3] images into one grid image.
+
+  Captions (one per image) are written in the top-left corner of each tile.
+  """
+  if not len(images):
+    raise ValueError('contact_sheet needs at least one image')
+  h, w = images[0].shape[:2]
+  for im in images:
+    if im.shape[:2] != (h, w):
+      raise ValueError(f'all images must have the same size, got {im.shape} '
+                       f'and {(h, w)}')
+  rows = (len(images) + columns - 1) // columns
+  sheet = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, 3),
+                  background, np.uint8)
+  for n, im in enumerate(images):
+    r, c = divmod(n, columns)
+    y, x = pad + r * (h + pad), pad + c * (w + pad)
+    tile = np.ascontiguousarray(im[..., :3], np.uint8).copy()
+    if captions is not None:
+      for color, width in (((0, 0, 0), 3), ((255, 255, 255), 1)):
+        cv2.putText(tile, captions[n], (4, 14), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.42, color, width, cv2.LINE_AA)
+    sheet[y:y + h, x:x + w] = tile
+  return sheet
