@@ -30,6 +30,26 @@ import tensorflow as tf
 OUTPUT_KEYS = ('poses3d_rel_mm', 'poses3d_cam_mm', 'poses2d_px', 'confidence')
 
 
+def replica_scaled(loss: tf.Tensor) -> tf.Tensor:
+  """A replica's loss scaled by 1 / replicas, as Keras' compiled losses are.
+
+  Keras sums gradients over replicas under tf.distribute, and its train_step
+  unscales the returned loss for its tracker, so every `compute_loss` returns
+  its batch mean through this.
+  """
+  replicas = tf.distribute.get_strategy().num_replicas_in_sync
+  return loss / float(replicas) if replicas > 1 else loss
+
+
+def distributed_mean(per_example: tf.Tensor, sample_weight=None) -> tf.Tensor:
+  """Replica-scaled float32 batch mean of a [B] per-example loss."""
+  per_example = tf.cast(per_example, tf.float32)
+  if sample_weight is not None:
+    per_example = per_example * tf.reshape(
+        tf.cast(sample_weight, tf.float32), [-1])
+  return replica_scaled(tf.reduce_mean(per_example))
+
+
 class PoseModel(keras.Model):
   """Base class: holds the config and defines the zoo contract."""
 

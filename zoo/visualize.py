@@ -20,7 +20,7 @@ RIGHT_COLOR = (230, 0, 230)
 CENTER_COLOR = (240, 240, 240)
 
 
-def _limb_side(skeleton: skel.Skeleton, child: int) -> str:
+def limb_side(skeleton: skel.Skeleton, child: int) -> str:
   name = skeleton.joint_names[child]
   if name.startswith('left_'):
     return 'left'
@@ -70,12 +70,12 @@ def draw_skeleton_2d(image_bgr_or_rgb: np.ndarray, joints2d_px: np.ndarray,
   for parent, child in skeleton.limbs:
     if valid[parent] and valid[child]:
       cv2.line(out, tuple(pts[parent].tolist()), tuple(pts[child].tolist()),
-               colors[_limb_side(skeleton, child)], thickness, cv2.LINE_AA,
+               colors[limb_side(skeleton, child)], thickness, cv2.LINE_AA,
                shift)
   for j in range(skeleton.num_joints):
     if valid[j]:
       cv2.circle(out, tuple(pts[j].tolist()), radius << shift,
-                 colors[_limb_side(skeleton, j)], -1, cv2.LINE_AA, shift)
+                 colors[limb_side(skeleton, j)], -1, cv2.LINE_AA, shift)
   return out
 
 

@@ -31,19 +31,41 @@ Per-batch features (before `map_fn`), exactly FEATURE_KEYS:
   [B]; frame int64 [B].
 Joint values where a mask is 0 are undefined (finite, but meaningless).
 
-Bad input is never silently batched: non-finite joints / intrinsics / box, a
-non-positive box or focal length and image bytes that are not an image raise
-tf.errors.InvalidArgumentError naming the field, the file and the record index.
-`_problems` lists the checks in one place, so a skip-instead-of-stop policy is a
-filter on the same predicates.
+Bad input is never silently batched. Checked per record (`_problems`, one
+place for every check): every field has the schema's number of values,
+joints / intrinsics / box are finite, box and focal length are positive, the
+image bytes are a complete JPEG/PNG/GIF/BMP (start and end markers) whose
+decoded size matches `image/height` / `image/width`. Checked per record file:
+the intact records span the whole file (TFRecordDataset raises a DataLossError
+that does not name the file at a corrupt or truncated record; the pipeline
+reads each file up to that record and compares the bytes read with the file
+size). `on_bad_record` picks the policy: 'stop' (default) raises
+tf.errors.InvalidArgumentError naming the check, the file and the record
+index; 'skip' drops the record (or the rest of the file), logs it once with
+file, index and reason, and counts it in a `BadRecords` the caller can read.
+Not caught: bytes with a valid TFRecord checksum that are not a
+tf.train.Example, or a feature stored with the wrong value type (both stop
+with TensorFlow's parse error, which names neither file nor record; only a
+broken writer produces them), and image data corrupt in the middle with
+intact markers (decoders return a damaged image without an error).
+
+Multi-worker input. With `num_input_pipelines` > 1 (one per worker,
+`input_pipeline_id` = this worker) the pipeline shards explicitly and logs
+how: by FILE (worker i reads files i, i + n, ...) when there are at least as
+many record files as pipelines, else by DATA (every worker reads every record
+in the same order and keeps every n-th one; this needs the same `seed` on
+every worker). tf.data's own auto-sharding is then turned off, so a
+tf.distribute strategy does not shard a second time.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 import random
-from typing import Callable
+import threading
+from typing import Any, Callable
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -58,9 +80,17 @@ FEATURE_KEYS = ('image', 'intrinsics', 'joints2d_px', 'joints3d_cam_mm',
                 'joint_in_crop', 'has_3d', 'dataset', 'subject', 'action',
                 'camera', 'frame')
 
+ON_BAD_RECORD = ('stop', 'skip')
+SHARD_BY_FILE, SHARD_BY_DATA, NO_SHARDING = 'FILE', 'DATA', 'OFF'
+
 _FLIP_PERMUTATION = tf.constant(skel.FLIP_PERMUTATION, tf.int32)
 # Leading bytes of the image formats records.decode_image accepts.
 _IMAGE_MAGIC = (b'\xff\xd8\xff', b'\x89PNG', b'GIF8', b'BM')
+# TFRecord framing per record: 8-byte length, 4-byte length CRC, data, 4-byte
+# data CRC.
+_TFRECORD_OVERHEAD_BYTES = 16
+# Records and files a BadRecords lists in its summary (all are counted).
+_SUMMARY_LIMIT = 100
 # Fields that must be finite in every record (masks do not excuse NaN: writers
 # store zeros for missing labels).
 _FINITE_FIELDS = ('joints2d_px', 'joints3d_cam_mm', 'intrinsics', 'box_xywh',
@@ -214,51 +244,266 @@ def _resolve_files(data, split: str) -> list[str]:
   return files
 
 
+class BadRecords:
+  """What a pipeline with on_bad_record='skip' skipped; readable at any time.
+
+  Pass one to `make_dataset(bad_records=...)`. `records` maps (file, record
+  index) -> reason for every distinct bad record, `files` maps file -> reason
+  for every corrupt or truncated record file (the rest of which was skipped),
+  `skipped` counts skip events (a bad record met again in a later epoch counts
+  again). Each distinct record or file is logged once (absl WARNING) with its
+  file, index and reason. Updated from tf.data's threads (a py_function runs
+  only for bad input), hence the lock.
+  """
+
+  def __init__(self, log: bool = True):
+    self.log = log
+    self.records: dict[tuple[str, int], str] = {}
+    self.files: dict[str, str] = {}
+    self.skipped = 0
+    self._lock = threading.Lock()
+
+  def __len__(self) -> int:
+    """Distinct bad records and bad files."""
+    return len(self.records) + len(self.files)
+
+  def summary(self) -> dict[str, Any]:
+    """Counts and (the first `_SUMMARY_LIMIT`) bad records and files."""
+    with self._lock:
+      return {
+          'bad_records': len(self.records), 'bad_files': len(self.files),
+          'skipped': self.skipped,
+          'records': [{'file': f, 'record': i, 'reason': r} for (f, i), r in
+                      list(self.records.items())[:_SUMMARY_LIMIT]],
+          'files': [{'file': f, 'reason': r} for f, r in
+                    list(self.files.items())[:_SUMMARY_LIMIT]]}
+
+  def _add_record(self, path, index, reason) -> bool:
+    path, index = path.numpy().decode(errors='replace'), int(index.numpy())
+    reason = reason.numpy().decode(errors='replace')
+    with self._lock:
+      self.skipped += 1
+      new = (path, index) not in self.records
+      if new:
+        self.records[(path, index)] = reason
+    if new and self.log:
+      logging.warning('pipeline: skipping bad record %d of %s: %s', index,
+                      path, reason)
+    return False
+
+  def _add_file(self, path, reason) -> bool:
+    path = path.numpy().decode(errors='replace')
+    reason = reason.numpy().decode(errors='replace')
+    with self._lock:
+      self.skipped += 1
+      new = path not in self.files
+      if new:
+        self.files[path] = reason
+    if new and self.log:
+      logging.warning('pipeline: skipping the rest of %s', reason)
+    return False
+
+  def report_record(self, path: tf.Tensor, index: tf.Tensor,
+                    reason: tf.Tensor) -> tf.Tensor:
+    """In-graph: records a skipped record; returns False (drop it)."""
+    out = tf.py_function(self._add_record, [path, index, reason], tf.bool)
+    return tf.reshape(out, [])
+
+  def report_file(self, path: tf.Tensor, reason: tf.Tensor) -> tf.Tensor:
+    """In-graph: records a corrupt file; returns False."""
+    return tf.reshape(tf.py_function(self._add_file, [path, reason], tf.bool),
+                      [])
+
+
+def input_sharding(num_files: int, num_input_pipelines: int) -> str:
+  """How `num_input_pipelines` workers split `num_files` record files:
+  SHARD_BY_FILE when every worker gets at least one file, SHARD_BY_DATA
+  (by example) otherwise, NO_SHARDING for one pipeline."""
+  if num_input_pipelines < 1:
+    raise ValueError('num_input_pipelines must be >= 1, got '
+                     f'{num_input_pipelines}')
+  if num_input_pipelines == 1:
+    return NO_SHARDING
+  return SHARD_BY_FILE if num_files >= num_input_pipelines else SHARD_BY_DATA
+
+
+def _file_sizes(files: list[str]) -> list[int]:
+  return [int(tf.io.gfile.stat(f).length) for f in files]
+
+
 def _records(files: list[str], shuffle_files: bool, seed: int,
-             deterministic: bool) -> tf.data.Dataset:
-  """(path, index within file, serialized example) triples."""
-  paths = tf.data.Dataset.from_tensor_slices(files)
+             deterministic: bool, bad_records: BadRecords | None
+             ) -> tf.data.Dataset:
+  """(path, index within file, serialized example) of every intact record.
+
+  Each file is read up to its first corrupt or truncated record (where
+  TFRecordDataset raises DataLossError, `ignore_errors` ends that file's
+  stream); a sentinel after the last record compares the bytes of the records
+  read with the file size. A mismatch stops (bad_records None) with an error
+  naming the file, or is reported to `bad_records` (skip).
+  """
+  sizes = _file_sizes(files)
+  paths = tf.data.Dataset.from_tensor_slices(
+      (files, tf.constant(sizes, tf.int64)))
   if shuffle_files and len(files) > 1:
     paths = paths.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
 
-  def read(path):
-    return tf.data.TFRecordDataset(path).enumerate().map(
-        lambda index, serialized: (path, index, serialized))
+  def read(path, size):
+    body = tf.data.TFRecordDataset(path).ignore_errors().map(
+        lambda serialized: (serialized, tf.constant(False)))
+    end = tf.data.Dataset.from_tensors((tf.constant(b''), tf.constant(True)))
+
+    def count(state, element):
+      """Numbers the records and sums their bytes (framing included)."""
+      consumed, num = state
+      serialized, is_end = element
+      length = tf.cast(tf.strings.length(serialized), tf.int64)
+      consumed += tf.where(is_end, tf.constant(0, tf.int64),
+                           length + _TFRECORD_OVERHEAD_BYTES)
+      return (consumed, num + 1), (num, serialized, is_end, consumed)
+
+    def keep(num, serialized, is_end, consumed):
+      """Drops the end marker; there, checks the file was read whole."""
+      del serialized
+      intact = tf.logical_or(tf.logical_not(is_end), tf.equal(consumed, size))
+      if bad_records is None:
+        check = _assert(intact, lambda: tf.strings.join([
+            'pipeline: record file ', path, ' is corrupt or truncated: only '
+            'its first ', tf.strings.as_string(num), ' records (',
+            tf.strings.as_string(consumed), ' of ', tf.strings.as_string(size),
+            ' bytes) are intact; on_bad_record=skip (trainer: '
+            '--on_bad_record=skip) skips the rest of such a file']))
+        with tf.control_dependencies([check]):
+          return tf.logical_not(is_end)
+      reported = tf.cond(intact, lambda: tf.constant(True), lambda: (
+          bad_records.report_file(path, tf.strings.join([
+              path, ' (corrupt or truncated record file: only its first ',
+              tf.strings.as_string(num), ' records, ',
+              tf.strings.as_string(consumed), ' of ',
+              tf.strings.as_string(size), ' bytes, are intact)']))))
+      return tf.logical_and(tf.logical_not(is_end), reported)
+
+    items = body.concatenate(end).scan(
+        (tf.constant(0, tf.int64), tf.constant(0, tf.int64)), count)
+    return items.filter(keep).map(
+        lambda index, serialized, *_: (path, index, serialized))
 
   if len(files) == 1:
-    return read(tf.constant(files[0]))
+    return read(tf.constant(files[0]), tf.constant(sizes[0], tf.int64))
   return paths.interleave(read, cycle_length=min(len(files), 16),
                           block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
                           deterministic=deterministic or None)
 
 
-def _problems(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-  """check name -> bool scalar (True = fine). One place for every check."""
-  checks = {}
-  for name in _FINITE_FIELDS:
-    checks[f'field {name!r} must be finite (no NaN/Inf)'] = tf.reduce_all(
-        tf.math.is_finite(example[name]))
-  checks["field 'box_xywh' must have width > 0 and height > 0"] = (
-      tf.reduce_all(example['box_xywh'][2:] > 0))
-  checks["field 'intrinsics' must have fx > 0 and fy > 0"] = tf.logical_and(
-      example['intrinsics'][0, 0] > 0, example['intrinsics'][1, 1] > 0)
-  head = tf.strings.substr(example['image/encoded'], 0, 4)
-  is_image = tf.constant(False)
-  for magic in _IMAGE_MAGIC:
-    is_image = tf.logical_or(is_image, tf.strings.substr(
-        head, 0, len(magic)) == magic)
-  checks["field 'image/encoded' must hold JPEG/PNG/GIF/BMP bytes"] = is_image
-  return checks
+def _image_complete(encoded: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  """(starts with a known image signature, ends as that format must).
+
+  JPEG ends with the EOI marker, PNG with the IEND chunk, GIF with ';'; BMP
+  has no end marker (counted complete).
+  """
+  length = tf.strings.length(encoded)
+
+  def tail(n):
+    return tf.strings.substr(encoded, tf.maximum(length - n, 0), n)
+
+  head = tf.strings.substr(encoded, 0, 4)
+  is_jpeg = tf.strings.substr(head, 0, 3) == _IMAGE_MAGIC[0]
+  is_png = head == _IMAGE_MAGIC[1]
+  is_gif = head == _IMAGE_MAGIC[2]
+  is_bmp = tf.strings.substr(head, 0, 2) == _IMAGE_MAGIC[3]
+  known = is_jpeg | is_png | is_gif | is_bmp
+  complete = ((is_jpeg & (tail(2) == b'\xff\xd9')) |
+              (is_png & (tail(8) == b'IEND\xaeB`\x82')) |
+              (is_gif & (tail(1) == b';')) | is_bmp)
+  return known, complete
 
 
-def _assert_valid(example: dict[str, tf.Tensor], path: tf.Tensor,
-                  index: tf.Tensor) -> dict[str, tf.Tensor]:
-  """Raises InvalidArgumentError naming the check, file and record."""
-  deps = [tf.debugging.Assert(ok, [f'pipeline: {message}; bad record in',
-                                   path, 'at index', index], summarize=8)
-          for message, ok in _problems(example).items()]
-  with tf.control_dependencies(deps):
-    return {k: tf.identity(v) for k, v in example.items()}
+def _problems(example: dict[str, tf.Tensor],
+              num_values: dict[str, tf.Tensor] | None = None
+              ) -> list[tuple[tf.Tensor, Callable[[], tf.Tensor]]]:
+  """Every per-record check, in one place, as groups (ok, messages).
+
+  ok: bool [n] (True = fine); messages: a function returning the n messages
+  (string [n]), called only for a record that fails (inside a tf.cond), so a
+  good record costs only the predicates. `num_values` (from
+  records.parse_example_lenient) adds the field-size checks.
+  """
+  groups = []
+  if num_values is not None:
+    names = list(num_values)
+    counts = tf.stack([num_values[name] for name in names])
+    expected = [records.expected_num_values(name) for name in names]
+    prefixes = [f'field {name} must hold {n} value(s) (shape '
+                f'{records.FLOAT_FIELDS.get(name, ())}), got '
+                for name, n in zip(names, expected)]
+    groups.append((tf.equal(counts, expected), lambda: tf.strings.join(
+        [tf.constant(prefixes), tf.strings.as_string(counts)])))
+  finite = tf.stack([tf.reduce_all(tf.math.is_finite(example[name]))
+                     for name in _FINITE_FIELDS])
+  groups.append((finite, lambda: tf.constant(
+      [f'field {name} must be finite (no NaN/Inf)'
+       for name in _FINITE_FIELDS])))
+  box, k = example['box_xywh'], example['intrinsics']
+  groups.append((tf.stack([tf.reduce_all(box[2:] > 0),
+                           tf.logical_and(k[0, 0] > 0, k[1, 1] > 0)]),
+                 lambda: tf.constant([
+                     'field box_xywh must have width > 0 and height > 0',
+                     'field intrinsics must have fx > 0 and fy > 0'])))
+  known, complete = _image_complete(example['image/encoded'])
+  groups.append((tf.stack([known, tf.logical_or(tf.logical_not(known),
+                                                complete)]),
+                 lambda: tf.constant([
+                     'field image/encoded must hold JPEG/PNG/GIF/BMP bytes',
+                     'field image/encoded is a truncated image (the end '
+                     'marker of its format is missing)'])))
+  return groups
+
+
+def _image_size_check(image: tf.Tensor, example: dict[str, tf.Tensor]
+                      ) -> tuple[tf.Tensor, Callable[[], tf.Tensor]]:
+  """The decoded image has the size the record states (0 = not stated)."""
+  shape = tf.shape(image, out_type=tf.int64)
+  height, width = example['image/height'], example['image/width']
+  ok = tf.logical_and(tf.logical_or(height <= 0, shape[0] == height),
+                      tf.logical_or(width <= 0, shape[1] == width))
+  return ok[None], lambda: tf.strings.join([
+      'field image/encoded decodes to ', tf.strings.as_string(shape[0]),
+      'x', tf.strings.as_string(shape[1]),
+      ' (height x width) but image/height x image/width say ',
+      tf.strings.as_string(height), 'x', tf.strings.as_string(width)])[None]
+
+
+def _assert(ok: tf.Tensor, message: Callable[[], tf.Tensor]) -> tf.Tensor:
+  """`ok`, or InvalidArgumentError with `message()` (built only then)."""
+  def fail():
+    with tf.control_dependencies([tf.debugging.Assert(False, [message()])]):
+      return tf.constant(False)
+  return tf.cond(ok, lambda: tf.constant(True), fail)
+
+
+def _enforce(groups: list[tuple[tf.Tensor, Callable[[], tf.Tensor]]],
+             path: tf.Tensor, index: tf.Tensor, stop: bool
+             ) -> tuple[tf.Tensor, tf.Tensor]:
+  """(all checks pass, reason: the failed checks' messages, '; '-joined).
+
+  With `stop`, a failure raises InvalidArgumentError naming the failed
+  checks, the record and the file (the returned `ok` depends on the check;
+  the reason is then '').
+  """
+  oks = tf.concat([ok for ok, _ in groups], 0)
+  ok = tf.reduce_all(oks)
+
+  def reason():
+    messages = tf.concat([messages() for _, messages in groups], 0)
+    return tf.strings.reduce_join(
+        tf.boolean_mask(messages, tf.logical_not(oks)), separator='; ')
+  if stop:
+    ok = _assert(ok, lambda: tf.strings.join([
+        'pipeline: ', reason(), '; bad record ', tf.strings.as_string(index),
+        ' of ', path]))
+    return ok, tf.constant('')
+  reason = tf.cond(ok, lambda: tf.constant(''), reason)
+  return ok, reason
 
 
 def _augment_params(key: tf.Tensor, box_xywh: tf.Tensor, input_size: int,
@@ -300,21 +545,59 @@ _KEEP = ('joints2d_px', 'joints3d_cam_mm', 'joint_valid_2d', 'joint_valid_3d',
          'has_3d', 'dataset', 'subject', 'action', 'camera', 'frame')
 
 
-def _example_stage(seed: int, input_size: int, augment: AugmentConfig):
+def _validated(path: tf.Tensor, record_index: tf.Tensor,
+               serialized: tf.Tensor, stop: bool
+               ) -> tuple[dict[str, tf.Tensor], tf.Tensor, tf.Tensor,
+                          tf.Tensor]:
+  """Parses and checks one record and decodes its image.
+
+  Returns (parsed, image uint8 [H, W, 3], ok, reason). With `stop`, a bad
+  record raises (naming check, file and record). Otherwise a bad record is not
+  decoded and its geometry fields are replaced by harmless values (identity
+  camera, unit box), so the example stage runs through and the record is
+  dropped by the caller's filter on `ok`.
+  """
+  parsed, num_values = records.parse_example_lenient(serialized)
+  ok, reason = _enforce(_problems(parsed, num_values), path, record_index,
+                        stop)
+  if stop:
+    with tf.control_dependencies([ok]):
+      image = records.decode_image(tf.identity(parsed['image/encoded']))
+  else:
+    image = tf.cond(ok, lambda: records.decode_image(parsed['image/encoded']),
+                    lambda: tf.zeros([1, 1, 3], tf.uint8))
+  size_ok, size_reason = _enforce([_image_size_check(image, parsed)], path,
+                                  record_index, stop)
+  if stop:
+    with tf.control_dependencies([size_ok]):
+      image = tf.identity(image)
+    return parsed, image, ok, reason
+  size_ok = tf.logical_or(tf.logical_not(ok), size_ok)
+  reason = tf.where(ok, size_reason, reason)
+  ok = tf.logical_and(ok, size_ok)
+  safe = {'intrinsics': tf.eye(3), 'box_xywh': tf.constant([0., 0., 1., 1.])}
+  for name, value in safe.items():
+    parsed[name] = tf.where(ok, parsed[name], value)
+  return parsed, image, ok, reason
+
+
+def _example_stage(seed: int, input_size: int, augment: AugmentConfig,
+                   stop: bool = True):
   """Parse, validate, decode, draw parameters, crop: one example.
 
   The warp runs per example, right after decoding: measured cheaper than one
   warp per batch (the decoded image is still in cache, and no padded batch of
-  source images is built).
+  source images is built). Without `stop` the output also holds 'bad/ok',
+  'bad/reason', 'bad/path' and 'bad/index' for the skip filter.
   """
 
   def fn(index, source):
     path, record_index, serialized = source
-    parsed = records.parse_example(serialized)
-    parsed = _assert_valid(parsed, path, record_index)
+    parsed, image, ok, reason = _validated(path, record_index, serialized,
+                                           stop)
     key = tf.stack([tf.constant(seed, tf.int64), index])
     params = _augment_params(key, parsed['box_xywh'], input_size, augment)
-    image = records.decode_image(parsed['image/encoded'])[None]
+    image = image[None]
     intrinsics, rotation, homography = _crop_geometry(
         image, parsed['intrinsics'][None], parsed['box_xywh'][None],
         input_size, augment.box_margin, params['zoom'], params['rotation_rad'],
@@ -333,6 +616,9 @@ def _example_stage(seed: int, input_size: int, augment: AugmentConfig):
     out.update({'image': image, 'crop/intrinsics': intrinsics[0],
                 'crop/rotation': rotation[0],
                 'crop/homography': homography[0], 'crop/flip': params['flip']})
+    if not stop:
+      out.update({'bad/ok': ok, 'bad/reason': reason, 'bad/path': path,
+                  'bad/index': record_index})
     return out
   return fn
 
@@ -377,7 +663,11 @@ def make_dataset(data, split: str, *, input_size: int, batch_size: int,
                  seed: int | None = None, deterministic: bool = False,
                  repeat: bool | None = None,
                  drop_remainder: bool | None = None, take: int | None = None,
-                 num_parallel_calls=tf.data.AUTOTUNE) -> tf.data.Dataset:
+                 num_parallel_calls=tf.data.AUTOTUNE,
+                 on_bad_record: str = 'stop',
+                 bad_records: BadRecords | None = None,
+                 num_input_pipelines: int = 1,
+                 input_pipeline_id: int = 0) -> tf.data.Dataset:
   """Batched, cropped, augmented features of a zoo TFRecord dataset.
 
   Args:
@@ -399,6 +689,17 @@ def make_dataset(data, split: str, *, input_size: int, batch_size: int,
     repeat, drop_remainder: default to `training`.
     take: keep only the first `take` examples (before shuffling/batching).
     num_parallel_calls: parallelism of the per-example and per-batch maps.
+    on_bad_record: 'stop' raises InvalidArgumentError at a bad record or a
+      corrupt / truncated record file, naming check, file and record; 'skip'
+      drops it, logs it once and counts it in `bad_records` (see the module
+      docstring for what is checked).
+    bad_records: where 'skip' counts what it skipped (read it during or after
+      the run); None: a new one, so skips are only logged.
+    num_input_pipelines, input_pipeline_id: shard the input over this many
+      workers (tf.distribute.InputContext's fields); this pipeline is number
+      `input_pipeline_id`. By file when there are at least as many files as
+      pipelines, else by example (then `seed` is required and must be the
+      same on every worker). The choice is logged.
 
   Returns:
     tf.data.Dataset of `map_fn(features)` (or the features dict).
@@ -409,26 +710,67 @@ def make_dataset(data, split: str, *, input_size: int, batch_size: int,
     raise ValueError(f'input_size must be >= 2, got {input_size}')
   repeat = training if repeat is None else repeat
   drop_remainder = training if drop_remainder is None else drop_remainder
-  if seed is None:
-    seed = 0 if deterministic else random.SystemRandom().randrange(2 ** 31)
   if augment is None:
     augment = AugmentConfig(enabled=False)
   elif not training:  # evaluation crops keep the caller's box margin
     augment = dataclasses.replace(augment, enabled=False)
 
+  if on_bad_record not in ON_BAD_RECORD:
+    raise ValueError(f'unknown on_bad_record {on_bad_record!r}; valid choices '
+                     f'are {", ".join(ON_BAD_RECORD)}')
+  stop = on_bad_record == 'stop'
+  if not stop and bad_records is None:
+    bad_records = BadRecords()
   files = _resolve_files(data, split)
+  sharding = input_sharding(len(files), num_input_pipelines)
+  if not 0 <= input_pipeline_id < num_input_pipelines:
+    raise ValueError(f'input_pipeline_id must be in [0, {num_input_pipelines}'
+                     f'), got {input_pipeline_id}')
+  if sharding == SHARD_BY_DATA and seed is None:
+    raise ValueError(
+        f'make_dataset: {len(files)} record file(s) for {num_input_pipelines} '
+        'input pipelines shards by example, which needs the same record order '
+        'on every worker: pass the same seed= on every worker')
+  if seed is None:
+    seed = 0 if deterministic else random.SystemRandom().randrange(2 ** 31)
+  if sharding == SHARD_BY_FILE:
+    all_files, files = files, files[input_pipeline_id::num_input_pipelines]
+    logging.info('pipeline (%s): input pipeline %d of %d shards by FILE: it '
+                 'reads %d of the %d record files.', split, input_pipeline_id,
+                 num_input_pipelines, len(files), len(all_files))
+  elif sharding == SHARD_BY_DATA:
+    logging.info('pipeline (%s): input pipeline %d of %d shards by DATA: %d '
+                 'record file(s) are fewer than the pipelines, so every '
+                 'pipeline reads all records and keeps every %d-th example '
+                 '(offset %d).', split, input_pipeline_id, num_input_pipelines,
+                 len(files), num_input_pipelines, input_pipeline_id)
   # With `take`, the file order stays fixed so the subset is the same each
-  # epoch.
-  ds = _records(files, training and take is None, seed, deterministic)
+  # epoch. Sharding by example needs the same record order on every worker.
+  ds = _records(files, training and take is None, seed,
+                deterministic or sharding == SHARD_BY_DATA,
+                None if stop else bad_records)
+  if sharding == SHARD_BY_DATA:
+    ds = ds.shard(num_input_pipelines, input_pipeline_id)
   if take is not None:
     ds = ds.take(take)
   if training:
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
   if repeat:
     ds = ds.repeat()
-  ds = ds.enumerate()  # the example index keys the augmentation randomness
-  ds = ds.map(_example_stage(seed, input_size, augment),
+  # The example index keys the augmentation randomness; interleaved over the
+  # input pipelines, so workers draw different augmentations.
+  ds = ds.enumerate()
+  if num_input_pipelines > 1:
+    ds = ds.map(lambda index, item: (
+        index * num_input_pipelines + input_pipeline_id, item))
+  ds = ds.map(_example_stage(seed, input_size, augment, stop),
               num_parallel_calls=num_parallel_calls)
+  if not stop:
+    ds = ds.filter(lambda example: tf.cond(
+        example['bad/ok'], lambda: tf.constant(True),
+        lambda: bad_records.report_record(example['bad/path'],
+                                          example['bad/index'],
+                                          example['bad/reason'])))
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
   ds = ds.map(_batch_stage(input_size),
               num_parallel_calls=num_parallel_calls)
@@ -437,4 +779,7 @@ def make_dataset(data, split: str, *, input_size: int, batch_size: int,
   ds = ds.prefetch(tf.data.AUTOTUNE)
   options = tf.data.Options()
   options.deterministic = bool(deterministic or not training)
+  if num_input_pipelines > 1:  # sharded here: a strategy must not shard again
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.OFF)
   return ds.with_options(options)

@@ -134,6 +134,52 @@ def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
   return parsed
 
 
+# Every field as a plain list of values (RaggedFeature without partitions
+# parses to a dense 1-D tensor; cheaper than VarLenFeature's sparse output).
+_LENIENT_SPEC = {
+    **{name: tf.io.RaggedFeature(tf.float32) for name in FLOAT_FIELDS},
+    **{name: tf.io.RaggedFeature(tf.string) for name in STRING_FIELDS},
+    **{name: tf.io.RaggedFeature(tf.int64) for name in INT_FIELDS},
+}
+
+
+def expected_num_values(name: str) -> int:
+  """How many values field `name` holds in a record (float fields flattened)."""
+  if name in FLOAT_FIELDS:
+    return int(np.prod(FLOAT_FIELDS[name]))
+  if name in STRING_FIELDS or name in INT_FIELDS:
+    return 1
+  raise KeyError(f'unknown record field {name!r}')
+
+
+def parse_example_lenient(
+    serialized: tf.Tensor) -> tuple[dict[str, tf.Tensor],
+                                    dict[str, tf.Tensor]]:
+  """`parse_example` that does not fail on a field with the wrong size.
+
+  Returns (parsed, num_values): `parsed` as from `parse_example` for a record
+  that matches the schema; `num_values[name]` (int32 scalar) is the number of
+  values the record had for field `name` (0 if missing), so the caller can
+  reject the record naming the field and the expected shape. Where a count is
+  wrong the parsed field still has the schema's shape (its values are then
+  meaningless: zero-padded or cut). A value list of the wrong type, or bytes
+  that are not a tf.train.Example at all, still raise InvalidArgumentError.
+  """
+  lists = tf.io.parse_single_example(serialized, _LENIENT_SPEC)
+  parsed, num_values = {}, {}
+  for name, values in lists.items():
+    expected = expected_num_values(name)
+    num_values[name] = tf.size(values, out_type=tf.int32)
+    if name in FLOAT_FIELDS:
+      padded = tf.concat([values, tf.zeros([expected], tf.float32)], 0)
+      parsed[name] = tf.reshape(padded[:expected], FLOAT_FIELDS[name])
+    else:
+      default = b'' if name in STRING_FIELDS else 0
+      parsed[name] = tf.concat([values, tf.constant([default], values.dtype)],
+                               0)[0]
+  return parsed, num_values
+
+
 def decode_image(encoded: tf.Tensor) -> tf.Tensor:
   """JPEG/PNG bytes -> uint8 [H, W, 3]."""
   image = tf.io.decode_image(encoded, channels=3, expand_animations=False)

@@ -52,7 +52,7 @@ from zoo.data import render
 
 # Bump when the images or labels change for a given seed: it is part of the
 # cache directory name, so stale caches are never reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 JPEG_QUALITY = 90
 DATASET = 'synthetic'
 SPLITS = ('train', 'test')
@@ -129,8 +129,10 @@ def _worker_init():
 
 def _serialized_task(args) -> list[bytes]:
   seed, split, start, stop, config = args
+  # deterministic: the features map in a fixed (sorted) order, the same in
+  # every process (map order otherwise depends on the process's hash seed).
   return [records.make_example(render_example(seed, split, i, config)[0])
-          .SerializeToString() for i in range(start, stop)]
+          .SerializeToString(deterministic=True) for i in range(start, stop)]
 
 
 def _serialized_stream(seed: int, split: str, num_examples: int,
@@ -143,11 +145,15 @@ def _serialized_stream(seed: int, split: str, num_examples: int,
     for t in tasks:
       yield from _serialized_task(t)
     return
-  # fork: workers inherit the imported modules and only run NumPy/OpenCV and
-  # protobuf code (never the TensorFlow runtime).
-  method = 'fork' if 'fork' in multiprocessing.get_all_start_methods() else (
-      'spawn')
-  ctx = multiprocessing.get_context(method)
+  # Never plain fork: callers (the trainer, tests) often have the TensorFlow
+  # runtime's threads running, and forking such a process can deadlock. A
+  # forkserver is a fresh process that imports this module once (no TF
+  # runtime started) and forks the workers from there.
+  if 'forkserver' in multiprocessing.get_all_start_methods():
+    ctx = multiprocessing.get_context('forkserver')
+    ctx.set_forkserver_preload([__name__])
+  else:
+    ctx = multiprocessing.get_context('spawn')
   with ctx.Pool(min(num_workers, len(tasks)),
                 initializer=_worker_init) as pool:
     for chunk in pool.imap(_serialized_task, tasks, chunksize=1):

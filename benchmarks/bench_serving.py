@@ -1,0 +1,271 @@
+"""Serving benchmark: SavedModel vs Keras throughput, gRPC latency under load.
+
+  python -m benchmarks.bench_serving [--models=a,b] [--preset=cpu]
+      [--checkpoints=DIR] [--batch_sizes=1,32] [--seconds=5]
+      [--image_hw=480,640] [--clients=8] [--requests_per_client=25]
+      [--grpc_signature=serving_bytes] [--out=FILE.json]
+
+For every model (default: all registered) it
+1. builds the model (`--preset`, random weights; or loads trained weights from
+   `--checkpoints/NAME`, a training workdir) and exports it (export.saved_model)
+   to a temporary BASE;
+2. measures end-to-end inference throughput (images/s: in-graph perspective
+   crop + network + decoding + mapping back, from full uint8 images of
+   --image_hw with a person box) at each batch size for
+   - `saved_model`: the loaded SavedModel's `serving_default` signature,
+   - `keras_function`: the same function (zoo.predict.predict_in_image) on the
+     Keras model, wrapped in tf.function, in the same process,
+   - `keras_eager`: the same, run eagerly (what a notebook user gets);
+3. starts `python -m export.serve` on BASE in a subprocess and sends
+   `--requests_per_client` requests (batch 1) from each of `--clients`
+   concurrent gRPC clients (threads with their own channels), reporting
+   latency p50 / p99 (ms) and the aggregate requests/s.
+
+Each timing repeats calls for about `--seconds` after warm-up calls and
+reports the median rate over repeats. The machine's load matters: state it
+with the figures. Prints a Markdown table and writes JSON (`--out`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO not in sys.path:
+  sys.path.insert(0, _REPO)
+
+import tensorflow as tf  # noqa: E402
+
+
+def _rate(fn: Callable[[], Any], items: int, seconds: float,
+          warmup: int = 2, min_repeats: int = 3) -> dict[str, float]:
+  """Median items/s of repeated calls of fn (each call handles `items`)."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  start = time.perf_counter()
+  while len(times) < min_repeats or time.perf_counter() - start < seconds:
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  median = statistics.median(times)
+  return {'items_per_s': items / median, 'ms_per_call': 1e3 * median,
+          'repeats': len(times)}
+
+
+def _load_or_build(name: str, preset: str, checkpoints: str | None):
+  from trainers import checkpoints as ckpt
+  from zoo import registry
+  if checkpoints:
+    return ckpt.load_model(name, os.path.join(checkpoints, name))
+  entry = registry.get(name)
+  config = entry.config(preset)
+  if entry.prepare is not None:
+    config = entry.prepare(config, tempfile.mkdtemp(prefix='bench_prep_'),
+                           None)
+  return ckpt.build_model(entry, config)
+
+
+def bench_inference(model, export_dir: str, batch_sizes: Sequence[int],
+                    image_hw: tuple[int, int], seconds: float
+                    ) -> dict[str, dict[str, Any]]:
+  from export import warmup
+  from zoo import predict as predict_lib
+  loaded = tf.saved_model.load(export_dir)
+  signature = loaded.signatures['serving_default']
+
+  @tf.function(reduce_retracing=True)
+  def keras_function(images, boxes, intrinsics):
+    return predict_lib.predict_in_image(model, images, boxes, intrinsics)
+
+  results = {}
+  for batch in batch_sizes:
+    req = warmup.image_request(batch, *image_hw, seed=batch)
+    tensors = {k: tf.constant(v) for k, v in req.items()}
+    args = (tensors['images'], tensors['boxes'], tensors['intrinsics'])
+    results[f'batch{batch}'] = {
+        'saved_model': _rate(lambda: signature(**tensors)['poses3d_cam_mm']
+                             .numpy(), batch, seconds),
+        'keras_function': _rate(lambda: keras_function(*args)[
+            'poses3d_cam_mm'].numpy(), batch, seconds),
+        'keras_eager': _rate(lambda: predict_lib.predict_in_image(
+            model, *args)['poses3d_cam_mm'].numpy(), batch, seconds,
+                             warmup=1, min_repeats=2),
+    }
+  return results
+
+
+def start_server(base: str, log_path: str) -> tuple[subprocess.Popen, int]:
+  port_file = os.path.join(os.path.dirname(log_path), 'ports.json')
+  env = dict(os.environ, PYTHONPATH=_REPO, TF_CPP_MIN_LOG_LEVEL='2')
+  with open(log_path, 'w') as log:
+    process = subprocess.Popen(
+        [sys.executable, '-m', 'export.serve', f'--model_base_path={base}',
+         '--port=0', '--rest_api_port=0', f'--port_file={port_file}',
+         '--file_system_poll_wait_seconds=0'],
+        cwd=_REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+  deadline = time.time() + 900
+  while not os.path.exists(port_file):
+    if process.poll() is not None or time.time() > deadline:
+      process.kill()
+      with open(log_path) as f:
+        raise RuntimeError(f'export.serve did not start:\n{f.read()[-3000:]}')
+    time.sleep(0.2)
+  with open(port_file) as f:
+    return process, json.load(f)['grpc']
+
+
+def bench_grpc(target: str, name: str, signature: str, image_hw, clients: int,
+               requests_per_client: int) -> dict[str, float]:
+  """Latency of batch-1 requests from `clients` concurrent clients."""
+  from export import client as client_lib
+  from export import warmup
+  if signature == 'serving_bytes':
+    inputs = warmup.bytes_request([image_hw], seed=0, formats=('jpeg',))
+  else:
+    inputs = warmup.image_request(1, *image_hw, seed=0)
+  latencies: list[float] = []
+  lock = threading.Lock()
+  errors: list[BaseException] = []
+
+  def worker():
+    try:
+      with client_lib.GrpcClient(target, timeout=300.) as c:
+        request = c.predict_request(name, inputs, signature_name=signature)
+        c.predict_raw(request)  # connect + warm
+        own = []
+        for _ in range(requests_per_client):
+          t = time.perf_counter()
+          c.predict_raw(request)
+          own.append(time.perf_counter() - t)
+      with lock:
+        latencies.extend(own)
+    except BaseException as e:  # reported below
+      errors.append(e)
+
+  threads = [threading.Thread(target=worker) for _ in range(clients)]
+  start = time.perf_counter()
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  wall = time.perf_counter() - start
+  if errors:
+    raise RuntimeError(f'gRPC benchmark of {name} failed: {errors[0]!r}')
+  ms = np.array(latencies) * 1e3
+  return {'p50_ms': float(np.percentile(ms, 50)),
+          'p99_ms': float(np.percentile(ms, 99)),
+          'mean_ms': float(ms.mean()), 'requests': int(ms.size),
+          'requests_per_s': float(ms.size / wall), 'clients': clients,
+          'signature': signature}
+
+
+def markdown(results: dict[str, Any]) -> str:
+  meta = results['meta']
+  batch_keys = [f'batch{b}' for b in meta['batch_sizes']]
+  lines = [
+      f'Images {meta["image_hw"][0]}x{meta["image_hw"][1]} px, preset '
+      f'{meta["preset"]}, {meta["cpu_count"]} CPUs, load average at start '
+      f'{meta["load_average"]}, TF {meta["tensorflow"]}.', '',
+      '| model | ' + ' | '.join(
+          f'{k} SavedModel img/s | {k} Keras tf.function img/s | {k} Keras '
+          'eager img/s' for k in batch_keys) + ' | gRPC p50 ms | gRPC p99 ms '
+      '| gRPC req/s |',
+      '|---' * (1 + 3 * len(batch_keys) + 3) + '|']
+  for name, r in results['models'].items():
+    cells = []
+    for k in batch_keys:
+      b = r['inference'][k]
+      cells += [f'{b["saved_model"]["items_per_s"]:.1f}',
+                f'{b["keras_function"]["items_per_s"]:.1f}',
+                f'{b["keras_eager"]["items_per_s"]:.1f}']
+    g = r.get('grpc')
+    cells += [f'{g["p50_ms"]:.1f}', f'{g["p99_ms"]:.1f}',
+              f'{g["requests_per_s"]:.1f}'] if g else ['-'] * 3
+    lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(prog='python -m benchmarks.bench_serving',
+                                   description=__doc__.split('\n\n')[0])
+  parser.add_argument('--models', help='comma-separated (default: all)')
+  parser.add_argument('--preset', default='cpu')
+  parser.add_argument('--checkpoints', help='DIR with DIR/NAME workdirs of '
+                      'trained models (default: random weights)')
+  parser.add_argument('--batch_sizes', default='1,32')
+  parser.add_argument('--seconds', type=float, default=5.)
+  parser.add_argument('--image_hw', default='480,640')
+  parser.add_argument('--clients', type=int, default=8)
+  parser.add_argument('--requests_per_client', type=int, default=25)
+  parser.add_argument('--grpc_signature', default='serving_bytes',
+                      choices=('serving_bytes', 'serving_default'))
+  parser.add_argument('--no_grpc', action='store_true')
+  parser.add_argument('--out', help='write the results as JSON here')
+  return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = _parse_args(sys.argv[1:] if argv is None else argv)
+  from export import saved_model
+  from zoo import registry
+  names = args.models.split(',') if args.models else registry.names()
+  batch_sizes = [int(b) for b in args.batch_sizes.split(',')]
+  image_hw = tuple(int(v) for v in args.image_hw.split(','))
+  results: dict[str, Any] = {'meta': {
+      'preset': 'trained (' + args.checkpoints + ')' if args.checkpoints
+      else args.preset, 'batch_sizes': batch_sizes, 'image_hw': image_hw,
+      'seconds': args.seconds, 'cpu_count': os.cpu_count(),
+      'load_average': [round(v, 2) for v in os.getloadavg()],
+      'tensorflow': tf.__version__, 'python': platform.python_version(),
+      'gpus': [d.name for d in tf.config.list_physical_devices('GPU')],
+      'command': ' '.join(['python -m benchmarks.bench_serving'] +
+                          list(sys.argv[1:] if argv is None else argv))},
+      'models': {}}
+  base = tempfile.mkdtemp(prefix='bench_serving_')
+  try:
+    for name in names:
+      print(f'[{name}] building and exporting ...', flush=True)
+      model = _load_or_build(name, args.preset, args.checkpoints)
+      export_dir = saved_model.export_model(model, base, name, verify=False)
+      print(f'[{name}] inference throughput ...', flush=True)
+      results['models'][name] = {
+          'inference': bench_inference(model, export_dir, batch_sizes,
+                                       image_hw, args.seconds)}
+    if not args.no_grpc:
+      process, port = start_server(base, os.path.join(base, 'server.log'))
+      try:
+        for name in names:
+          print(f'[{name}] gRPC latency, {args.clients} clients ...',
+                flush=True)
+          results['models'][name]['grpc'] = bench_grpc(
+              f'127.0.0.1:{port}', name, args.grpc_signature, image_hw,
+              args.clients, args.requests_per_client)
+      finally:
+        process.terminate()
+        process.wait(timeout=60)
+  finally:
+    shutil.rmtree(base, ignore_errors=True)
+  table = markdown(results)
+  print(table)
+  if args.out:
+    with open(args.out, 'w') as f:
+      json.dump(dict(results, markdown=table), f, indent=2)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,396 @@
+"""Export a trained zoo model as a TF Serving SavedModel, atomically.
+
+  python -m export.saved_model --model=NAME [--workdir=DIR] --export_dir=BASE
+      [--version=N] [--preset=P] [--flip_test] [--overwrite]
+      [--container_base_path=/models] [--max_batch_size=32]
+
+(without --workdir: the model's bundled checkpoint zoo/checkpoints/NAME,
+trained on the zoo's synthetic data)
+
+writes
+
+  BASE/NAME/N/{saved_model.pb, variables/, assets.extra/}
+      assets.extra/tf_serving_warmup_requests  (PredictionLog TFRecord)
+      assets.extra/pose3d_zoo.json             (model, config, crop settings,
+                                                signatures, source weights)
+  BASE/models.config            text ModelServerConfig listing every model
+                                under BASE (base_path CONTAINER_BASE/NAME)
+  BASE/batching_parameters.txt  text BatchingParameters for --enable_batching
+
+The version defaults to the highest existing one + 1. Atomicity: the
+SavedModel is written and (by default) verified in a temporary directory
+BASE/.tmp-NAME-*, then renamed to BASE/NAME/N, so TF Serving, which polls
+BASE/NAME for integer directories, never sees a half-written version, and an
+export that fails part-way leaves every existing version as it was. An
+existing version is only replaced with --overwrite (the old one is moved aside,
+the new one renamed in, the old one deleted; on failure the old one goes back).
+
+Model-agnostic: signatures come from export.serving_module, model-specific
+extras from the model's optional `extra_serving_signatures()`.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from typing import Any, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from export import serving_module
+from export import warmup
+
+METADATA_FILE = 'pose3d_zoo.json'
+MODELS_CONFIG = 'models.config'
+BATCHING_PARAMETERS = 'batching_parameters.txt'
+DEFAULT_CONTAINER_BASE = '/models'
+
+_log = logging.getLogger('export.saved_model')
+
+
+# ----------------------------------------------------------------------------
+# Layout of an export base directory
+# ----------------------------------------------------------------------------
+
+def versions(model_dir: str) -> list[int]:
+  """Integer version directories holding a saved_model.pb, ascending."""
+  if not os.path.isdir(model_dir):
+    return []
+  found = []
+  for entry in os.listdir(model_dir):
+    if entry.isdigit() and os.path.isfile(
+        os.path.join(model_dir, entry, 'saved_model.pb')):
+      found.append(int(entry))
+  return sorted(found)
+
+
+def next_version(model_dir: str) -> int:
+  """Highest existing version + 1 (1 for a new model).
+
+  Any integer-named directory counts, complete or not, so a new export never
+  reuses a number.
+  """
+  if not os.path.isdir(model_dir):
+    return 1
+  numbers = [int(e) for e in os.listdir(model_dir) if e.isdigit()]
+  return max(numbers, default=0) + 1
+
+
+def list_models(export_base: str) -> dict[str, list[int]]:
+  """Model name -> its versions, for every model directory under BASE."""
+  if not os.path.isdir(export_base):
+    return {}
+  models = {}
+  for entry in sorted(os.listdir(export_base)):
+    if entry.startswith('.'):
+      continue
+    found = versions(os.path.join(export_base, entry))
+    if found:
+      models[entry] = found
+  return models
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-')
+  try:
+    with os.fdopen(fd, 'w') as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def models_config_text(export_base: str,
+                       container_base: str = DEFAULT_CONTAINER_BASE) -> str:
+  """Text ModelServerConfig with one entry per model under BASE."""
+  from google.protobuf import text_format
+  from tensorflow_serving.config import model_server_config_pb2
+  config = model_server_config_pb2.ModelServerConfig()
+  for name in list_models(export_base):
+    entry = config.model_config_list.config.add()
+    entry.name = name
+    entry.base_path = container_base.rstrip('/') + '/' + name
+    entry.model_platform = 'tensorflow'
+  header = ('# TF Serving model config (text ModelServerConfig), written by '
+            'export.saved_model.\n# base_path is where BASE is mounted inside '
+            f'the container ({container_base}).\n')
+  return header + text_format.MessageToString(config)
+
+
+def write_models_config(export_base: str,
+                        container_base: str = DEFAULT_CONTAINER_BASE) -> str:
+  path = os.path.join(export_base, MODELS_CONFIG)
+  _atomic_write_text(path, models_config_text(export_base, container_base))
+  return path
+
+
+def batching_parameters_text(max_batch_size: int = 32,
+                             batch_timeout_micros: int = 2000,
+                             num_batch_threads: int | None = None,
+                             max_enqueued_batches: int = 100) -> str:
+  """Text BatchingParameters (tensorflow_serving session_bundle_config)."""
+  if num_batch_threads is None:
+    num_batch_threads = max(os.cpu_count() or 1, 1)
+  return (
+      '# TF Serving --batching_parameters_file, written by export.saved_model.'
+      '\n# pad_variable_length_inputs: serving_default requests whose images '
+      'differ\n# in size are batched by padding the smaller images at the '
+      'bottom/right\n# (TF Serving pads with the tensor\'s first value). '
+      'Only a person box\n# whose crop reaches past the image border can see '
+      'the padding; send\n# encoded images (serving_bytes, never padded) for '
+      'exact results there.\n'
+      f'max_batch_size {{ value: {int(max_batch_size)} }}\n'
+      f'batch_timeout_micros {{ value: {int(batch_timeout_micros)} }}\n'
+      f'num_batch_threads {{ value: {int(num_batch_threads)} }}\n'
+      f'max_enqueued_batches {{ value: {int(max_enqueued_batches)} }}\n'
+      'pad_variable_length_inputs: true\n')
+
+
+def write_batching_parameters(export_base: str, **kwargs) -> str:
+  path = os.path.join(export_base, BATCHING_PARAMETERS)
+  _atomic_write_text(path, batching_parameters_text(**kwargs))
+  return path
+
+
+# ----------------------------------------------------------------------------
+# Export
+# ----------------------------------------------------------------------------
+
+def _spec_json(spec: tf.TensorSpec) -> dict[str, Any]:
+  return {'dtype': spec.dtype.name, 'shape': spec.shape.as_list()}
+
+
+def _metadata(model, module: serving_module.PoseServingModule,
+              model_name: str, version: int, extra: dict | None) -> dict:
+  config = getattr(model, 'config', None)
+  try:
+    from zoo import config as config_lib
+    config_dict = config_lib.to_dict(config) if config is not None else None
+  except TypeError:
+    config_dict = None
+  return {
+      'model': model_name,
+      'version': version,
+      'created': datetime.datetime.now(datetime.timezone.utc).isoformat(),
+      'tensorflow': tf.__version__,
+      'input_size': module.input_size,
+      'box_margin': module.box_margin,
+      'flip_test': module._flip_test,
+      'signatures': {name: {s.name: _spec_json(s) for s in specs}
+                     for name, specs in module.input_specs().items()},
+      'outputs': {'poses3d_cam_mm': 'mm, camera frame of the input image',
+                  'poses3d_rel_mm': 'mm, root-relative, camera axes',
+                  'poses2d_px': 'pixels of the input image',
+                  'confidence': 'per joint, 0..1'},
+      'config': config_dict,
+      **(extra or {}),
+  }
+
+
+def verify_export(path: str, examples: dict[str, list[dict[str, np.ndarray]]]
+                  ) -> None:
+  """Runs every example through both loaders; raises RuntimeError if bad.
+
+  tf.saved_model.load (TF2, object graph) and a TF1 session with the
+  MetaGraph's saver, which is how TF Serving and saved_model_cli load a
+  SavedModel; the two must agree and give finite outputs.
+  """
+  loaded = tf.saved_model.load(path)
+  reference = {}
+  for signature, requests in examples.items():
+    if signature not in loaded.signatures:
+      raise RuntimeError(f'export {path} lacks signature {signature!r}')
+    fn = loaded.signatures[signature]
+    for i, inputs in enumerate(requests):
+      outputs = {k: v.numpy() for k, v in fn(
+          **{k: tf.constant(v) for k, v in inputs.items()}).items()}
+      for key, value in outputs.items():
+        if value.dtype.kind == 'f' and not np.all(np.isfinite(value)):
+          raise RuntimeError(f'export {path}: signature {signature!r} output '
+                             f'{key!r} is not finite on a warm-up example')
+      if i == 0:
+        reference[signature] = outputs
+  with tf.compat.v1.Session(graph=tf.Graph()) as session:
+    try:
+      meta = tf.compat.v1.saved_model.loader.load(session, ['serve'], path)
+      for signature, requests in examples.items():
+        sig = meta.signature_def[signature]
+        outputs = session.run(
+            {k: v.name for k, v in sig.outputs.items()},
+            {sig.inputs[k].name: v for k, v in requests[0].items()})
+        for key, value in outputs.items():
+          want = reference[signature][key]
+          if not np.allclose(value, want, rtol=1e-3,
+                             atol=1e-3 * max(1., float(np.abs(want).max()))):
+            raise RuntimeError(
+                f'export {path}: signature {signature!r} output {key!r} '
+                'differs between tf.saved_model.load and a TF1 session (the '
+                'way TF Serving loads it)')
+    except tf.errors.OpError as e:
+      raise RuntimeError(f'export {path} fails in a TF1 session (the way TF '
+                         f'Serving loads it): {e.message[:500]}') from None
+
+
+def export_model(model, export_base: str, model_name: str | None = None, *,
+                 version: int | None = None, flip_test: bool = False,
+                 overwrite: bool = False, write_warmup: bool = True,
+                 verify: bool = True, metadata: dict | None = None,
+                 container_base: str = DEFAULT_CONTAINER_BASE,
+                 batching: dict | None = None) -> str:
+  """Writes EXPORT_BASE/MODEL_NAME/VERSION atomically; returns its path.
+
+  Args:
+    model: a built zoo PoseModel with its weights.
+    export_base: BASE; created if missing.
+    model_name: the served name (default: model.name).
+    version: integer version (default: highest existing + 1).
+    flip_test: serve the flip-test average (twice the compute).
+    overwrite: replace an existing version (otherwise FileExistsError).
+    write_warmup: write assets.extra/tf_serving_warmup_requests.
+    verify: load the temporary export and run the warm-up examples before
+      publishing it.
+    metadata: extra entries for assets.extra/pose3d_zoo.json.
+    container_base: where BASE is mounted in the TF Serving container (the
+      base_path prefix in models.config).
+    batching: keyword arguments of `batching_parameters_text`.
+  """
+  model_name = model_name or model.name
+  if not model_name or '/' in model_name or model_name.startswith('.'):
+    raise ValueError(f'invalid model name {model_name!r}')
+  os.makedirs(export_base, exist_ok=True)
+  model_dir = os.path.join(export_base, model_name)
+  if version is None:
+    version = next_version(model_dir)
+  if int(version) < 0:
+    raise ValueError(f'version must be a non-negative integer, got {version}')
+  version = int(version)
+  final = os.path.join(model_dir, str(version))
+  if os.path.exists(final) and not overwrite:
+    raise FileExistsError(f'{final} already exists; pass --overwrite to '
+                          'replace it or --version to choose another number')
+
+  module = serving_module.PoseServingModule(model, flip_test=flip_test,
+                                            name=f'{model_name}_serving')
+  examples = warmup.example_inputs(module.input_specs())
+  staging = tempfile.mkdtemp(dir=export_base, prefix=f'.tmp-{model_name}-')
+  try:
+    path = os.path.join(staging, str(version))
+    _log.info('Tracing and saving %s version %d ...', model_name, version)
+    tf.saved_model.save(module, path, signatures=module.signatures())
+    if write_warmup:
+      warmup.write_warmup_file(path, model_name, examples)
+    meta = _metadata(model, module, model_name, version, metadata)
+    os.makedirs(os.path.join(path, 'assets.extra'), exist_ok=True)
+    with open(os.path.join(path, 'assets.extra', METADATA_FILE), 'w') as f:
+      json.dump(meta, f, indent=2, default=str)
+    if verify:
+      verify_export(path, examples)
+    _publish(path, final, overwrite)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  write_models_config(export_base, container_base)
+  write_batching_parameters(export_base, **(batching or {}))
+  _log.info('Exported %s version %d to %s.', model_name, version, final)
+  return final
+
+
+def _publish(staged: str, final: str, overwrite: bool) -> None:
+  """Renames the staged version into place (swapping out an old one)."""
+  os.makedirs(os.path.dirname(final), exist_ok=True)
+  if not os.path.exists(final):
+    os.rename(staged, final)  # fails if another exporter got there first
+    return
+  if not overwrite:
+    raise FileExistsError(f'{final} appeared during the export; not replaced')
+  aside = tempfile.mkdtemp(dir=os.path.dirname(os.path.dirname(final)),
+                           prefix='.old-')
+  old = os.path.join(aside, 'old')
+  os.rename(final, old)
+  try:
+    os.rename(staged, final)
+  except BaseException:
+    os.rename(old, final)
+    raise
+  finally:
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def export_checkpoint(name: str, checkpoint: str, export_base: str, *,
+                      preset: str | None = None, **kwargs) -> str:
+  """Loads model NAME from a workdir / weights file and exports it."""
+  from trainers import checkpoints
+  model = checkpoints.load_model(name, checkpoint, preset)
+  source = checkpoints.resolve(checkpoint)
+  meta = {'source': {'path': os.path.abspath(source.path),
+                     'kind': source.kind, 'step': source.step,
+                     'sha256': (source.manifest or {}).get('sha256'),
+                     'preset': source.preset}}
+  meta.update(kwargs.pop('metadata', None) or {})
+  return export_model(model, export_base, name, metadata=meta, **kwargs)
+
+
+def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+      prog='python -m export.saved_model',
+      description='Export a trained zoo model for TF Serving.')
+  parser.add_argument('--model', required=True, help='registered model name')
+  parser.add_argument('--workdir', help='training workdir, weights directory '
+                      'or .weights.h5 file (default: the bundled checkpoint '
+                      'zoo/checkpoints/NAME)')
+  parser.add_argument('--export_dir', required=True, help='export base BASE')
+  parser.add_argument('--version', type=int, help='version number (default: '
+                      'highest existing + 1)')
+  parser.add_argument('--preset', help='only for weights without a manifest')
+  parser.add_argument('--flip_test', action='store_true',
+                      help='serve flip-test averaged poses (2x compute)')
+  parser.add_argument('--overwrite', action='store_true',
+                      help='replace an existing version')
+  parser.add_argument('--no_warmup', action='store_true',
+                      help='do not write warm-up requests')
+  parser.add_argument('--no_verify', action='store_true',
+                      help='skip loading and running the export before '
+                      'publishing it')
+  parser.add_argument('--container_base_path', default=DEFAULT_CONTAINER_BASE,
+                      help='where BASE is mounted in the TF Serving container')
+  parser.add_argument('--max_batch_size', type=int, default=32)
+  parser.add_argument('--batch_timeout_micros', type=int, default=2000)
+  parser.add_argument('--num_batch_threads', type=int, default=None)
+  return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = _parse_args(sys.argv[1:] if argv is None else argv)
+  logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
+  try:
+    workdir = args.workdir
+    if workdir is None:
+      import zoo
+      workdir = zoo.bundled_checkpoint(args.model)
+      _log.info('No --workdir given: exporting the bundled checkpoint %s.',
+                workdir)
+    path = export_checkpoint(
+        args.model, workdir, args.export_dir, preset=args.preset,
+        version=args.version, flip_test=args.flip_test,
+        overwrite=args.overwrite, write_warmup=not args.no_warmup,
+        verify=not args.no_verify, container_base=args.container_base_path,
+        batching={'max_batch_size': args.max_batch_size,
+                  'batch_timeout_micros': args.batch_timeout_micros,
+                  'num_batch_threads': args.num_batch_threads})
+  except (ValueError, KeyError, FileNotFoundError, FileExistsError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  print(path)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,98 @@
+"""Tests for trainers/evaluation.py against independent NumPy computations."""
+import numpy as np
+import pytest
+
+from trainers import evaluation
+
+J = 17
+
+
+def _arrays(n=6, seed=0):
+  rng = np.random.default_rng(seed)
+  gt_rel = rng.normal(0, 200, (n, J, 3))
+  gt_rel -= gt_rel[:, :1]
+  gt_cam = gt_rel + np.array([0., 0., 4000.])
+  gt2d = rng.uniform(0, 64, (n, J, 2))
+  pred_rel = gt_rel + rng.normal(0, 30, (n, J, 3))
+  pred_rel -= pred_rel[:, :1]
+  poses = {'poses3d_rel_mm': pred_rel,
+           'poses3d_cam_mm': pred_rel + np.array([10., 0., 4100.]),
+           'poses2d_px': gt2d + rng.normal(0, 2, (n, J, 2)),
+           'confidence': np.ones((n, J))}
+  truth = {'joints3d_rel_mm': gt_rel, 'joints3d_cam_mm': gt_cam,
+           'joints2d_px': gt2d, 'joint_valid_2d': np.ones((n, J)),
+           'joint_valid_3d': np.ones((n, J)),
+           'has_3d': np.array([1., 1., 1., 1., 0., 1.])[:n],
+           'action': np.array([b'walk', b'sit'] * (n // 2))}
+  return poses, truth
+
+
+def test_compute_metrics_matches_brute_force():
+  poses, truth = _arrays()
+  truth['joint_valid_3d'][0, 5] = 0.  # a missing label
+  out = evaluation.compute_metrics(poses, truth)
+  keep = truth['has_3d'] > 0
+  per_pose = []
+  for i in np.flatnonzero(keep):
+    errors = [np.sqrt(((poses['poses3d_rel_mm'][i, j] -
+                        truth['joints3d_rel_mm'][i, j]) ** 2).sum())
+              for j in range(J) if truth['joint_valid_3d'][i, j]]
+    per_pose.append(np.mean(errors))
+  assert out['mpjpe_mm'] == pytest.approx(np.mean(per_pose))
+  actions = truth['action'][keep]
+  walk = np.mean([e for e, a in zip(per_pose, actions) if a == b'walk'])
+  assert out['per_action']['walk'] == pytest.approx(walk)
+  assert out['num_eval_examples'] == 6 and out['num_eval_examples_3d'] == 5
+  # Absolute error: a constant 100 mm offset in z and 10 in x on top of noise.
+  abs_err = np.linalg.norm(poses['poses3d_cam_mm'] - truth['joints3d_cam_mm'],
+                           axis=-1)
+  valid = truth['joint_valid_3d'][keep]
+  want_abs = np.mean((abs_err[keep] * valid).sum(1) / valid.sum(1))
+  assert out['abs_mpjpe_mm'] == pytest.approx(want_abs)
+  # 2D over every example (2D labels exist for all).
+  err2d = np.linalg.norm(poses['poses2d_px'] - truth['joints2d_px'], axis=-1)
+  assert out['mean_error_2d_px'] == pytest.approx(err2d.mean())
+  for key in ('pa_mpjpe_mm', 'n_mpjpe_mm', 'pck3d_150', 'auc', 'pcp3d',
+              'pckh'):
+    assert np.isfinite(out[key])
+  assert out['pa_mpjpe_mm'] <= out['mpjpe_mm']
+
+
+def test_extra_metrics_average_finite_entries_and_cannot_shadow():
+  poses, truth = _arrays()
+  extras = {'x_mm': np.array([[1., np.nan], [3., 5.]])}
+  out = evaluation.compute_metrics(poses, truth, extras)
+  assert out['x_mm'] == pytest.approx(3.)
+  with pytest.raises(ValueError, match="'mpjpe_mm'"):
+    evaluation.compute_metrics(poses, truth, {'mpjpe_mm': np.ones(6)})
+
+
+def test_no_3d_labels_gives_nan_3d_metrics():
+  poses, truth = _arrays()
+  truth['has_3d'][:] = 0
+  out = evaluation.compute_metrics(poses, truth)
+  assert np.isnan(out['mpjpe_mm']) and out['per_action'] == {}
+  assert np.isfinite(out['mean_error_2d_px'])
+
+
+def test_format_report_lists_run_metrics_and_actions():
+  poses, truth = _arrays()
+  metrics = {'model': 'm', 'preset': 'cpu', 'steps': 3,
+             **evaluation.compute_metrics(poses, truth),
+             'mean_pose_baseline': {'mpjpe_mm': 321.5}}
+  text = evaluation.format_report(metrics)
+  assert text.startswith('Results: m (cpu)')
+  assert f'{metrics["mpjpe_mm"]:.4g}' in text
+  assert 'walk' in text and 'sit' in text and '321.5' in text
+
+
+def test_evaluate_model_on_records(trained_run, tiny_data):
+  config = trained_run.model.config
+  got = evaluation.evaluate_model(trained_run.model, tiny_data, config,
+                                  num_examples=4, progress=False)
+  assert got['num_eval_examples'] == 4
+  again = evaluation.evaluate_model(trained_run.model, tiny_data, config,
+                                    num_examples=4, flip_test=True,
+                                    progress=False)
+  assert again['flip_test'] is True
+  assert again['mpjpe_mm'] != got['mpjpe_mm']

@@ -1,0 +1,176 @@
+"""Tests for trainers/publish.py: the bundled manifest, README, validation of
+runs, the size limit and atomicity (a failed or killed publish never leaves a
+half checkpoint)."""
+import hashlib
+import json
+import os
+
+import pytest
+
+import publish_fixture
+from trainers import publish
+
+
+@pytest.fixture(scope='module')
+def published():
+  return publish_fixture.published()
+
+
+def _sha256(path):
+  with open(path, 'rb') as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def _snapshot(directory):
+  """{file name: sha256} of a checkpoint directory."""
+  return {name: _sha256(os.path.join(directory, name))
+          for name in sorted(os.listdir(directory))}
+
+
+def _hidden(root):
+  return [name for name in os.listdir(root) if name.startswith('.')]
+
+
+def test_manifest_records_what_the_issue_asks(published):
+  m = json.load(open(os.path.join(published.directory, 'manifest.json')))
+  assert m['model'] == published.name and m['preset'] == 'smoke'
+  assert m['steps'] == m['config']['train']['steps'] == 3
+  assert 'trainers.publish' in m['publish_command']
+  assert m['command'] == 'pytest publish_fixture'
+  assert m['data']['name'] == 'synthetic' and m['data']['seed'] == 0
+  assert m['data']['format_version'] == 1
+  assert 'Human3.6M' in m['data']['note']
+  # The test metrics of the training run, measured after training.
+  run = json.load(open(os.path.join(published.workdir, 'manifest.json')))
+  assert m['metrics'] == run['metrics']
+  assert m['metrics']['num_eval_examples'] == 16
+  # The weights are the run's final weights, byte for byte.
+  assert m['sha256'] == run['sha256'] == _sha256(published.weights)
+  assert m['weights_file'] == f'{published.name}.weights.h5'
+  assert m['size_bytes'] == os.path.getsize(published.weights)
+  # The fixed slice.
+  s = m['slice_eval']
+  assert {k: s[k] for k in publish.SLICE_EVAL} == publish.SLICE_EVAL
+  assert s['num_eval_examples'] == 64 and s['mpjpe_mm'] > 0
+  from zoo.data import synthetic
+  assert s['generator_version'] == synthetic.GENERATOR_VERSION
+  assert m['data']['generator_version'] == synthetic.GENERATOR_VERSION
+  # No path of the training machine: the prior lives in the weights.
+  assert m['config']['prior_path'] is None
+  assert m['config_fields_cleared'] == ['prior_path']
+  assert run['config']['prior_path']  # the run had one
+  assert not _hidden(published.root)
+
+
+def test_readme_lists_the_checkpoint(published):
+  text = open(os.path.join(published.root, 'README.md')).read()
+  assert f'`{published.name}`' in text
+  assert 'not Human3.6M' in text
+  assert published.manifest['sha256'][:12] in text
+  assert published.manifest['publish_command'] in text
+  # Regenerating gives the same table.
+  assert publish.main(['--readme_only',
+                       f'--checkpoints_root={published.root}']) == 0
+  assert open(os.path.join(published.root, 'README.md')).read() == text
+
+
+def test_portable_config_clears_machine_paths():
+  config = {'prior_path': '/home/a/prior.npz', 'backbone_weights': '/w.h5',
+            'input_size': 32, 'name_dir': None,
+            'train': {'log_dir': '/tmp/x', 'steps': 3}}
+  clean, cleared = publish.portable_config(config)
+  assert clean == {'prior_path': None, 'backbone_weights': None,
+                   'input_size': 32, 'name_dir': None,
+                   'train': {'log_dir': None, 'steps': 3}}
+  assert sorted(cleared) == ['backbone_weights', 'prior_path', 'train.log_dir']
+
+
+def test_publish_command_records_only_non_default_flags():
+  assert publish.publish_command('metrabs', 'cpu', 2500, 2500) == (
+      'python -m trainers.publish --model=metrabs')
+  assert publish.publish_command('metrabs', 'smoke', 7, 3) == (
+      'python -m trainers.publish --model=metrabs --preset=smoke --steps=7')
+
+
+def test_rejects_runs_that_do_not_fit(published, tmp_path):
+  root = str(tmp_path / 'root')
+  with pytest.raises(publish.PublishError, match="preset is 'smoke', not 'cpu'"):
+    publish.publish(published.name, preset='cpu',
+                    from_workdir=published.workdir, checkpoints_root=root)
+  with pytest.raises(publish.PublishError, match="holds model 'lifting_deep'"):
+    publish.publish('metrabs', preset='smoke', from_workdir=published.workdir,
+                    checkpoints_root=root)
+  with pytest.raises(publish.PublishError, match='--steps'):
+    publish.publish(published.name, preset='smoke', steps=5,
+                    from_workdir=published.workdir, checkpoints_root=root)
+  with pytest.raises(publish.PublishError, match='not a directory'):
+    publish.publish(published.name, preset='smoke',
+                    from_workdir=str(tmp_path / 'missing'),
+                    checkpoints_root=root)
+  with pytest.raises(ValueError, match='unknown model'):
+    publish.publish('no_such_model', checkpoints_root=root)
+  assert not os.path.exists(os.path.join(root, published.name))
+
+
+def test_cli_requires_a_model(capsys):
+  assert publish.main([]) == 2
+  assert '--model' in capsys.readouterr().err
+
+
+def test_failed_publish_keeps_the_previous_checkpoint(published, tmp_path,
+                                                      monkeypatch):
+  root = publish_fixture.copy_root(published, str(tmp_path))
+  before = _snapshot(os.path.join(root, published.name))
+
+  def fail(*args, **kwargs):
+    raise RuntimeError('injected failure while evaluating the slice')
+
+  monkeypatch.setattr(publish, 'evaluate_slice', fail)
+  with pytest.raises(RuntimeError, match='injected failure'):
+    publish.publish(published.name, preset='smoke',
+                    from_workdir=published.workdir, checkpoints_root=root)
+  assert _snapshot(os.path.join(root, published.name)) == before
+  assert not _hidden(root)  # the staging directory is gone
+
+
+def test_size_limit_fails_the_publish(published, tmp_path):
+  root = publish_fixture.copy_root(published, str(tmp_path))
+  before = _snapshot(os.path.join(root, published.name))
+  with pytest.raises(publish.PublishError, match='over the 0.001 MB limit'):
+    publish.publish(published.name, preset='smoke',
+                    from_workdir=published.workdir, checkpoints_root=root,
+                    max_total_bytes=1000)
+  assert _snapshot(os.path.join(root, published.name)) == before
+  assert not _hidden(root)
+
+
+def test_republish_replaces_the_checkpoint_and_readme(published, tmp_path):
+  root = publish_fixture.copy_root(published, str(tmp_path))
+  # A stale file in the old directory must not survive the swap.
+  stale = os.path.join(root, published.name, 'stale.txt')
+  open(stale, 'w').write('old')
+  os.remove(os.path.join(root, 'README.md'))
+  manifest = publish.publish(published.name, preset='smoke',
+                             from_workdir=published.workdir,
+                             checkpoints_root=root, progress=False)
+  assert not os.path.exists(stale)
+  assert manifest['sha256'] == published.manifest['sha256']
+  assert abs(manifest['slice_eval']['mpjpe_mm'] -
+             published.manifest['slice_eval']['mpjpe_mm']) < 1e-3
+  assert os.path.exists(os.path.join(root, 'README.md'))
+  assert not _hidden(root)
+
+
+def test_recover_after_a_kill_between_the_renames(published, tmp_path):
+  root = publish_fixture.copy_root(published, str(tmp_path))
+  final = os.path.join(root, published.name)
+  before = _snapshot(final)
+  # Killed after moving the old checkpoint aside, before renaming the new
+  # one in; a staging directory is left too.
+  os.rename(final, os.path.join(root, f'.old-{published.name}-123'))
+  os.makedirs(os.path.join(root, f'.tmp-{published.name}-abc'))
+  import zoo
+  assert zoo.bundled_models(root) == []
+  publish.recover(root, published.name)
+  assert _snapshot(final) == before
+  assert not _hidden(root)

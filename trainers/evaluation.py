@@ -1,0 +1,256 @@
+"""Evaluation of a trained zoo model on a test split: poses -> metrics.json.
+
+Runs `model.predict_poses(inputs, flip_test)` (the path the exporter serves)
+over the shared pipeline without augmentation, collects predictions and ground
+truth, and reduces them with zoo.metrics (the one home of every metric):
+3D metrics on examples that have 3D labels (masked by `joint_valid_3d`), 2D
+error and PCKh@0.5 on `joint_valid_2d`. A model may add metrics by defining
+`extra_metrics(poses, features) -> {name: per-example array}`; each array
+([B] or [B, J], NaN where a value does not apply) is averaged over all its
+finite entries across the test set.
+
+Also here: the mean-pose baseline (predict the training mean root-relative
+pose for every image), which the c2f issue compares against.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Mapping
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+import tqdm
+
+from zoo import metrics as metrics_lib
+
+# Per-example features kept for the metrics (besides the predictions).
+_GT_KEYS = ('joints3d_rel_mm', 'joints3d_cam_mm', 'joints2d_px',
+            'joint_valid_2d', 'joint_valid_3d', 'joint_in_crop', 'has_3d',
+            'action', 'subject')
+# The keys every metrics.json holds (the trainer adds the run's own keys).
+METRIC_KEYS = ('mpjpe_mm', 'pa_mpjpe_mm', 'n_mpjpe_mm', 'pck3d_150', 'auc',
+               'pcp3d', 'abs_mpjpe_mm', 'per_action', 'mean_error_2d_px',
+               'pckh', 'num_eval_examples', 'num_eval_examples_3d',
+               'eval_examples_per_second', 'flip_test')
+
+
+def eval_dataset(data_dir: str, config: Any, *, split: str = 'test',
+                 num_examples: int | None = None,
+                 batch_size: int | None = None) -> tf.data.Dataset:
+  """The test split through the shared pipeline: no augmentation, in order."""
+  from zoo.data import pipeline
+  return pipeline.make_dataset(
+      data_dir, split, input_size=config.input_size,
+      batch_size=batch_size or config.train.batch_size, training=False,
+      augment=config.augment, repeat=False, drop_remainder=False,
+      take=num_examples, deterministic=True, seed=0)
+
+
+def _to_numpy(value) -> np.ndarray:
+  return value.numpy() if hasattr(value, 'numpy') else np.asarray(value)
+
+
+def predict(model, dataset: tf.data.Dataset, *, flip_test: bool = False,
+            progress: bool = True, total: int | None = None
+            ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
+                       dict[str, np.ndarray], float]:
+  """Predicts poses for every batch of feature dicts in `dataset`.
+
+  Returns (poses, ground truth features, extra per-example metric arrays,
+  examples/s excluding the first batch, which includes tracing).
+  """
+  predict_fn = tf.function(
+      lambda inputs: model.predict_poses(inputs, flip_test=flip_test),
+      reduce_retracing=True)
+  extra_fn = getattr(model, 'extra_metrics', None)
+  poses, truth, extras = {}, {}, {}
+  count, steady_count, steady_start = 0, 0, None
+  bar = tqdm.tqdm(total=total, unit='ex', desc='eval', dynamic_ncols=True,
+                  disable=not progress)
+  try:
+    for features in dataset:
+      inputs = {'image': features['image'],
+                'intrinsics': features['intrinsics']}
+      out = predict_fn(inputs)
+      for key, value in out.items():
+        poses.setdefault(key, []).append(_to_numpy(value).astype(np.float32))
+      for key in _GT_KEYS:
+        if key in features:
+          truth.setdefault(key, []).append(_to_numpy(features[key]))
+      if extra_fn is not None:
+        for key, value in dict(extra_fn(out, features)).items():
+          extras.setdefault(key, []).append(
+              _to_numpy(value).astype(np.float64))
+      batch = int(features['image'].shape[0])
+      count += batch
+      if steady_start is None:
+        steady_start = time.perf_counter()
+      else:
+        steady_count += batch
+      bar.update(batch)
+  finally:
+    bar.close()
+  if count == 0:
+    raise ValueError('the evaluation dataset is empty')
+  elapsed = time.perf_counter() - steady_start
+  rate = steady_count / elapsed if steady_count and elapsed > 0 else float('nan')
+  cat = lambda d: {k: np.concatenate(v, 0) for k, v in d.items()}
+  return cat(poses), cat(truth), cat(extras), rate
+
+
+def _nanmean_all(values: np.ndarray) -> float:
+  values = np.asarray(values, np.float64).reshape(-1)
+  values = values[np.isfinite(values)]
+  return float(values.mean()) if values.size else float('nan')
+
+
+def compute_metrics(poses: Mapping[str, np.ndarray],
+                    truth: Mapping[str, np.ndarray],
+                    extras: Mapping[str, np.ndarray] | None = None
+                    ) -> dict[str, Any]:
+  """zoo.metrics over collected predictions and ground truth (JSON-ready)."""
+  has_3d = truth['has_3d'].reshape(-1) > 0
+  out: dict[str, Any] = {'num_eval_examples': int(has_3d.shape[0]),
+                         'num_eval_examples_3d': int(has_3d.sum())}
+  if has_3d.any():
+    valid = truth['joint_valid_3d'][has_3d]
+    actions = truth['action'][has_3d] if 'action' in truth else None
+    summary = metrics_lib.summarize(
+        poses['poses3d_rel_mm'][has_3d], truth['joints3d_rel_mm'][has_3d],
+        actions=actions, valid=valid,
+        pred_abs_mm=poses['poses3d_cam_mm'][has_3d],
+        gt_abs_mm=truth['joints3d_cam_mm'][has_3d])
+    summary.pop('num_poses', None)
+    out.update(summary)
+  else:
+    logging.warning('No evaluation example has 3D labels: 3D metrics are NaN.')
+    out.update({k: float('nan') for k in ('mpjpe_mm', 'pa_mpjpe_mm',
+                                          'n_mpjpe_mm', 'pck3d_150', 'auc',
+                                          'pcp3d', 'abs_mpjpe_mm')})
+    out['per_action'] = {}
+  valid_2d = truth['joint_valid_2d']
+  out['mean_error_2d_px'] = _nanmean_all(metrics_lib.mean_error_2d_px(
+      poses['poses2d_px'], truth['joints2d_px'], valid=valid_2d))
+  out['pckh'] = _nanmean_all(metrics_lib.pckh(
+      poses['poses2d_px'], truth['joints2d_px'], valid=valid_2d))
+  for key, values in dict(extras or {}).items():
+    if key in out:
+      raise ValueError(f'extra_metrics returned {key!r}, which would replace '
+                       'a standard metric; choose another name')
+    out[key] = _nanmean_all(values)
+  return out
+
+
+def evaluate_model(model, data_dir: str, config: Any, *,
+                   flip_test: bool | None = None,
+                   num_examples: int | None = None,
+                   batch_size: int | None = None, split: str = 'test',
+                   progress: bool = True) -> dict[str, Any]:
+  """Predicts the split and returns the metrics (see METRIC_KEYS).
+
+  `flip_test` None takes the config's `flip_test` field when it has one
+  (else False); `num_examples` None takes `config.train.num_eval_examples`
+  (None: the whole split).
+  """
+  if flip_test is None:
+    flip_test = bool(getattr(config, 'flip_test', False))
+  if num_examples is None:
+    num_examples = config.train.num_eval_examples
+  dataset = eval_dataset(data_dir, config, split=split,
+                         num_examples=num_examples, batch_size=batch_size)
+  poses, truth, extras, rate = predict(model, dataset, flip_test=flip_test,
+                                       progress=progress, total=num_examples)
+  out = compute_metrics(poses, truth, extras)
+  out['eval_examples_per_second'] = rate
+  out['flip_test'] = bool(flip_test)
+  return out
+
+
+def mean_pose_baseline(data_dir: str, config: Any, *,
+                       num_train_examples: int = 1000,
+                       num_eval_examples: int | None = None,
+                       batch_size: int = 64) -> dict[str, Any]:
+  """MPJPE / PA-MPJPE of predicting the training mean root-relative pose.
+
+  The mean is taken over the first `num_train_examples` training examples in
+  the crop camera frame the models predict in (pipeline, no augmentation),
+  per joint over valid labels.
+  """
+  train = eval_dataset(data_dir, config, split='train',
+                       num_examples=num_train_examples, batch_size=batch_size)
+  sums, weights, seen = None, None, 0
+  for features in train:
+    w = (features['joint_valid_3d'] * features['has_3d'][:, None]).numpy()
+    rel = features['joints3d_rel_mm'].numpy()
+    s = (rel * w[..., None]).sum(0)
+    sums = s if sums is None else sums + s
+    weights = w.sum(0) if weights is None else weights + w.sum(0)
+    seen += rel.shape[0]
+  if sums is None or not (weights > 0).any():
+    return {'mpjpe_mm': float('nan'), 'pa_mpjpe_mm': float('nan'),
+            'num_train_examples': seen}
+  mean_pose = sums / np.maximum(weights, 1e-9)[:, None]
+  test = eval_dataset(data_dir, config, num_examples=num_eval_examples,
+                      batch_size=batch_size)
+  gts, valids = [], []
+  for features in test:
+    keep = features['has_3d'].numpy() > 0
+    gts.append(features['joints3d_rel_mm'].numpy()[keep])
+    valids.append(features['joint_valid_3d'].numpy()[keep])
+  gt = np.concatenate(gts, 0)
+  valid = np.concatenate(valids, 0)
+  if gt.shape[0] == 0:
+    return {'mpjpe_mm': float('nan'), 'pa_mpjpe_mm': float('nan'),
+            'num_train_examples': seen}
+  pred = np.broadcast_to(mean_pose, gt.shape)
+  return {
+      'mpjpe_mm': _nanmean_all(metrics_lib.mpjpe(pred, gt, valid)),
+      'pa_mpjpe_mm': _nanmean_all(metrics_lib.pa_mpjpe(pred, gt, valid)),
+      'num_train_examples': seen,
+  }
+
+
+def _fmt(value) -> str:
+  if isinstance(value, float):
+    return 'nan' if math.isnan(value) else f'{value:.4g}'
+  return str(value)
+
+
+def format_report(metrics: Mapping[str, Any]) -> str:
+  """A readable table: run facts, overall metrics, per-action MPJPE."""
+  run_keys = ('model', 'preset', 'steps', 'start_step', 'batch_size',
+              'precision', 'replicas', 'num_eval_examples', 'flip_test',
+              'train_seconds', 'train_examples_per_second',
+              'eval_examples_per_second')
+  units = {'mpjpe_mm': 'mm', 'pa_mpjpe_mm': 'mm', 'n_mpjpe_mm': 'mm',
+           'abs_mpjpe_mm': 'mm', 'mean_error_2d_px': 'px'}
+  lines = []
+  title = f'Results: {metrics.get("model", "?")} ({metrics.get("preset", "?")})'
+  lines += [title, '=' * len(title)]
+  for key in run_keys:
+    if key in metrics:
+      lines.append(f'{key:<28}{_fmt(metrics[key]):>14}')
+  lines.append('')
+  lines.append(f'{"metric":<28}{"value":>14}')
+  lines.append('-' * 42)
+  skip = set(run_keys) | {'per_action', 'mean_pose_baseline',
+                          'num_eval_examples_3d'}
+  for key, value in metrics.items():
+    if key in skip or isinstance(value, (dict, list, str, bool)):
+      continue
+    unit = units.get(key, '')
+    lines.append(f'{key:<28}{_fmt(value):>14} {unit}'.rstrip())
+  baseline = metrics.get('mean_pose_baseline')
+  if isinstance(baseline, Mapping):
+    lines.append(f'{"baseline: mean-pose MPJPE":<28}'
+                 f'{_fmt(baseline.get("mpjpe_mm")):>14} mm')
+  per_action = metrics.get('per_action') or {}
+  if per_action:
+    lines.append('')
+    lines.append(f'{"action":<28}{"MPJPE (mm)":>14}')
+    lines.append('-' * 42)
+    for action, value in per_action.items():
+      lines.append(f'{action:<28}{_fmt(value):>14}')
+  return '\n'.join(lines)

@@ -1,0 +1,732 @@
+"""The trainer: registry entry + config -> strategy, data, fit, checkpoints,
+final weights, evaluation. `python -m trainers.run` is a thin flag layer over
+`train(...)`, which tests and scripts call in-process.
+
+It never branches on a model name: the registry gives the config (preset +
+dotted overrides), an optional `prepare` hook, the builder; the model gives
+`targets` (run inside tf.data), `compute_loss` (Keras calls it in `fit`) and
+`predict_poses` (evaluation).
+
+Resuming: a rerun with the same workdir restores the latest checkpoint (model,
+optimizer state, step) and trains up to the requested step. The input stream
+is re-seeded with `seed + start_step` rather than replayed (replaying would
+decode and augment every skipped example), so a resumed run sees a different
+but reproducible order of examples than an uninterrupted one.
+
+Multi-worker: every worker trains and saves (non-chief workers to a scratch
+directory that is deleted at the end, as tf.distribute requires); only the
+chief writes the workdir's checkpoints, logs, weights, manifest and metrics,
+and evaluates. Resuming needs the chief's workdir readable by all workers.
+Each worker reads its own shard of the training data (by file when there are
+at least as many shards as workers, else by example; the pipeline logs
+which).
+
+Bad input: `on_bad_record='stop'` (default) stops at a bad record or a
+corrupt record file with an error naming it; 'skip' skips it, logs it and
+counts it (TrainResult.bad_records, the manifest's 'bad_records'). Evaluation
+always stops at bad test records. NaN/Inf weights are never saved
+(checkpoints.NonFiniteWeightsError); a NaN/Inf loss stops training naming the
+step (callbacks.NonFiniteLossError); the last good checkpoint stays.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import logging as std_logging
+import math
+import os
+import re
+import shlex
+import shutil
+import sys
+import time
+from typing import Any, Mapping, Sequence
+
+from absl import logging
+import keras
+import tensorflow as tf
+
+from trainers import callbacks as callbacks_lib
+from trainers import checkpoints
+from trainers import distribute
+from trainers import evaluation
+from zoo import config as config_lib
+from zoo import registry
+
+OPTIMIZERS = ('rmsprop', 'adam', 'adamw', 'sgd')
+DATA_SYNTHETIC = 'synthetic'
+METRICS_FILE = 'metrics.json'
+LOG_FILE = 'train.log'
+BASELINE_TRAIN_EXAMPLES = 1000
+
+
+# ----------------------------------------------------------------------------
+# Validation and config
+# ----------------------------------------------------------------------------
+
+def get_entry(name: str) -> registry.ModelEntry:
+  """registry.get with a ValueError that lists the registered models."""
+  try:
+    return registry.get(name)
+  except KeyError:
+    raise ValueError(f'unknown model {name!r}; valid choices are '
+                     f'{", ".join(registry.names())}') from None
+
+
+def validate_preset(entry: registry.ModelEntry, preset: str) -> str:
+  choices = [p for p in registry.PRESETS if p in entry.presets] + sorted(
+      p for p in entry.presets if p not in registry.PRESETS)
+  return distribute.validate_choice(f'preset for model {entry.name!r}',
+                                    preset, choices)
+
+
+_OVERRIDE_SPLIT = re.compile(r',(?=\s*[A-Za-z_][\w.]*\s*=)')
+
+
+def split_overrides(items: str | Sequence[str] | None) -> list[str]:
+  """'a=1,b.c=(1, 2)' (or a list of such) -> ['a=1', 'b.c=(1, 2)'].
+
+  Commas split only where the next item starts with `key=`, so tuple values
+  keep theirs.
+  """
+  if not items:
+    return []
+  if isinstance(items, str):
+    items = [items]
+  out = []
+  for item in items:
+    out += [part.strip() for part in _OVERRIDE_SPLIT.split(item)
+            if part.strip()]
+  return out
+
+
+def _lookup(config: Any, dotted: str) -> Any:
+  value = config
+  for i, part in enumerate(dotted.split('.')):
+    if not dataclasses.is_dataclass(value):
+      raise KeyError(f'override {dotted!r}: '
+                     f'{".".join(dotted.split(".")[:i])!r} is not a config '
+                     'section')
+    names = [f.name for f in dataclasses.fields(value)]
+    if part not in names:
+      raise KeyError(f'override {dotted!r}: {type(value).__name__} has no '
+                     f'field {part!r}; fields are {sorted(names)}')
+    value = getattr(value, part)
+  return value
+
+
+def _coerce(key: str, text: str, current: Any) -> Any:
+  """Parses `text` into the type of the field's current value."""
+  text = text.strip()
+  try:
+    if isinstance(current, bool):
+      lowered = text.lower()
+      if lowered in ('1', 'true', 'yes', 'on'):
+        return True
+      if lowered in ('0', 'false', 'no', 'off'):
+        return False
+      raise ValueError('expected true or false')
+    if isinstance(current, int):
+      try:
+        return int(text)
+      except ValueError:
+        number = float(text)  # accepts 1e4
+        if not number.is_integer():
+          raise ValueError('expected an integer') from None
+        return int(number)
+    if isinstance(current, float):
+      return float(text)
+    if isinstance(current, (tuple, list)):
+      value = ast.literal_eval(text)
+      if not isinstance(value, (tuple, list)):
+        raise ValueError('expected a tuple such as (0.8, 1.2)')
+      return tuple(value)
+    if isinstance(current, str):
+      return text
+    if dataclasses.is_dataclass(current):
+      raise ValueError('a config section cannot be set as a whole; set its '
+                       'fields with dotted keys')
+    # None or another type: a Python literal, else the string itself.
+    try:
+      return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      return text
+  except (ValueError, SyntaxError) as e:
+    raise ValueError(f'override {key}={text!r}: cannot parse as '
+                     f'{type(current).__name__} ({e})') from None
+
+
+def parse_overrides(config: Any,
+                    items: str | Sequence[str] | Mapping[str, Any] | None
+                    ) -> dict[str, Any]:
+  """`key=value` strings (dotted keys) -> typed overrides for `config`."""
+  if not items:
+    return {}
+  if isinstance(items, Mapping):
+    for key in items:
+      _lookup(config, key)
+    return dict(items)
+  out = {}
+  for item in split_overrides(items):
+    if '=' not in item:
+      raise ValueError(f'override {item!r} is not key=value (e.g. '
+                       'train.learning_rate=1e-3)')
+    key, text = item.split('=', 1)
+    key = key.strip()
+    out[key] = _coerce(key, text, _lookup(config, key))
+  return out
+
+
+def make_config(entry: registry.ModelEntry, preset: str,
+                overrides=None, steps: int | None = None,
+                batch_size: int | None = None) -> Any:
+  """Preset + overrides (+ the --steps / --batch_size shortcuts)."""
+  validate_preset(entry, preset)
+  base = entry.config(preset)
+  values = parse_overrides(base, overrides)
+  if steps is not None:
+    values['train.steps'] = int(steps)
+  if batch_size is not None:
+    values['train.batch_size'] = int(batch_size)
+  config = config_lib.replace(base, **values) if values else base
+  for field in ('input_size', 'train', 'augment'):
+    if not hasattr(config, field):
+      raise TypeError(f'config of model {entry.name!r} lacks field {field!r} '
+                      '(every model config has input_size, train, augment)')
+  train = config.train
+  if train.steps < 0:
+    raise ValueError(f'steps must be >= 0, got {train.steps}')
+  if train.batch_size < 1:
+    raise ValueError(f'batch_size must be >= 1, got {train.batch_size}')
+  distribute.validate_choice('optimizer', train.optimizer.lower(), OPTIMIZERS)
+  return config
+
+
+def learning_rate_schedule(train: config_lib.TrainConfig):
+  """A constant rate, or cosine decay to 0 over `steps` after linear warm-up."""
+  schedule = getattr(train, 'lr_schedule', 'constant')
+  schedule = distribute.validate_choice('lr_schedule', schedule,
+                                        ('constant', 'cosine'))
+  lr = float(train.learning_rate)
+  if schedule == 'constant':
+    return lr
+  warmup = int(getattr(train, 'warmup_steps', 0))
+  if warmup > 0:
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0., decay_steps=max(1, train.steps - warmup),
+        warmup_target=lr, warmup_steps=warmup)
+  return keras.optimizers.schedules.CosineDecay(
+      initial_learning_rate=lr, decay_steps=max(1, train.steps))
+
+
+def make_optimizer(train: config_lib.TrainConfig) -> keras.optimizers.Optimizer:
+  """The optimizer named by `train.optimizer` with its rate and decay."""
+  name = distribute.validate_choice('optimizer', train.optimizer.lower(),
+                                    OPTIMIZERS)
+  lr = learning_rate_schedule(train)
+  wd = float(train.weight_decay) or None
+  if name == 'rmsprop':
+    return keras.optimizers.RMSprop(learning_rate=lr, weight_decay=wd)
+  if name == 'adam':
+    return keras.optimizers.Adam(learning_rate=lr, weight_decay=wd)
+  if name == 'adamw':
+    return keras.optimizers.AdamW(learning_rate=lr,
+                                  weight_decay=float(train.weight_decay))
+  return keras.optimizers.SGD(learning_rate=lr, momentum=0.9, weight_decay=wd)
+
+
+# ----------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class DataInfo:
+  name: str          # 'synthetic' or 'tfrecords'
+  directory: str
+  seed: int | None
+  format_version: int | None
+  manifest: dict | None = None
+
+  def to_dict(self) -> dict[str, Any]:
+    return {'name': self.name, 'dir': os.path.abspath(self.directory),
+            'seed': self.seed, 'format_version': self.format_version}
+
+
+def resolve_data(data: str, config: Any, data_seed: int = 0,
+                 progress: bool = True) -> DataInfo:
+  """'synthetic' (generated once into a cache) or a directory of shards."""
+  from zoo.data import records
+  if data == DATA_SYNTHETIC:
+    from zoo.data import synthetic
+    directory = synthetic.ensure_dataset(config.train.num_train_examples,
+                                         config.train.num_test_examples,
+                                         seed=data_seed, progress=progress)
+    name = DATA_SYNTHETIC
+  else:
+    directory = data
+    name = 'tfrecords'
+    if not os.path.isdir(directory):
+      raise ValueError(f'--data must be {DATA_SYNTHETIC!r} or a directory of '
+                       f'zoo TFRecords; {directory!r} is not a directory')
+    for split in ('train', 'test'):
+      records.list_shards(directory, split)  # clear error if missing
+  try:
+    manifest = records.read_manifest(directory)
+  except FileNotFoundError:
+    manifest = None
+  seed = data_seed if name == DATA_SYNTHETIC else (manifest or {}).get('seed')
+  version = (manifest or {}).get('format_version', records.FORMAT_VERSION)
+  return DataInfo(name, directory, seed, version, manifest)
+
+
+def train_dataset(data_dir: str, config: Any, model, *, seed: int,
+                  deterministic: bool = False, on_bad_record: str = 'stop',
+                  bad_records=None,
+                  input_pipelines: tuple[int, int] = (1, 0)
+                  ) -> tf.data.Dataset:
+  """The training input; `input_pipelines` = (workers, this worker) shards
+  it (distribute.input_pipelines); `bad_records` counts skipped input."""
+  from zoo.data import pipeline
+  return pipeline.make_dataset(
+      data_dir, 'train', input_size=config.input_size,
+      batch_size=config.train.batch_size, training=True,
+      augment=config.augment, map_fn=model.targets, seed=seed,
+      deterministic=deterministic, on_bad_record=on_bad_record,
+      bad_records=bad_records, num_input_pipelines=input_pipelines[0],
+      input_pipeline_id=input_pipelines[1])
+
+
+# ----------------------------------------------------------------------------
+# Contract check
+# ----------------------------------------------------------------------------
+
+def check_contract(model, x, y) -> None:
+  """Outputs and loss must be float32 (also under mixed precision)."""
+  y_pred = model(x, training=False)
+  for path, value in _flatten_with_paths(y_pred):
+    if value.dtype.is_floating and value.dtype != tf.float32:
+      raise TypeError(f'model {model.name!r} output {path} is {value.dtype.name};'
+                      ' model outputs must be float32 (give the final layers '
+                      "dtype='float32' under mixed precision)")
+  loss = model.compute_loss(x, y, y_pred, None, training=True)
+  loss = tf.convert_to_tensor(loss)
+  if loss.dtype != tf.float32 or loss.shape.rank != 0:
+    raise TypeError(f'model {model.name!r} compute_loss returned a '
+                    f'{loss.dtype.name} tensor of shape {loss.shape}; expected '
+                    'a float32 scalar')
+
+
+def _flatten_with_paths(value, prefix='outputs'):
+  if isinstance(value, Mapping):
+    for key, sub in value.items():
+      yield from _flatten_with_paths(sub, f'{prefix}[{key!r}]')
+  elif isinstance(value, (list, tuple)):
+    for i, sub in enumerate(value):
+      yield from _flatten_with_paths(sub, f'{prefix}[{i}]')
+  elif isinstance(value, tf.Tensor) or hasattr(value, 'dtype'):
+    yield prefix, tf.convert_to_tensor(value)
+
+
+# ----------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class TrainResult:
+  workdir: str
+  start_step: int
+  step: int
+  interrupted_by: int | None     # signal number if SIGINT/SIGTERM stopped it
+  metrics: dict | None
+  manifest: dict | None
+  model: Any
+  # on_bad_record='skip': pipeline.BadRecords.summary() of the training input.
+  bad_records: dict | None = None
+
+
+def default_workdir(model: str, preset: str) -> str:
+  return os.path.join('runs', f'{model}_{preset}')
+
+
+def _command(command: str | Sequence[str] | None) -> str:
+  if command is None:
+    command = [os.path.basename(sys.executable), *sys.argv]
+  if not isinstance(command, str):
+    command = shlex.join(command)
+  return command
+
+
+class _FileLog:
+  """Mirrors absl logging into WORKDIR/train.log while training.
+
+  Training logs at INFO; when absl flags were never parsed (in-process use)
+  absl's level is WARNING, so it is lowered to INFO for the duration.
+  """
+
+  def __init__(self, path: str | None):
+    self.path = path
+    self.handler = None
+    self.verbosity = None
+
+  def __enter__(self):
+    self.verbosity = logging.get_verbosity()
+    if self.verbosity < logging.INFO:
+      logging.set_verbosity(logging.INFO)
+    if self.path:
+      self.handler = std_logging.FileHandler(self.path)
+      self.handler.setFormatter(std_logging.Formatter(
+          '%(asctime)s %(levelname)s %(message)s'))
+      logging.get_absl_logger().addHandler(self.handler)
+    return self
+
+  def __exit__(self, *exc):
+    if self.handler is not None:
+      logging.get_absl_logger().removeHandler(self.handler)
+      self.handler.close()
+    logging.set_verbosity(self.verbosity)
+    return False
+
+
+def train(model: str, *, preset: str = 'cpu', workdir: str | None = None,
+          data: str = DATA_SYNTHETIC, steps: int | None = None,
+          batch_size: int | None = None, precision: str = 'float32',
+          strategy: str | tf.distribute.Strategy = 'auto', seed: int = 0, data_seed: int = 0,
+          init_from: str | None = None, overrides=None,
+          run_evaluation: bool = True, flip_test: bool | None = None,
+          baseline: bool = True, deterministic: bool = False,
+          progress: bool = True, command: str | Sequence[str] | None = None,
+          extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+          on_bad_record: str = 'stop') -> TrainResult:
+  """Trains registered model `model` (see the module docstring).
+
+  Args:
+    model: registered model name.
+    preset: 'paper' | 'cpu' | 'smoke' (or another preset the model has).
+    workdir: output directory (checkpoints/, tb/, model.weights.h5,
+      manifest.json, metrics.json, config.json, train.log); an existing one is
+      resumed. Default: runs/MODEL_PRESET.
+    data: 'synthetic' (embedded dataset, generated on first use) or a
+      directory of zoo TFRecords with train-* and test-* shards.
+    steps, batch_size: shortcuts for the overrides train.steps /
+      train.batch_size (the batch is global, split over replicas).
+    precision: 'float32' | 'mixed_float16' | 'mixed_bfloat16'.
+    strategy: 'auto' | 'default' | 'mirrored' | 'multi_worker', or a
+      strategy object (MultiWorkerMirroredStrategy may be created only once).
+    seed: weight initialisation and input order / augmentation.
+    data_seed: seed of the generated synthetic dataset (kept separate so runs
+      with different seeds evaluate on the same test set).
+    init_from: weights to start from when not resuming (fine-tuning): a
+      .weights.h5 file, its directory or a workdir.
+    overrides: dotted config overrides, as {'train.learning_rate': 1e-3} or
+      'key=value' strings.
+    run_evaluation: evaluate on the test split at the end (metrics.json).
+    flip_test: evaluation flip test (None: the config's flip_test, if any).
+    baseline: also measure the mean-pose baseline in metrics.json.
+    deterministic: deterministic input pipeline order.
+    progress: show tqdm bars.
+    command: recorded in the manifest (default: this process's argv).
+    extra_callbacks: more Keras callbacks for fit.
+    on_bad_record: 'stop' | 'skip': what the training input does at a bad
+      record or a corrupt record file (see zoo.data.pipeline).
+
+  Returns:
+    TrainResult (metrics None when evaluation was skipped or interrupted).
+  """
+  from zoo.data import pipeline
+  entry = get_entry(model)
+  distribute.validate_choice('precision', precision, distribute.PRECISIONS)
+  distribute.validate_choice('on_bad_record', on_bad_record,
+                             pipeline.ON_BAD_RECORD)
+  if isinstance(strategy, tf.distribute.Strategy):
+    dist, strategy = strategy, distribute.strategy_name(strategy)
+  else:
+    distribute.validate_choice('strategy', strategy, distribute.STRATEGIES)
+    dist = None
+  config = make_config(entry, preset, overrides, steps, batch_size)
+  workdir = os.path.abspath(workdir or default_workdir(model, preset))
+  dist = dist or distribute.make_strategy(strategy)
+  distribute.check_batch_size(config.train.batch_size, dist)
+  chief = distribute.is_chief(dist)
+  os.makedirs(workdir, exist_ok=True)
+  own_dir = workdir if chief else os.path.join(
+      workdir, '.worker_tmp', distribute.task_name(dist))
+  _check_workdir(workdir, model)
+  os.makedirs(own_dir, exist_ok=True)
+
+  with _FileLog(os.path.join(workdir, LOG_FILE) if chief else None):
+    logging.info('Model %s, preset %s, workdir %s, strategy %s (%d replicas'
+                 '%s), precision %s.', model, preset, workdir,
+                 type(dist).__name__, dist.num_replicas_in_sync,
+                 ', ' + distribute.tf_config_summary()
+                 if distribute.tf_config_summary() else '', precision)
+    data_info = resolve_data(data, config, data_seed, progress)
+    logging.info('Data: %s at %s.', data_info.name, data_info.directory)
+    if entry.prepare is not None:
+      config = entry.prepare(config, workdir, data_info.directory)
+    run_config = {'model': model, 'preset': preset,
+                  'config': config_lib.to_dict(config),
+                  'data': data_info.to_dict(), 'seed': seed,
+                  'precision': precision, 'strategy': strategy,
+                  'on_bad_record': on_bad_record,
+                  'command': _command(command)}
+    if chief:
+      checkpoints.atomic_write_json(
+          os.path.join(workdir, checkpoints.RUN_CONFIG_FILE), run_config)
+
+    previous_policy = distribute.set_precision(precision)
+    try:
+      return _train(entry, config, preset, workdir, own_dir, chief, dist,
+                    data_info, run_config, seed=seed, init_from=init_from,
+                    run_evaluation=run_evaluation, flip_test=flip_test,
+                    baseline=baseline, deterministic=deterministic,
+                    progress=progress, extra_callbacks=extra_callbacks,
+                    on_bad_record=on_bad_record)
+    finally:
+      keras.mixed_precision.set_global_policy(previous_policy)
+      if not chief:
+        shutil.rmtree(own_dir, ignore_errors=True)
+        try:
+          os.rmdir(os.path.dirname(own_dir))  # .worker_tmp, once empty
+        except OSError:
+          pass
+
+
+def _check_workdir(workdir: str, model: str) -> None:
+  path = os.path.join(workdir, checkpoints.RUN_CONFIG_FILE)
+  if os.path.exists(path):
+    previous = checkpoints.read_json(path)
+    if previous.get('model') not in (None, model):
+      raise ValueError(f'workdir {workdir} belongs to model '
+                       f'{previous["model"]!r}, not {model!r}; choose another '
+                       '--workdir')
+
+
+def _train(entry, config, preset, workdir, own_dir, chief, dist, data_info,
+           run_config, *, seed, init_from, run_evaluation, flip_test,
+           baseline, deterministic, progress, extra_callbacks,
+           on_bad_record='stop') -> TrainResult:
+  from zoo.data import pipeline
+  train_cfg = config.train
+  keras.utils.set_random_seed(seed)
+  resuming = checkpoints.latest_checkpoint_step(workdir)[0] is not None
+  with dist.scope():
+    model = checkpoints.build_model(entry, config)
+    if init_from and not resuming:
+      # Before compile, so the file's model weights alone are loaded.
+      source = checkpoints.load_weights(model, init_from)
+      if source.model_name not in (None, entry.name):
+        logging.warning('--init_from weights were trained as model %r; '
+                        'loading them into %r.', source.model_name,
+                        entry.name)
+      run_config['init_from'] = {
+          'path': os.path.abspath(source.path), 'model': source.model_name,
+          'step': source.step,
+          'sha256': (source.manifest or {}).get('sha256')}
+    model.compile(optimizer=make_optimizer(train_cfg))
+    model.optimizer.build(model.trainable_variables)
+  _skip_keras_symbolic_build(model)
+  if isinstance(dist, tf.distribute.MultiWorkerMirroredStrategy):
+    _fix_multi_worker_logs(model)
+  ckpt = checkpoints.TrainingCheckpoint(
+      os.path.join(own_dir, checkpoints.CHECKPOINT_DIR), model,
+      model.optimizer)
+  start_step = _restore(ckpt, workdir, own_dir)
+  if start_step > 0:
+    if init_from:
+      logging.info('Resuming at step %d; --init_from is ignored.', start_step)
+    _reset_learning_rate(model.optimizer, train_cfg.learning_rate)
+
+  target = int(train_cfg.steps)
+  state = callbacks_lib.TrainState(start_step=start_step, target_step=target,
+                                   batch_size=train_cfg.batch_size)
+  train_seconds = 0.
+  interrupted = None
+  skip = on_bad_record == 'skip'
+  bad_records = pipeline.BadRecords() if skip else None
+  if start_step < target:
+    input_pipelines = distribute.input_pipelines(dist)
+    # A different but reproducible input stream per resumed segment.
+    dataset = train_dataset(data_info.directory, config, model,
+                            seed=seed + start_step,
+                            deterministic=deterministic,
+                            on_bad_record=on_bad_record,
+                            bad_records=bad_records,
+                            input_pipelines=input_pipelines)
+    # A separate dataset object for the check: iterating `dataset` itself
+    # would advance its shuffle seed and change the order `fit` sees.
+    x, y = next(iter(train_dataset(
+        data_info.directory, config, model, seed=seed + start_step,
+        deterministic=deterministic, on_bad_record=on_bad_record,
+        bad_records=pipeline.BadRecords(log=False) if skip else None,
+        input_pipelines=input_pipelines)))
+    check_contract(model, x, y)
+    del x, y
+    remaining = target - start_step
+    window = max(1, min(int(train_cfg.log_every), remaining))
+    cbs = [callbacks_lib.StepTracker(state)]
+    with callbacks_lib.StopRequest() as stop:
+      cbs.append(callbacks_lib.CheckpointSaver(
+          state, ckpt, train_cfg.checkpoint_every, stop))
+      if chief:
+        cbs += [callbacks_lib.TensorBoardScalars(state,
+                                                 os.path.join(workdir, 'tb')),
+                callbacks_lib.LogLines(state),
+                callbacks_lib.ProgressBar(state, enabled=progress)]
+      cbs += list(extra_callbacks)
+      logging.info('Training steps %d -> %d (batch %d, %s).', start_step,
+                   target, train_cfg.batch_size, train_cfg.optimizer)
+      t0 = time.perf_counter()
+      try:
+        model.fit(dataset, epochs=math.ceil(remaining / window),
+                  steps_per_epoch=window, verbose=0, callbacks=cbs,
+                  shuffle=False)
+      finally:
+        train_seconds = time.perf_counter() - t0
+        for cb in cbs:
+          if isinstance(cb, callbacks_lib.ProgressBar):
+            cb.on_train_end()
+    interrupted = state.stopped_by_signal
+  else:
+    logging.info('Already trained to step %d (target %d); not training.',
+                 start_step, target)
+
+  result = TrainResult(workdir, start_step, state.step, interrupted, None,
+                       None, model)
+  if bad_records is not None:
+    result.bad_records = bad_records.summary()
+    if len(bad_records):
+      logging.warning('Skipped bad training input: %d bad records, %d '
+                      'corrupt or truncated record files (%d skips); each '
+                      'is logged above.', result.bad_records['bad_records'],
+                      result.bad_records['bad_files'],
+                      result.bad_records['skipped'])
+  if interrupted is not None:
+    logging.warning('Stopped by signal %d at step %d; checkpoint saved in %s. '
+                    'Rerun the same command to resume.', interrupted,
+                    state.step, ckpt.directory)
+    return result
+  if not chief:
+    return result
+
+  manifest = {
+      'model': entry.name, 'preset': preset,
+      'config': run_config['config'], 'command': run_config['command'],
+      'steps': state.step, 'data': run_config['data'], 'seed': run_config['seed'],
+      'precision': run_config['precision'],
+      'strategy': run_config['strategy'],
+      'init_from': run_config.get('init_from'),
+      'versions': {'tensorflow': tf.__version__, 'keras': keras.__version__},
+      'metrics': None,
+  }
+  if result.bad_records is not None:
+    manifest['bad_records'] = {
+        key: result.bad_records[key]
+        for key in ('bad_records', 'bad_files', 'skipped')}
+  manifest = checkpoints.write_final(workdir, model, manifest)
+  logging.info('Wrote %s (sha256 %s).',
+               os.path.join(workdir, checkpoints.WEIGHTS_FILE),
+               manifest['sha256'])
+  if not run_evaluation:
+    result.manifest = manifest
+    return result
+
+  steps_done = state.steps_done
+  metrics = {'model': entry.name, 'preset': preset, 'steps': state.step}
+  metrics.update(evaluation.evaluate_model(model, data_info.directory, config,
+                                           flip_test=flip_test,
+                                           progress=progress))
+  if steps_done > 0:
+    metrics['train_seconds'] = train_seconds
+    metrics['train_examples_per_second'] = state.steady_examples_per_second()
+  else:
+    previous = _previous_metrics(workdir)
+    metrics['train_seconds'] = previous.get('train_seconds', 0.)
+    metrics['train_examples_per_second'] = previous.get(
+        'train_examples_per_second', float('nan'))
+  metrics['start_step'] = start_step
+  metrics['batch_size'] = train_cfg.batch_size
+  metrics['precision'] = run_config['precision']
+  metrics['replicas'] = dist.num_replicas_in_sync
+  if baseline:
+    metrics['mean_pose_baseline'] = evaluation.mean_pose_baseline(
+        data_info.directory, config,
+        num_train_examples=min(BASELINE_TRAIN_EXAMPLES,
+                               train_cfg.num_train_examples),
+        num_eval_examples=train_cfg.num_eval_examples)
+  _write_eval_summaries(os.path.join(workdir, 'tb'), metrics, state.step)
+  checkpoints.atomic_write_json(os.path.join(workdir, METRICS_FILE), metrics)
+  manifest['metrics'] = metrics
+  checkpoints.atomic_write_json(
+      os.path.join(workdir, checkpoints.MANIFEST_FILE), manifest)
+  print(evaluation.format_report(metrics), flush=True)
+  result.metrics, result.manifest = metrics, manifest
+  return result
+
+
+def _skip_keras_symbolic_build(model) -> None:
+  """Turns off Keras' pre-fit symbolic build for an already built model.
+
+  Under a tf.distribute strategy, Keras 3 (TF backend) pulls one batch from
+  the fit iterator and `strategy.reduce`s it to build the model symbolically.
+  Our models, their optimizer and the loss tracker are already built, so that
+  build is redundant; it also skips a batch, and under
+  MultiWorkerMirroredStrategy it fails on dict inputs
+  (keras-team/keras#20329).
+  """
+  model._maybe_symbolic_build = lambda *args, **kwargs: None  # pylint: disable=protected-access
+
+
+def _fix_multi_worker_logs(model) -> None:
+  """Makes Keras' per-step logs reducible under MultiWorkerMirroredStrategy.
+
+  Keras 3.15 reduces every train-step output with `strategy.reduce("MEAN",
+  value, axis=0)` in multi-worker mode, which fails for scalars such as the
+  loss ("Invalid reduction dimension 0 for input with 0 dimensions"). Giving
+  the scalars a leading axis of 1 makes that reduction the mean over replicas.
+  """
+  train_step = model.train_step
+
+  def wrapped(data):
+    logs = train_step(data)
+    return {key: tf.reshape(value, [1]) if getattr(value, 'shape', None) is
+            not None and value.shape.rank == 0 else value
+            for key, value in logs.items()}
+
+  model.train_step = wrapped
+
+
+def _restore(ckpt: checkpoints.TrainingCheckpoint, workdir: str,
+             own_dir: str) -> int:
+  if own_dir == workdir:
+    return ckpt.restore_latest()
+  # Non-chief workers restore what the chief saved.
+  chief_ckpt = checkpoints.TrainingCheckpoint(
+      os.path.join(workdir, checkpoints.CHECKPOINT_DIR),
+      ckpt.checkpoint.model, ckpt.checkpoint.optimizer)
+  step = chief_ckpt.restore_latest()
+  ckpt.step.assign(step)
+  return step
+
+
+def _reset_learning_rate(optimizer, learning_rate: float) -> None:
+  """A resumed run uses the config's rate, not the checkpointed one."""
+  try:
+    optimizer.learning_rate = float(learning_rate)
+  except (TypeError, ValueError, AttributeError):
+    pass  # a schedule: it is part of the optimizer's own state
+
+
+def _previous_metrics(workdir: str) -> dict:
+  path = os.path.join(workdir, METRICS_FILE)
+  return checkpoints.read_json(path) if os.path.exists(path) else {}
+
+
+def _write_eval_summaries(logdir: str, metrics: Mapping[str, Any],
+                          step: int) -> None:
+  writer = tf.summary.create_file_writer(logdir)
+  with writer.as_default():
+    for key, value in metrics.items():
+      if isinstance(value, float) and math.isfinite(value) and key not in (
+          'train_seconds',):
+        callbacks_lib.write_scalar(f'eval/{key}', value, step)
+  writer.flush()

@@ -1,0 +1,68 @@
+"""Named configs ('paper' / 'cpu' / 'smoke') for each variant of the family.
+
+- paper: the paper's architecture and optimiser (256 crop, 64^2 x-y, 256
+  features, hourglass depth 4, RMSprop 2.5e-4, batch 4). c2f: 4 stacks with
+  d = 1, 2, 4, 64; naive stacking: 4 stacks at d = 64; coordinate regression:
+  one hourglass; decoupled: one 2D hourglass + one volumetric hourglass (the
+  paper's Table 3 compares it with the 2-stack c2f network).
+- cpu: meant to learn within ~15 minutes on 2 CPU cores: 128 crop, 32^2
+  x-y, 32 depth bins (62.5 mm each over +-1000 mm; the paper's Table 1 also
+  has a d = 32 volume), 64 features (stem 32 / 64), hourglass depth 3, 2
+  stacks (c2f d = 1, 32; naive 32, 32), Adam 1e-3, batch 16, 2500 steps.
+  Coordinate regression: one hourglass of the same width, pooled to 8x8
+  before the dense layer. Decoupled: one stack per network. On a shared
+  (contended) 2-core machine a float32 c2f step took ~0.54 CPU-seconds
+  (estimated ~0.3 s wall when idle, so 2500 steps ~ 13 min); 128 features ~1.4
+  CPU-seconds; mixed_bfloat16 saved 5-20 %.
+- smoke: a few steps in seconds (64 crop, 16^2 x 8 volume, 16 features,
+  hourglass depth 2).
+"""
+from __future__ import annotations
+
+from zoo import config as config_lib
+from zoo.c2f_volumetric.config import C2FConfig
+
+_PAPER = C2FConfig()
+
+_CPU = C2FConfig(
+    input_size=128, heatmap_size=32, num_stacks=2, depth_schedule=(1, 32),
+    num_features=64, hourglass_depth=3, stem_channels=(32, 64),
+    regression_pool=4,
+    train=config_lib.TrainConfig(
+        optimizer='adam', learning_rate=1e-3, batch_size=16, steps=2500,
+        checkpoint_every=500, log_every=50, num_train_examples=20_000,
+        num_test_examples=1_000))
+
+_SMOKE = C2FConfig(
+    input_size=64, heatmap_size=16, num_stacks=2, depth_schedule=(1, 8),
+    num_features=16, hourglass_depth=2, stem_channels=(8, 16),
+    regression_pool=2,
+    train=config_lib.TrainConfig(
+        optimizer='adam', learning_rate=1e-3, batch_size=2, steps=3,
+        checkpoint_every=2, log_every=1, num_train_examples=32,
+        num_test_examples=16))
+
+
+def _variant(preset: C2FConfig, variant: str) -> C2FConfig:
+  d = preset.num_depth_bins
+  n = preset.num_stacks
+  if variant == 'c2f_volumetric':
+    return preset
+  if variant == 'volumetric_stacked':
+    return config_lib.replace(preset, depth_schedule=(d,) * n)
+  if variant == 'coordinate_regression':
+    return config_lib.replace(preset, num_stacks=1, depth_schedule=(d,))
+  if variant == 'decoupled_volumetric':
+    return config_lib.replace(preset, num_stacks=2, depth_schedule=(1, d),
+                              network1_stacks=1)
+  raise KeyError(f'unknown c2f variant {variant!r}')
+
+
+VARIANTS = ('c2f_volumetric', 'volumetric_stacked', 'coordinate_regression',
+            'decoupled_volumetric')
+
+
+def presets(variant: str) -> dict[str, C2FConfig]:
+  """{'paper', 'cpu', 'smoke'} -> config of `variant`."""
+  return {name: _variant(p, variant)
+          for name, p in (('paper', _PAPER), ('cpu', _CPU), ('smoke', _SMOKE))}
