@@ -56,6 +56,11 @@ class Subject:
   sleeves: str               # 'long' | 'short'
   legwear: str               # 'long' | 'shorts'
   hair_style: str            # 'short' | 'long'
+  # Front of the top (a front/back cue: drawn on the chest only): 'jacket'
+  # (open jacket over an inner shirt of colour `accent`, from belt to neck)
+  # or 'print' (T-shirt with a chest print of colour `accent`).
+  front_style: str = 'print'
+  accent: tuple[int, int, int] = (235, 230, 215)
 
   @property
   def bone_lengths_mm(self) -> np.ndarray:
@@ -103,25 +108,25 @@ def _subject_bones(name: str, height_factor: float) -> np.ndarray:
 SUBJECTS: tuple[Subject, ...] = (
     Subject('S1', 0.87, 0.92, 0.90, 1.08, (233, 190, 160), (60, 40, 30),
             (178, 42, 52), (38, 40, 52), (225, 225, 225), 'short', 'long',
-            'long'),
+            'long', 'print', (240, 228, 196)),
     Subject('S5', 0.93, 1.00, 0.95, 1.05, (196, 148, 116), (22, 18, 18),
             (36, 128, 138), (104, 136, 178), (52, 42, 40), 'long', 'long',
-            'long'),
+            'long', 'jacket', (232, 232, 226)),
     Subject('S6', 1.13, 1.22, 1.08, 1.06, (158, 108, 78), (25, 22, 22),
             (128, 128, 134), (168, 148, 108), (92, 60, 38), 'short', 'long',
-            'short'),
+            'short', 'print', (28, 44, 96)),
     Subject('S7', 0.98, 0.95, 1.00, 0.98, (240, 202, 176), (204, 172, 112),
             (222, 188, 58), (40, 50, 92), (150, 40, 40), 'long', 'long',
-            'short'),
+            'short', 'jacket', (36, 36, 40)),
     Subject('S8', 1.06, 1.05, 1.06, 1.00, (112, 76, 56), (18, 16, 16),
             (226, 226, 222), (34, 34, 36), (120, 120, 124), 'short', 'shorts',
-            'short'),
+            'short', 'print', (200, 44, 40)),
     Subject('S9', 1.02, 1.10, 1.04, 1.02, (214, 168, 138), (98, 68, 44),
             (58, 118, 62), (58, 78, 128), (28, 28, 30), 'long', 'long',
-            'short'),
+            'short', 'jacket', (234, 232, 222)),
     Subject('S11', 1.09, 0.97, 1.02, 0.97, (184, 134, 100), (30, 24, 22),
             (122, 50, 88), (98, 98, 104), (230, 230, 230), 'short', 'long',
-            'short'),
+            'short', 'print', (244, 206, 70)),
 )
 SUBJECT_BY_NAME = {s.name: s for s in SUBJECTS}
 SPLITS: dict[str, tuple[str, ...]] = {

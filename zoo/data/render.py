@@ -11,8 +11,20 @@ How: the body is a set of primitives built on the posed skeleton
 - frustums between two elliptical rings (tapered capsules for limbs with
   sphere caps at the joints, three elliptical volumes for the torso, hands,
   shoes, neck),
-- spheres (joints, head, face, hair, eyes, nose),
+- spheres (joints, head, face, hair, eyes, brows, nose, lips, ears),
+- surface patches: quads on a frustum's surface (a chest print or an open
+  jacket's inner shirt, a V neck, a belt buckle, a back yoke seam, shoe soles
+  and toe caps), each drawn right after its frustum and only where it faces
+  the camera,
 plus cuboids for props (a chair under seated actions, furniture, occluders).
+
+Front/back cues: left and right limbs are dressed alike (colour is never a
+left/right cue), so telling left from right needs knowing whether the person
+faces the camera. The cues are large enough for ~90 px tall people: the
+chest accent and V neck exist only on the front of the torso, the face (skin,
+eye whites, brows, nose shadow) only on the front of the head with hair on
+the back and top, and soles / toe caps show the feet's direction. All are
+symmetric about the body's sagittal plane.
 Each primitive is shaded by Lambert's law from one directional light: the
 silhouette is filled at the darkest visible shade and K nested, shrinking
 copies move towards the brightest visible point in lighter shades (a cheap
@@ -128,6 +140,9 @@ class _Body:
     # ring axes and semi-axes at each end, BGR albedo, part id.
     self.fr = []
     self.sp = []   # (centre, radius, albedo, part, depth bias)
+    # (frustum index, quads [n, 4, 3], normals [n, 3], albedo): surface
+    # regions drawn on top of a frustum where they face the camera.
+    self.pa = []
 
   def frustum(self, a, b, radius_a, radius_b, albedo, part, axes_a=None,
               axes_b=None):
@@ -144,6 +159,34 @@ class _Body:
   def sphere(self, centre, radius, albedo, part, bias=0.):
     """A sphere; `bias` (mm) moves it back in the painter's order."""
     self.sp.append((centre, radius, albedo, _PART_ID[part], bias))
+
+  def patch(self, theta_deg, s_lo, s_hi, albedo):
+    """A coloured region on the surface of the last frustum (with axes).
+
+    The region spans ring angles theta_deg [n+1] (0 deg: +u axis, 90 deg: +v
+    axis) and, at each angle, the axial range s_lo..s_hi (0: end a, 1: end
+    b; scalars or [n+1]). It is split into n quads, each drawn right after
+    its frustum and only when it faces the camera, so features on one side
+    of a part (the chest) vanish when that side faces away.
+    """
+    a, b, ua, va, rua, rva, ub, vb, rub, rvb = self.fr[-1][:10]
+    th = np.deg2rad(np.asarray(theta_deg, np.float64))
+    cos, sin = np.cos(th)[:, None], np.sin(th)[:, None]
+    ring_a = a + rua * cos * ua + rva * sin * va   # [n+1, 3]
+    ring_b = b + rub * cos * ub + rvb * sin * vb
+    lo = np.broadcast_to(np.asarray(s_lo, np.float64), th.shape)[:, None]
+    hi = np.broadcast_to(np.asarray(s_hi, np.float64), th.shape)[:, None]
+    p_lo = ring_a + lo * (ring_b - ring_a)
+    p_hi = ring_a + hi * (ring_b - ring_a)
+    quads = np.stack([p_lo[:-1], p_lo[1:], p_hi[1:], p_hi[:-1]], 1)
+    mid = 0.5 * (th[:-1] + th[1:])[:, None]
+    sm = 0.5 * (lo[:-1] + lo[1:] + hi[:-1] + hi[1:])[..., :1] / 2
+    u = ua + sm * (ub - ua)
+    v = va + sm * (vb - va)
+    ru = rua + sm * (rub - rua)
+    rv = rva + sm * (rvb - rva)
+    normals = np.cos(mid) * u / ru + np.sin(mid) * v / rv
+    self.pa.append((len(self.fr) - 1, quads, normals, albedo))
 
 
 _NAN3 = np.full(3, np.nan)
@@ -167,6 +210,16 @@ def _perp_axes(d):
 
 def _rgb_to_bgr(c):
   return np.array(c[::-1], np.float64)
+
+
+# Fixed accessory colours (BGR).
+_BELT = _rgb_to_bgr((52, 38, 30))
+_BUCKLE = _rgb_to_bgr((215, 205, 170))
+_EYE_WHITE = _rgb_to_bgr((240, 238, 232))
+_IRIS = _rgb_to_bgr((40, 28, 22))
+_LIPS = _rgb_to_bgr((200, 70, 80))
+_SOLE_LIGHT = _rgb_to_bgr((236, 232, 222))
+_SOLE_DARK = _rgb_to_bgr((48, 40, 34))
 
 
 def build_body(m: motion.MotionBatch, i: int) -> _Body:
@@ -196,12 +249,32 @@ def build_body(m: motion.MotionBatch, i: int) -> _Body:
   belt_r = (148. * s * subject.hip_width * gs, 104. * s * g)
   chest_r = (168. * s * subject.shoulder_width * gs, 112. * s * g)
   sh_r = (128. * s * subject.shoulder_width, 78. * s * gs)
+  # Front/back cues on the torso (ring angle 90 deg = forward, symmetric
+  # about it so that left and right look alike): a belt with a buckle at the
+  # front; an open jacket showing the inner shirt, or a T-shirt with a chest
+  # print; a skin-coloured V neck. Back: a darker yoke seam.
+  accent = _rgb_to_bgr(subject.accent)
   body.frustum(hip_c, belt_c, hip_r, belt_r, bottom, 'torso',
                ring_axes(pel), ring_axes(lum))
+  body.patch(np.linspace(0., 360., 9), 0.78, 1., _BELT)
+  body.patch(np.linspace(80., 100., 2), 0.8, 1., _BUCKLE)
+  jacket = subject.front_style == 'jacket'
   body.frustum(belt_c, chest_c, belt_r, chest_r, top, 'torso',
                ring_axes(lum), ring_axes(tho))
+  if jacket:
+    body.patch(np.linspace(60., 120., 4), 0., 1., accent)
+  else:
+    body.patch(np.linspace(52., 128., 5), 0.45, 1., accent)
   body.frustum(chest_c, sh_c, chest_r, sh_r, top, 'torso', ring_axes(tho),
                ring_axes(tho))
+  if jacket:
+    body.patch(np.linspace(60., 120., 4), 0., 1., accent)
+  else:
+    body.patch(np.linspace(52., 128., 5), 0., 0.45, accent)
+  body.patch(np.linspace(225., 315., 5), 0.45, 0.62, top * 0.6)
+  vee = np.linspace(62., 118., 5)
+  body.patch(vee, 1. - np.interp(vee, [62., 90., 118.], [0., 1.05, 0.]), 1.,
+             skin)
 
   # Head: skull (hair) sphere, face sphere, nose, eyes; neck.
   r = 92. * s
@@ -210,12 +283,20 @@ def build_body(m: motion.MotionBatch, i: int) -> _Body:
   body.sphere(centre - 0.1 * r * hx + 0.1 * r * hz, 0.97 * r, hair, 'head')
   face = centre + 0.22 * r * hx - 0.18 * r * hz
   body.sphere(face, 0.82 * r, skin, 'head')
-  body.sphere(centre + 0.98 * r * hx - 0.3 * r * hz, 0.16 * r, skin * 0.92,
+  # Face features large and contrasting enough to survive small crops:
+  # eye whites with dark irises, a nose in shadow, lips, ears.
+  body.sphere(centre + 0.98 * r * hx - 0.3 * r * hz, 0.16 * r, skin * 0.7,
               'head')
-  eye = skin * 0.3 + hair * 0.2
+  body.sphere(centre + 0.9 * r * hx - 0.55 * r * hz, 0.12 * r,
+              skin * 0.55 + _LIPS * 0.25, 'head')
   for side in (1., -1.):
-    body.sphere(centre + 0.93 * r * hx + side * 0.32 * r * hy - 0.02 * r * hz,
-                0.065 * r, eye, 'head')
+    eye_c = centre + 0.85 * r * hx + side * 0.3 * r * hy + 0.02 * r * hz
+    body.sphere(eye_c, 0.12 * r, _EYE_WHITE, 'head')
+    body.sphere(eye_c + 0.09 * r * hx, 0.07 * r, _IRIS, 'head')
+    body.sphere(eye_c + 0.04 * r * hx + 0.17 * r * hz, 0.08 * r, hair * 0.8
+                + skin * 0.2, 'head', bias=0.06 * r)
+    body.sphere(centre + side * 0.9 * r * hy - 0.2 * r * hz - 0.05 * r * hx,
+                0.2 * r, skin, 'head', bias=0.3 * r)
   if subject.hair_style == 'long':
     body.frustum(centre - 0.45 * r * hx + 0.2 * r * hz,
                  centre - 0.7 * r * hx - 1.5 * r * hz, (0.8 * r, 0.55 * r),
@@ -253,6 +334,9 @@ def build_body(m: motion.MotionBatch, i: int) -> _Body:
 
   # Legs; shoes are the sole capsules that stand on the ground.
   heel_r, toe_r = motion.sole_radii_mm(m.subject_index[i:i + 1])
+  # Soles and toe caps contrast with the shoe: the foot's direction shows.
+  sole = _SOLE_LIGHT if shoes.mean() < 128. else _SOLE_DARK
+  toe_cap = 0.55 * shoes + 0.45 * sole
   for side, hip, kn, an in (('l', 4, 5, 6), ('r', 1, 2, 3)):
     shorts = subject.legwear == 'shorts'
     r_hip, r_kn, r_an = 80. * s * g, 52. * s * g, 34. * s * gs
@@ -276,6 +360,8 @@ def build_body(m: motion.MotionBatch, i: int) -> _Body:
     body.sphere(j[an], r_an * 1.05, shoes, side + '_foot', bias=r_an)
     body.frustum(heel, toe, (40. * s, float(heel_r[0])),
                  (46. * s, float(toe_r[0])), shoes, side + '_foot', axes, axes)
+    body.patch(np.linspace(190., 350., 5), 0., 1., sole)
+    body.patch(np.linspace(20., 160., 5), 0.72, 1., toe_cap)
   return body
 
 
@@ -366,6 +452,32 @@ def _frustum_geometry(body: _Body, rot, trans, k, light: _Light,
   colours = _shade(albedo[:, None], level, light)
   dist = np.linalg.norm(0.5 * (pts[:, 0].mean(1) + pts[:, 1].mean(1)), axis=-1)
   return poly, colours, dist, pts.reshape(len(f), 2 * _M, 3)
+
+
+def _patch_geometry(body: _Body, rot, trans, k, light: _Light):
+  """Visible surface patches grouped by frustum.
+
+  Returns {frustum index: [(fixed-point polygon [4, 2] int32, BGR colour)]}
+  for the quads that face the camera, each flat-shaded by its normal.
+  """
+  if not body.pa:
+    return {}
+  parent = np.concatenate([np.full(len(x[1]), x[0]) for x in body.pa])
+  quads = np.concatenate([x[1] for x in body.pa]) @ rot.T + trans  # [P,4,3]
+  normals = np.concatenate([x[2] for x in body.pa]) @ rot.T
+  normals /= np.linalg.norm(normals, axis=-1, keepdims=True)
+  albedo = np.concatenate([np.broadcast_to(x[3], (len(x[1]), 3))
+                           for x in body.pa])
+  facing = np.sum(normals * -quads.mean(1), -1) > 0.
+  if not facing.any():
+    return {}
+  colours = _shade(albedo[facing], _brightness(normals[facing], light),
+                   light).tolist()
+  polys = np.round(_project(quads[facing], k) * _ONE).astype(np.int32)
+  out = {}
+  for q, poly, colour in zip(parent[facing].tolist(), polys, colours):
+    out.setdefault(q, []).append((poly, colour))
+  return out
 
 
 def _sphere_geometry(body: _Body, rot, trans, k, light: _Light, bands: int):
@@ -853,6 +965,7 @@ def render(m: motion.MotionBatch, i: int, rng: np.random.Generator,
                                                  bands)
   sc, sr, scol, sdist, _, _ = _sphere_geometry(body, rot, trans, k, light,
                                                 bands)
+  patches = _patch_geometry(body, rot, trans, k, light)
   items = [(fdist[q], 0, q) for q in range(len(fdist))]
   items += [(sdist[q], 1, q) for q in range(len(sdist))]
   prop_draw = []
@@ -881,6 +994,8 @@ def render(m: motion.MotionBatch, i: int, rng: np.random.Generator,
       for poly, colour in zip(fpoly_fixed[q], fcol_list[q]):
         cv2.fillConvexPoly(img, cv2.convexHull(poly), colour, cv2.LINE_AA,
                            _SHIFT)
+      for poly, colour in patches.get(q, ()):
+        cv2.fillConvexPoly(img, poly, colour, cv2.LINE_AA, _SHIFT)
     elif kind == 1:
       for c, r, colour in zip(sc_fixed[q], sr_fixed[q], scol_list[q]):
         if r > 0:

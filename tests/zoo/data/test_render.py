@@ -1,4 +1,5 @@
 """Tests for zoo/data/render.py: camera, crop, drawing, self-occlusion."""
+import cv2
 import numpy as np
 import pytest
 
@@ -137,3 +138,90 @@ def test_self_occlusion_ray_test():
   occl = render.self_occlusion(joints, a4[None], b4[None], np.array([80.]),
                                np.array([80.]), np.array([thigh]))
   assert not occl.any()
+
+
+def _rest_pose(subject, yaw_rad):
+  """A symmetric standing pose (all angles 0) of `subject`, turned by yaw."""
+  return motion.forward_kinematics(
+      np.zeros((1, len(motion.DOFS))),
+      np.array([motion.SUBJECTS.index(motion.SUBJECT_BY_NAME[subject])]),
+      np.array([yaw_rad]), np.zeros((1, 2)), np.zeros((1, 2)))
+
+
+def _cos_to(pixels, colour_rgb):
+  """Cosine similarity of BGR pixels [n, 3] to an RGB colour (shade-free)."""
+  c = np.array(colour_rgb[::-1], np.float64)
+  p = pixels.astype(np.float64)
+  return p @ c / (np.linalg.norm(p, axis=-1) * np.linalg.norm(c) + 1e-9)
+
+
+@pytest.mark.parametrize('subject', ['S9', 'S11', 'S6'])
+def test_front_cue_visible_only_from_the_front(subject):
+  """Same pose and camera, turned 0 and 180 deg: the chest accent (jacket
+  inner shirt or print) shows on the torso only when its front faces the
+  camera (front normal from the shoulders x spine cross product)."""
+  spec = motion.SUBJECT_BY_NAME[subject]
+  config = render.RenderConfig(background=False)
+  fractions = {}
+  for seed in range(40):
+    renders = [render.render(_rest_pose(subject, yaw), 0,
+                             np.random.default_rng(seed), config)
+               for yaw in (0., np.pi)]
+    r = renders[0]
+    j = r.joints_cam_mm
+    front = np.cross(j[11] - j[14], j[8] - j[0])
+    facing = front @ -j[8] / np.linalg.norm(front) / np.linalg.norm(j[8])
+    if abs(facing) < 0.7:  # about side-on: not a clear front or back
+      continue
+    for r, faces in zip(renders, (facing > 0, facing < 0)):
+      # Torso quadrilateral (shoulders, hips) shrunk towards its centre.
+      quad = r.joints2d_px[[11, 14, 1, 4]]
+      quad = quad.mean(0) + 0.6 * (quad - quad.mean(0))
+      mask = np.zeros(r.image_bgr.shape[:2], np.uint8)
+      cv2.fillConvexPoly(mask, np.round(quad).astype(np.int32), 1)
+      pixels = r.image_bgr[mask > 0]
+      assert len(pixels) > 50
+      others = [_cos_to(pixels, c) for c in (spec.top, spec.skin,
+                                             spec.bottom, spec.hair)]
+      accent = _cos_to(pixels, spec.accent) > np.max(others, 0)
+      fractions.setdefault(bool(faces), []).append(accent.mean())
+    if len(fractions[True]) >= 3:
+      break
+  assert len(fractions[True]) >= 3, fractions
+  assert min(fractions[True]) > 0.2, fractions
+  assert max(fractions[False]) < 0.03, fractions
+
+
+def test_torso_cues_are_mirror_symmetric():
+  """In a symmetric rest pose every torso patch maps onto itself under the
+  left/right mirror (world y about the pelvis), and patches on left and
+  right parts share colours."""
+  for subject in motion.SUBJECTS:
+    m = _rest_pose(subject.name, 0.)
+    body = render.build_body(m, 0)
+    y0 = m.joints_world_mm[0, 0, 1]
+    # The rest pose is symmetric: mirrored joints swap sides.
+    for a, b in ((1, 4), (11, 14), (3, 6)):
+      np.testing.assert_allclose(
+          m.joints_world_mm[0, a] * [1, -1, 1] + [0, 2 * y0, 0],
+          m.joints_world_mm[0, b], atol=1e-6)
+    colours = {}
+    torso = 0
+    for parent, quads, normals, albedo in body.pa:
+      part = render.PARTS[body.fr[parent][11]]
+      colours.setdefault(part, []).append(tuple(albedo))
+      if part != 'torso':
+        continue
+      torso += 1
+      pts = quads.reshape(-1, 3)
+      mirrored = pts * [1, -1, 1] + [0, 2 * y0, 0]
+      dist = np.linalg.norm(mirrored[:, None] - pts[None], axis=-1).min(1)
+      np.testing.assert_array_less(dist, 1e-6)
+      # Normals point away from the torso axis: unit-free sanity check.
+      assert normals.shape == (len(quads), 3)
+    assert torso >= 5
+    for part, cs in colours.items():
+      if part.startswith('l_'):
+        assert sorted(cs) == sorted(colours['r_' + part[2:]]), part
+    # The accent differs from the top it is drawn on.
+    assert np.abs(np.subtract(subject.accent, subject.top)).max() > 60
