@@ -222,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = _parse_args(sys.argv[1:] if argv is None else argv)
   from export import saved_model
   from zoo import registry
-  names = args.models.split(',') if args.models else registry.names()
+  names = args.models.split(',') if args.models else registry.zoo_names()
   batch_sizes = [int(b) for b in args.batch_sizes.split(',')]
   image_hw = tuple(int(v) for v in args.image_hw.split(','))
   results: dict[str, Any] = {'meta': {

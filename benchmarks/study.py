@@ -112,7 +112,7 @@ PSEUDO_MODELS = {
 
 def all_models() -> list[str]:
   """Registered models, then the pseudo-models whose base is registered."""
-  names = registry.names()
+  names = registry.zoo_names()
   return names + [p for p, spec in PSEUDO_MODELS.items() if spec.base in names]
 
 

@@ -604,7 +604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print('error: --model=NAME|all is required', file=sys.stderr)
     return 2
   from zoo import registry
-  names = registry.names() if args.model == 'all' else [args.model]
+  names = registry.zoo_names() if args.model == 'all' else [args.model]
   command = [os.path.basename(sys.executable), '-m', 'trainers.publish',
              *argv]
   if not args.from_workdir:

@@ -71,6 +71,14 @@ def names() -> list[str]:
   return sorted(_REGISTRY)
 
 
+def zoo_names() -> list[str]:
+  """The models the zoo's own paper packages register (not a user's or a
+  test's): what "every model" means for publishing, the study and export."""
+  _load()
+  return sorted(name for name, entry in _REGISTRY.items()
+                if entry.model_class.__module__.startswith(_PACKAGES))
+
+
 def get(name: str) -> ModelEntry:
   _load()
   if name not in _REGISTRY:

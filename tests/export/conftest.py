@@ -1,6 +1,6 @@
-"""Shared fixtures of the export tests: every registered model exported once.
+"""Shared fixtures of the export tests: every zoo model exported once.
 
-`exported` (session scope) builds each registered model from its `smoke`
+`exported` (session scope) builds each zoo model from its `smoke`
 preset (running the registry's `prepare` hook where there is one), writes its
 weights + manifest into a workdir like the trainer does, exports it with the
 command line (`export.saved_model.main`) into one BASE, and records the Keras
@@ -75,9 +75,10 @@ def exported(tmp_path_factory) -> Exported:
   from zoo import registry
 
   base = str(tmp_path_factory.mktemp('export_base'))
-  names = registry.names()
-  # Every registered model by default; a comma-separated subset for quick
-  # local iterations (export_test is always kept: the tests use it).
+  names = sorted(registry.zoo_names() + [export_test_model.NAME])
+  # Every zoo model (not models other tests register) and export_test; a
+  # comma-separated subset for quick local iterations (export_test is always
+  # kept: the tests use it).
   subset = os.environ.get('POSE3D_EXPORT_TEST_MODELS')
   if subset:
     names = [n for n in names
