@@ -204,13 +204,12 @@ def make_config(entry: registry.ModelEntry, preset: str,
 
 def learning_rate_schedule(train: config_lib.TrainConfig):
   """A constant rate, or cosine decay to 0 over `steps` after linear warm-up."""
-  schedule = getattr(train, 'lr_schedule', 'constant')
-  schedule = distribute.validate_choice('lr_schedule', schedule,
+  schedule = distribute.validate_choice('lr_schedule', train.lr_schedule,
                                         ('constant', 'cosine'))
   lr = float(train.learning_rate)
   if schedule == 'constant':
     return lr
-  warmup = int(getattr(train, 'warmup_steps', 0))
+  warmup = int(train.warmup_steps)
   if warmup > 0:
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0., decay_steps=max(1, train.steps - warmup),

@@ -53,3 +53,25 @@ def test_make_optimizer(name, cls):
   assert type(opt) is cls
   assert float(opt.learning_rate.numpy()) == 0.25
   assert opt.weight_decay == pytest.approx(0.01)
+
+
+def test_learning_rate_schedules():
+  constant = TrainConfig(learning_rate=1e-3, steps=100)
+  assert train_lib.learning_rate_schedule(constant) == 1e-3
+  cosine = TrainConfig(learning_rate=1e-3, steps=100,
+                       lr_schedule='cosine')
+  sched = train_lib.learning_rate_schedule(cosine)
+  assert float(sched(0)) == pytest.approx(1e-3)
+  assert float(sched(50)) == pytest.approx(0.5e-3, rel=1e-4)  # cos(pi/2)
+  assert float(sched(100)) == pytest.approx(0., abs=1e-9)
+  warm = TrainConfig(learning_rate=1e-3, steps=110,
+                     lr_schedule='cosine', warmup_steps=10)
+  sched = train_lib.learning_rate_schedule(warm)
+  assert float(sched(5)) == pytest.approx(0.5e-3, rel=1e-4)
+  assert float(sched(10)) == pytest.approx(1e-3, rel=1e-4)
+  # The optimizer follows the schedule: at iteration 0 warm-up starts at 0.
+  assert float(train_lib.make_optimizer(warm).learning_rate) == \
+      pytest.approx(0., abs=1e-9)
+  with pytest.raises(ValueError, match='valid choices'):
+    train_lib.learning_rate_schedule(
+        TrainConfig(lr_schedule='linear'))
