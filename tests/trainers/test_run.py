@@ -38,14 +38,10 @@ REQUIRED_METRICS = ('model', 'preset', 'steps', 'mpjpe_mm', 'pa_mpjpe_mm',
 
 def _train(workdir, data, **kwargs):
   kwargs.setdefault('steps', 4)
-  kwargs.setdefault('run_evaluation', False)
-  return train_lib.train(tiny.NAME, preset='smoke', workdir=str(workdir),
-                         data=data, strategy='default', seed=1,
-                         deterministic=True, progress=False, **kwargs)
+  return tiny.train(workdir, data, **kwargs)
 
 
-def _weights(model):
-  return [v.numpy().copy() for v in model.weights]
+_weights = tiny.weights
 
 
 class _Capture(keras.callbacks.Callback):

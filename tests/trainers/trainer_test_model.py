@@ -157,3 +157,18 @@ def write_dataset(out_dir: str, num_train: int = 16, num_test: int = 8,
                                    'num_examples': {'train': num_train,
                                                     'test': num_test}})
   return out_dir
+
+
+def train(workdir, data, **kwargs):
+  """trainers.train_lib.train of this model: smoke preset, default strategy,
+  seed 1, deterministic input, no progress bar, no evaluation unless asked."""
+  from trainers import train_lib  # local: this module is imported by conftest
+  kwargs.setdefault('run_evaluation', False)
+  return train_lib.train(NAME, preset='smoke', workdir=str(workdir),
+                         data=data, strategy='default', seed=1,
+                         deterministic=True, progress=False, **kwargs)
+
+
+def weights(model) -> list:
+  """Copies of a model's weights as NumPy arrays."""
+  return [v.numpy().copy() for v in model.weights]
