@@ -143,25 +143,26 @@ def separable_gaussian_mse(pred, centers_vox, sigma_xy: float, sigma_z: float,
 def expectation_2d(probs) -> tf.Tensor:
   """Expected (x, y) [B, J, 2] of normalised maps [B, H, W, J] (pixel units)."""
   probs = _f32(probs)
-  shape = tf.shape(probs)
-  xs = tf.range(shape[2], dtype=tf.float32)
-  ys = tf.range(shape[1], dtype=tf.float32)
-  x = tf.einsum('bhwj,w->bj', probs, xs)
-  y = tf.einsum('bhwj,h->bj', probs, ys)
-  return tf.stack([x, y], axis=-1)
+  # Marginals first (sums along axes keep the layout; an einsum over the full
+  # map transposes it), then a dot with the cell indices.
+  return tf.stack([_marginal_mean(tf.reduce_sum(probs, 1)),
+                   _marginal_mean(tf.reduce_sum(probs, 2))], axis=-1)
+
+
+def _marginal_mean(marginal: tf.Tensor) -> tf.Tensor:
+  """[B, N, J] marginal -> [B, J] expected index."""
+  index = tf.range(tf.shape(marginal)[1], dtype=tf.float32)
+  return tf.reduce_sum(marginal * index[:, tf.newaxis], axis=1)
 
 
 def expectation_3d(probs) -> tf.Tensor:
   """Expected (x, y, z) [B, J, 3] of normalised volumes [B, H, W, D, J]."""
   probs = _f32(probs)
-  shape = tf.shape(probs)
-  xs = tf.range(shape[2], dtype=tf.float32)
-  ys = tf.range(shape[1], dtype=tf.float32)
-  zs = tf.range(shape[3], dtype=tf.float32)
-  x = tf.einsum('bhwdj,w->bj', probs, xs)
-  y = tf.einsum('bhwdj,h->bj', probs, ys)
-  z = tf.einsum('bhwdj,d->bj', probs, zs)
-  return tf.stack([x, y, z], axis=-1)
+  yx = tf.reduce_sum(probs, 3)                  # [B, H, W, J]
+  z = tf.reduce_sum(probs, [1, 2])              # [B, D, J]
+  return tf.stack([_marginal_mean(tf.reduce_sum(yx, 1)),
+                   _marginal_mean(tf.reduce_sum(yx, 2)),
+                   _marginal_mean(z)], axis=-1)
 
 
 def _spatial_softmax(logits: tf.Tensor) -> tf.Tensor:
@@ -217,3 +218,37 @@ def argmax_3d(volumes) -> tuple[tf.Tensor, tf.Tensor]:
   coords = tf.stack([(index // depth) % width, index // (width * depth),
                      index % depth], axis=-1)
   return tf.cast(coords, tf.float32), tf.reduce_max(flat, axis=1)
+
+
+def integral_l1(pred, centers_vox, beta: float, valid_xy=None,
+                valid_z=None) -> tf.Tensor:
+  """Per-example L1 between soft-argmax(beta * pred) and target voxels.
+
+  The integral loss of Sun et al. 2018, in fractions of the volume: each
+  coordinate's error is divided by that axis's size, so x, y and z weigh
+  alike at any resolution.
+
+  Args:
+    pred: [B, H, W, D, J] predicted volumes (scores, not probabilities).
+    centers_vox: [B, J, 3] targets (x, y, z) in voxel units of `pred`.
+    beta: softmax inverse temperature applied to `pred`.
+    valid_xy: optional [B, J] mask of joints whose x-y count.
+    valid_z: optional [B, J] mask of joints whose z counts; None (or D == 1)
+      leaves z out.
+
+  Returns:
+    [B] float32: sum over joints of the masked per-axis errors, divided by
+    the number of joints.
+  """
+  pred = _f32(pred)
+  centers_vox = _f32(centers_vox)
+  _check_rank('pred', pred, 5, '[B, H, W, D, J]')
+  shape = tf.shape(pred)
+  coords = soft_argmax_3d(beta * pred)
+  sizes = tf.cast(tf.stack([shape[2], shape[1], shape[3]]), tf.float32)
+  err = tf.abs(coords - centers_vox) / sizes
+  xy = tf.reduce_sum(err[..., :2], -1) * _valid_mask(valid_xy, centers_vox)
+  total = tf.reduce_sum(xy, -1)
+  if valid_z is not None and pred.shape[3] != 1:
+    total += tf.reduce_sum(err[..., 2] * _valid_mask(valid_z, centers_vox), -1)
+  return total / tf.cast(shape[4], tf.float32)

@@ -186,3 +186,54 @@ def test_bad_ranks_raise_clear_errors():
     heatmaps.argmax_2d(np.zeros((1, 4, 4, 2, 3)))
   with pytest.raises(ValueError, match='logits must be'):
     heatmaps.soft_argmax_3d(np.zeros((1, 4, 4, 3)))
+
+
+def _numpy_integral_l1(pred, centers, beta, valid_xy, valid_z):
+  """Softmax and expectation by loops over every voxel, then the L1."""
+  b_n, h, w, d, j_n = pred.shape
+  out = np.zeros(b_n)
+  for b in range(b_n):
+    for j in range(j_n):
+      logits = beta * pred[b, ..., j].astype(np.float64)
+      p = np.exp(logits - logits.max())
+      p /= p.sum()
+      mean = np.zeros(3)
+      for y in range(h):
+        for x in range(w):
+          for z in range(d):
+            mean += p[y, x, z] * np.array([x, y, z])
+      err = np.abs(mean - centers[b, j]) / np.array([w, h, d])
+      out[b] += (err[0] + err[1]) * valid_xy[b, j]
+      if valid_z is not None and d > 1:
+        out[b] += err[2] * valid_z[b, j]
+  return out / j_n
+
+
+@pytest.mark.parametrize('depth', [1, 4])
+def test_integral_l1_matches_loops(depth):
+  rng = np.random.default_rng(3)
+  pred = rng.normal(size=(2, 5, 6, depth, 3)).astype(np.float32)
+  centers = rng.uniform(0, 4, size=(2, 3, 3)).astype(np.float32)
+  valid_xy = np.array([[1, 0, 1], [1, 1, 1]], np.float32)
+  valid_z = np.array([[1, 1, 0], [0, 1, 1]], np.float32)
+  got = heatmaps.integral_l1(pred, centers, 2.5, valid_xy, valid_z).numpy()
+  want = _numpy_integral_l1(pred, centers, 2.5, valid_xy, valid_z)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  # Without a z mask the depth axis is left out.
+  got_xy = heatmaps.integral_l1(pred, centers, 2.5, valid_xy).numpy()
+  want_xy = _numpy_integral_l1(pred, centers, 2.5, valid_xy, None)
+  np.testing.assert_allclose(got_xy, want_xy, rtol=1e-5, atol=1e-6)
+
+
+def test_integral_l1_is_zero_at_a_sharp_peak_and_has_gradients():
+  pred = np.zeros((1, 8, 8, 8, 1), np.float32)
+  pred[0, 5, 2, 6, 0] = 1.
+  centers = np.array([[[2., 5., 6.]]], np.float32)
+  assert heatmaps.integral_l1(pred, centers, 100., None, None).numpy()[0] \
+      == pytest.approx(0., abs=1e-6)
+  x = tf.Variable(np.zeros((1, 8, 8, 8, 1), np.float32))
+  with tf.GradientTape() as tape:
+    loss = heatmaps.integral_l1(x, centers, 1., None, np.ones((1, 1)))
+  grad = tape.gradient(loss, x).numpy()
+  assert np.count_nonzero(grad) == grad.size   # every voxel gets a gradient
+  assert grad[0, 5, 2, 6, 0] < 0               # the target's score goes up

@@ -109,6 +109,10 @@ class _C2FBase(base.PoseModel):
       valid = y['valid_2d'] if d == 1 else y['valid_3d']
       per_example = heatmaps.separable_gaussian_mse(
           y_pred[f'volume_{i}'], centers, c.sigma, c.sigma_z(d), valid)
+      if c.integral_loss_weight:
+        per_example += c.integral_loss_weight * heatmaps.integral_l1(
+            y_pred[f'volume_{i}'], centers, c.integral_beta, y['valid_2d'],
+            valid if d > 1 else None)
       total += base.distributed_mean(per_example, sample_weight)
     return total
 
