@@ -36,6 +36,7 @@ import logging as std_logging
 import math
 import os
 import re
+import resource
 import shlex
 import shutil
 import sys
@@ -646,6 +647,9 @@ def _train(entry, config, preset, workdir, own_dir, chief, dist, data_info,
   metrics['batch_size'] = train_cfg.batch_size
   metrics['precision'] = run_config['precision']
   metrics['replicas'] = dist.num_replicas_in_sync
+  # Peak resident memory of this process so far (training and evaluation).
+  metrics['peak_rss_mib'] = resource.getrusage(
+      resource.RUSAGE_SELF).ru_maxrss / 1024.
   if baseline:
     metrics['mean_pose_baseline'] = evaluation.mean_pose_baseline(
         data_info.directory, config,

@@ -85,6 +85,7 @@ def test_smoke_run_writes_metrics_manifest_and_logs(trained_run, tiny_data):
                                                     rel=1e-5)
   assert metrics['mean_pose_baseline']['num_train_examples'] == 16
   assert metrics['train_seconds'] > 0 and metrics['train_examples_per_second'] > 0
+  assert 100 < metrics['peak_rss_mib'] < 20_000  # MiB, not KiB
 
   with open(os.path.join(workdir, 'manifest.json')) as f:
     manifest = json.load(f)

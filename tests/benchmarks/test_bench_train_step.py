@@ -1,0 +1,29 @@
+"""Tests for benchmarks/bench_train_step.py: one tiny run per precision."""
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+
+def test_reports_speed_and_peak_memory_per_precision(tmp_path):
+  out = tmp_path / 'rows.json'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.bench_train_step',
+       '--models=c2f_volumetric', '--preset=smoke',
+       '--precisions=float32,mixed_bfloat16', '--steps=6', '--warmup_steps=2',
+       f'--out={out}'],
+      cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = json.loads(out.read_text())['rows']
+  assert [r['precision'] for r in rows] == ['float32', 'mixed_bfloat16']
+  for row in rows:
+    assert row['model'] == 'c2f_volumetric' and row['batch_size'] == 2
+    assert row['timed_steps'] == 4     # steps 3-6, after the 2 warm-up steps
+    assert row['examples_per_second'] > 0
+    assert row['cpu_seconds_per_step'] > 0
+    # A TF process holds at least its runtime; a figure in KiB would be ~1e6.
+    assert 100 < row['peak_rss_mib'] < 20_000
+  assert 'peak RSS' in proc.stdout
