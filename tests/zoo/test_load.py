@@ -180,8 +180,9 @@ def test_predict_and_export_default_to_the_bundled_checkpoint(
   assert err.count('bundled models: lifting_deep') == 2
 
 
-def test_finetune_with_frozen_backbone(published, tmp_path):
-  """The README's fine-tuning example, on a user's zoo-format TFRecords."""
+def _finetune_frozen_backbone(model, tmp_path):
+  """The README's fine-tuning example, on a user's zoo-format TFRecords:
+  freeze the backbone, fit a few steps, check what moved, evaluate."""
   import keras
   from trainers import evaluation
   from zoo.data import pipeline
@@ -191,7 +192,6 @@ def test_finetune_with_frozen_backbone(published, tmp_path):
     synthetic.generate(user_data, split, 8, seed=7, num_workers=1,
                        progress=False)
 
-  model = zoo.load(published.name, root=published.root)
   for layer in model.backbone:
     layer.trainable = False
   frozen = {v.path: v.numpy().copy()
@@ -219,6 +219,18 @@ def test_finetune_with_frozen_backbone(published, tmp_path):
                                       progress=False)
   assert metrics['num_eval_examples'] == 8
   assert np.isfinite(metrics['mpjpe_mm'])
+
+
+def test_finetune_with_frozen_backbone(published, tmp_path):
+  _finetune_frozen_backbone(zoo.load(published.name, root=published.root),
+                            tmp_path)
+
+
+@pytest.mark.skipif(not BUNDLED, reason='no bundled checkpoint yet')
+@pytest.mark.parametrize('name', BUNDLED)
+def test_finetune_bundled_checkpoint_with_frozen_backbone(name, tmp_path,
+                                                          no_prior_fit):
+  _finetune_frozen_backbone(zoo.load(name), tmp_path)
 
 
 def test_run_init_from_accepts_a_bundled_directory(published):
