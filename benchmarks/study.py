@@ -70,6 +70,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from zoo import config as config_lib  # noqa: E402
+from zoo import fileio  # noqa: E402
 from zoo import metrics as metrics_lib  # noqa: E402
 from zoo import registry  # noqa: E402
 
@@ -519,22 +520,6 @@ def render_markdown(study: Mapping[str, Any], verdicts: Sequence[Verdict]
   return '\n'.join(lines)
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path),
-                             suffix='.tmp', dir=directory)
-  try:
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
-      f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def write_chart(study: Mapping[str, Any], path: str) -> None:
   """Bar charts of MPJPE, PA-MPJPE, PCK3D and AUC per model (PNG), with
   the mean-pose baseline as a dashed line where the runs measured it."""
@@ -973,11 +958,11 @@ def run_study(args: argparse.Namespace, argv: Sequence[str] = ()
       'notes': v.notes} for v in verdicts]
 
   os.makedirs(args.out_dir, exist_ok=True)
-  _atomic_write_text(os.path.join(args.out_dir, JSON_FILE),
+  fileio.atomic_write_text(os.path.join(args.out_dir, JSON_FILE),
                      json.dumps(_jsonable(study), indent=1, sort_keys=False)
                      + '\n')
   write_chart(study, os.path.join(args.out_dir, CHART_FILE))
-  _atomic_write_text(os.path.join(args.out_dir, STUDY_FILE),
+  fileio.atomic_write_text(os.path.join(args.out_dir, STUDY_FILE),
                      render_markdown(study, verdicts))
   return study
 

@@ -44,6 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from export import serving_module
+from zoo import fileio
 from export import warmup
 
 METADATA_FILE = 'pose3d_zoo.json'
@@ -96,19 +97,6 @@ def list_models(export_base: str) -> dict[str, list[int]]:
   return models
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-')
-  try:
-    with os.fdopen(fd, 'w') as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def models_config_text(export_base: str,
                        container_base: str = DEFAULT_CONTAINER_BASE) -> str:
   """Text ModelServerConfig with one entry per model under BASE."""
@@ -129,7 +117,8 @@ def models_config_text(export_base: str,
 def write_models_config(export_base: str,
                         container_base: str = DEFAULT_CONTAINER_BASE) -> str:
   path = os.path.join(export_base, MODELS_CONFIG)
-  _atomic_write_text(path, models_config_text(export_base, container_base))
+  fileio.atomic_write_text(path,
+                           models_config_text(export_base, container_base))
   return path
 
 
@@ -157,7 +146,7 @@ def batching_parameters_text(max_batch_size: int = 32,
 
 def write_batching_parameters(export_base: str, **kwargs) -> str:
   path = os.path.join(export_base, BATCHING_PARAMETERS)
-  _atomic_write_text(path, batching_parameters_text(**kwargs))
+  fileio.atomic_write_text(path, batching_parameters_text(**kwargs))
   return path
 
 

@@ -32,13 +32,14 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from typing import Any
 
 from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
+
+from zoo import fileio
 
 WEIGHTS_FILE = 'model.weights.h5'
 MANIFEST_FILE = 'manifest.json'
@@ -84,27 +85,8 @@ def check_finite_weights(model: keras.Model, when: str,
 
 def atomic_write_json(path: str, obj: Any) -> None:
   """Writes JSON to `path` via a temporary file in the same directory."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix='.json')
-  try:
-    with os.fdopen(fd, 'w') as f:
-      json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
-      f.write('\n')
-      f.flush()
-      os.fsync(f.fileno())
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600 files
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
-def _umask() -> int:
-  mask = os.umask(0)
-  os.umask(mask)
-  return mask
+  fileio.atomic_write_text(path, json.dumps(
+      obj, indent=2, sort_keys=True, default=_json_default) + '\n')
 
 
 def _json_default(value):

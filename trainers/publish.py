@@ -54,6 +54,8 @@ from typing import Any, Mapping, Sequence
 
 from absl import logging
 
+from zoo import fileio
+
 DEFAULT_PRESET = 'cpu'
 DEFAULT_WORKDIR_ROOT = os.path.join('runs', 'publish')
 MAX_TOTAL_BYTES = 30 * 1000 * 1000  # all bundled checkpoints together
@@ -151,12 +153,6 @@ def recover(root: str, name: str) -> None:
     logging.warning('Removing leftover %s of an interrupted publish.',
                     leftover)
     shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _umask() -> int:
-  mask = os.umask(0)
-  os.umask(mask)
-  return mask
 
 
 def _swap_in(staged: str, final: str) -> None:
@@ -393,7 +389,8 @@ def publish(name: str, *, preset: str = DEFAULT_PRESET,
         'data.', name, trained_version, synthetic.GENERATOR_VERSION)
   staged = tempfile.mkdtemp(dir=root, prefix=f'.tmp-{name}-')
   try:
-    os.chmod(staged, 0o777 & ~_umask())  # mkdtemp makes it private
+    # mkdtemp makes it private.
+    os.chmod(staged, 0o777 & ~fileio.current_umask())
     weights = os.path.join(staged, weights_file_name(name))
     shutil.copyfile(source.path, weights)
     if checkpoints.sha256_file(weights) != run['sha256']:
@@ -527,16 +524,7 @@ def write_readme(root: str | None = None) -> str:
   root = zoo.checkpoints_root(root)
   os.makedirs(root, exist_ok=True)
   path = os.path.join(root, README_FILE)
-  fd, tmp = tempfile.mkstemp(dir=root, prefix='.tmp-readme-', suffix='.md')
-  try:
-    with os.fdopen(fd, 'w') as f:
-      f.write(readme_text(root))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  fileio.atomic_write_text(path, readme_text(root))
   return path
 
 

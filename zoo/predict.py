@@ -41,6 +41,7 @@ from typing import Any, Sequence
 import numpy as np
 import tensorflow as tf
 
+from zoo import fileio
 from zoo import skeleton as skel
 from zoo.config import AugmentConfig
 from zoo.data import pipeline
@@ -299,18 +300,7 @@ def export_metadata(export_dir: str) -> dict[str, Any]:
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix='.json')
-  try:
-    with os.fdopen(fd, 'w') as f:
-      json.dump(obj, f, indent=2)
-      f.write('\n')
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  fileio.atomic_write_text(path, json.dumps(obj, indent=2) + '\n')
 
 
 def predict_file(*, model: str | None, image_path: str, out_dir: str,
