@@ -64,6 +64,8 @@ class C2FConfig:
   # Decoding.
   decoding: str = 'argmax'           # 'argmax' (paper) | 'soft_argmax'
   soft_argmax_beta: float = 50.      # softmax(beta * V / max V) for soft-argmax
+                                     # (MSE-only training; with the integral
+                                     # loss, softmax(integral_beta * V))
   flip_mode: str = 'heatmap'         # flip test: 'heatmap' (paper) | 'pose'
   # Auxiliary integral loss (not in the paper, whose loss is the heatmap MSE
   # alone; weight 0 is the paper): L1 between each stack's soft-argmax
@@ -73,6 +75,11 @@ class C2FConfig:
   # this gives every voxel a gradient towards the joint (Sun et al. 2018).
   integral_loss_weight: float = 0.
   integral_beta: float = 20.
+  # Weight of the paper's heatmap MSE (1 = the paper). 0 with a positive
+  # integral_loss_weight trains the volumes as soft-argmax logits alone
+  # (Sun et al. 2018; MeTRAbs), free of the MSE's pull towards peak-1
+  # Gaussians.
+  heatmap_loss_weight: float = 1.
   # Absolute pose: root depth from limb lengths (recover_root_depth_tf) with
   # these bone lengths (mm, H36M17.limbs order; None = H36M means), or
   # 'input': take inputs['root_depth_mm'] [B] (ground truth, component studies).
@@ -140,6 +147,12 @@ def validate(config: C2FConfig, variant: str = 'volumetric') -> None:
                      f'{c.train_mode!r}')
   if c.depth_range_mm <= 0 or c.sigma <= 0 or c.sigma_z_coarse <= 0:
     raise ValueError('depth_range_mm, sigma and sigma_z_coarse must be > 0')
+  if c.heatmap_loss_weight < 0 or (c.heatmap_loss_weight == 0
+                                   and c.integral_loss_weight == 0):
+    raise ValueError(f'need heatmap_loss_weight >= 0 and a positive '
+                     f'heatmap_loss_weight or integral_loss_weight (else '
+                     f'nothing is trained); got {c.heatmap_loss_weight}, '
+                     f'{c.integral_loss_weight}')
   if c.integral_loss_weight < 0 or c.integral_beta <= 0:
     raise ValueError(f'need integral_loss_weight >= 0 and integral_beta > 0; '
                      f'got {c.integral_loss_weight}, {c.integral_beta}')

@@ -22,16 +22,24 @@ from zoo.c2f_volumetric.config import C2FConfig
 def peak_voxels(volume, config: C2FConfig) -> tuple[tf.Tensor, tf.Tensor]:
   """(coords [B, J, 3] (x, y, z) voxels, peak value [B, J]) of a volume.
 
-  Soft-argmax normalises each joint's volume by its maximum and applies a
-  softmax with temperature 1 / soft_argmax_beta: the volumes are trained
-  with an MSE towards Gaussians of peak 1, not as logits, so a plain softmax
-  of them would be nearly uniform and pulled to the centre.
+  Soft-argmax decodes with the softmax the volumes were trained for:
+  - with the auxiliary integral loss (config.integral_loss_weight > 0), the
+    loss's own softmax(integral_beta * V). Any other temperature reads a
+    different expectation than the one the loss fitted (on the cpu preset a
+    peak-normalised beta of 50 gave 247 mm where the trained one gave 209).
+  - with the MSE alone, each joint's volume normalised by its maximum, at
+    temperature 1 / soft_argmax_beta: volumes trained towards Gaussians of
+    peak 1 are not logits, so a plain softmax of them would be nearly
+    uniform and pulled to the centre.
   """
   volume = tf.cast(volume, tf.float32)
   coords, peak = heatmaps.argmax_3d(volume)
   if config.decoding == 'soft_argmax':
-    scale = config.soft_argmax_beta / tf.maximum(peak, 1e-6)
-    coords = heatmaps.soft_argmax_3d(volume * scale[:, None, None, None, :])
+    if config.integral_loss_weight:
+      coords = heatmaps.soft_argmax_3d(config.integral_beta * volume)
+    else:
+      scale = config.soft_argmax_beta / tf.maximum(peak, 1e-6)
+      coords = heatmaps.soft_argmax_3d(volume * scale[:, None, None, None, :])
   return coords, peak
 
 

@@ -98,7 +98,11 @@ class _C2FBase(base.PoseModel):
         if self.losses else 0.
 
   def _volume_loss(self, y, y_pred, stacks, sample_weight):
-    """Sum over `stacks` of the per-voxel MSE against 3D Gaussians."""
+    """Sum over `stacks` of the per-voxel MSE against 3D Gaussians.
+
+    Weighted by heatmap_loss_weight, plus integral_loss_weight times the
+    integral L1 when that is positive.
+    """
     c = self.config
     total = 0.
     for i in stacks:
@@ -107,8 +111,10 @@ class _C2FBase(base.PoseModel):
       z = targets_lib.rescale_depth_index(vox[..., 2], c.num_depth_bins, d)
       centers = tf.concat([vox[..., :2], z[..., None]], -1)
       valid = y['valid_2d'] if d == 1 else y['valid_3d']
-      per_example = heatmaps.separable_gaussian_mse(
-          y_pred[f'volume_{i}'], centers, c.sigma, c.sigma_z(d), valid)
+      per_example = 0.
+      if c.heatmap_loss_weight:
+        per_example = c.heatmap_loss_weight * heatmaps.separable_gaussian_mse(
+            y_pred[f'volume_{i}'], centers, c.sigma, c.sigma_z(d), valid)
       if c.integral_loss_weight:
         per_example += c.integral_loss_weight * heatmaps.integral_l1(
             y_pred[f'volume_{i}'], centers, c.integral_beta, y['valid_2d'],

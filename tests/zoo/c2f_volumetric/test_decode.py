@@ -40,6 +40,44 @@ def test_peak_recovers_known_joint_within_a_voxel(decoding):
   assert np.all(peak.numpy() > 0.5) and np.all(peak.numpy() <= 1.)
 
 
+def _numpy_soft_argmax(logits):
+  """Expected (x, y, z) of softmax over each joint's voxels, by loops."""
+  b, h, w, d, j = logits.shape
+  grid = np.stack(np.meshgrid(np.arange(w), np.arange(h), np.arange(d)), -1)
+  out = np.zeros((b, j, 3))
+  for bi in range(b):
+    for ji in range(j):
+      p = np.exp(logits[bi, ..., ji] - logits[bi, ..., ji].max())
+      p /= p.sum()
+      # grid[y, x, z] holds (x, y, z) because meshgrid is 'xy'-indexed.
+      out[bi, ji] = (p[..., None] * grid).reshape(-1, 3).sum(0)
+  return out
+
+
+@pytest.mark.parametrize('integral_loss_weight', [0., 1.])
+def test_soft_argmax_decodes_with_the_trained_softmax(integral_loss_weight):
+  """With the integral loss the decode is the loss's softmax(beta * V).
+
+  A weak, broad bump (peak 0.3) on a second bump makes the two rules
+  disagree: the peak-normalised one sharpens it, the trained one does not.
+  """
+  cfg = _cpu_config(decoding='soft_argmax',
+                    integral_loss_weight=integral_loss_weight)
+  rng = np.random.default_rng(3)
+  c1 = rng.uniform(8., 12., (1, 17, 3)).astype(np.float32)
+  c2 = rng.uniform(20., 24., (1, 17, 3)).astype(np.float32)
+  volume = (0.3 * heatmaps.gaussian_volume(c1, 32, 32, 32, 2., 2.)
+            + 0.2 * heatmaps.gaussian_volume(c2, 32, 32, 32, 3., 3.)).numpy()
+  coords, _ = decode_lib.peak_voxels(volume, cfg)
+  if integral_loss_weight:
+    logits = cfg.integral_beta * volume
+  else:
+    logits = cfg.soft_argmax_beta * volume / volume.max(axis=(1, 2, 3),
+                                                        keepdims=True)
+  np.testing.assert_allclose(coords.numpy(), _numpy_soft_argmax(logits),
+                             atol=1e-3)
+
+
 @pytest.mark.parametrize('decoding', ['argmax', 'soft_argmax'])
 def test_decode_recovers_pose_and_reprojects(features_fn, decoding):
   cfg = _cpu_config(decoding=decoding)

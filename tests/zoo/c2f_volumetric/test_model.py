@@ -168,6 +168,45 @@ def test_loss_is_the_sum_of_per_stack_mses(features_fn):
   assert cfg.sigma_z(1) == cfg.sigma_z_coarse and cfg.sigma_z(8) == cfg.sigma
 
 
+@pytest.mark.parametrize('heatmap_w,integral_w', [(0.5, 2.), (0., 1.)])
+def test_loss_weights_mix_the_mse_and_integral_terms(features_fn, heatmap_w,
+                                                     integral_w):
+  from zoo import heatmaps
+  from zoo.c2f_volumetric import targets as targets_lib
+  keras.utils.set_random_seed(0)
+  model = _build('c2f_volumetric', heatmap_loss_weight=heatmap_w,
+                 integral_loss_weight=integral_w)
+  cfg = model.config
+  x, y = model.targets(features_fn(2, cfg.input_size, seed=5))
+  y_pred = model(x, training=False)
+  loss = model.compute_loss(x, y, y_pred).numpy()
+  expected = 0.
+  for i, d in enumerate(cfg.depth_schedule):
+    z = targets_lib.rescale_depth_index(y['joints_vox'][..., 2],
+                                        cfg.num_depth_bins, d)
+    centers = tf.concat([y['joints_vox'][..., :2], z[..., None]], -1)
+    target = heatmaps.gaussian_volume(centers, 16, 16, d, cfg.sigma,
+                                      cfg.sigma_z(d))
+    valid = (y['valid_2d'] if d == 1 else y['valid_3d']).numpy()
+    mse = np.mean((y_pred[f'volume_{i}'] - target) ** 2
+                  * valid[:, None, None, None])
+    # Integral term by numpy: softmax over each joint's voxels, expected
+    # voxel vs target, L1 over the volume's extent (x, y; z if d > 1).
+    v = cfg.integral_beta * y_pred[f'volume_{i}'].numpy()
+    p = np.exp(v - v.max(axis=(1, 2, 3), keepdims=True))
+    p /= p.sum(axis=(1, 2, 3), keepdims=True)
+    ex = (p.sum(axis=(1, 3)) * np.arange(16)[None, :, None]).sum(1)
+    ey = (p.sum(axis=(2, 3)) * np.arange(16)[None, :, None]).sum(1)
+    ez = (p.sum(axis=(1, 2)) * np.arange(d)[None, :, None]).sum(1)
+    c = centers.numpy()
+    l1 = (np.abs(ex - c[..., 0]) / 16 + np.abs(ey - c[..., 1]) / 16
+          ) * y['valid_2d'].numpy()
+    if d > 1:
+      l1 += np.abs(ez - c[..., 2]) / d * valid
+    expected += heatmap_w * mse + integral_w * l1.mean()
+  np.testing.assert_allclose(loss, expected, rtol=1e-4)
+
+
 def test_heatmap_flip_test_is_mirror_consistent(features_fn):
   """Flip-averaged predictions of a mirrored crop are the mirrored ones."""
   keras.utils.set_random_seed(0)
@@ -216,6 +255,9 @@ def test_invalid_configs_are_named():
         entry.config('smoke', depth_schedule=(2, 8)))
   with pytest.raises(ValueError, match='decoding'):
     config_lib.validate(entry.config('smoke', decoding='mean'))
+  with pytest.raises(ValueError, match='nothing is trained'):
+    config_lib.validate(entry.config('smoke', heatmap_loss_weight=0.,
+                                     integral_loss_weight=0.))
   with pytest.raises(KeyError, match='presets'):
     entry.config('large')
 
