@@ -18,6 +18,13 @@ class AugmentConfig:
   rotation_prob: float = 0.4         # released c2f code: 0 with probability 0.6
   flip: bool = True                  # left-right flip with joint swap
   color_gain: tuple[float, float] = (0.8, 1.2)  # per-channel multiplicative
+  # Appearance augmentation beyond the papers (0 = off): with probability
+  # color_permute_prob the RGB channels are randomly permuted, and with
+  # grayscale_prob the crop becomes grey (channel mean). Training sets with
+  # few identities (H36M and the embedded data have 5 training subjects)
+  # otherwise let a network tie pose cues to their clothing colours.
+  color_permute_prob: float = 0.
+  grayscale_prob: float = 0.
   shift_fraction: float = 0.         # box-centre shift, fraction of box side
                                      # (MeTRAbs-style truncation)
   occlusion_prob: float = 0.         # synthetic occluder probability

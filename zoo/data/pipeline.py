@@ -506,6 +506,11 @@ def _enforce(groups: list[tuple[tf.Tensor, Callable[[], tf.Tensor]]],
   return ok, reason
 
 
+# The six orderings of the RGB channels (the first is the identity).
+_RGB_PERMUTATIONS = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1],
+                     [2, 1, 0]]
+
+
 def _augment_params(key: tf.Tensor, box_xywh: tf.Tensor, input_size: int,
                     augment: AugmentConfig) -> dict[str, tf.Tensor]:
   """Per-example crop / colour / occlusion parameters, stateless in `key`."""
@@ -529,6 +534,14 @@ def _augment_params(key: tf.Tensor, box_xywh: tf.Tensor, input_size: int,
   gain = uniform(5, (3,), *augment.color_gain)
   params = {'zoom': zoom, 'rotation_rad': angle, 'shift_px': shift,
             'flip': flip, 'gain': gain}
+  if augment.color_permute_prob > 0 or augment.grayscale_prob > 0:
+    # seeds[7] alone, so enabling these leaves every other draw unchanged.
+    u = uniform(7, (3,))
+    choice = tf.minimum(tf.cast(u[1] * 6, tf.int32), 5)
+    permutation = tf.gather(tf.constant(_RGB_PERMUTATIONS), choice)
+    params['channels'] = tf.where(u[0] < augment.color_permute_prob,
+                                  permutation, tf.range(3))
+    params['gray'] = u[2] < augment.grayscale_prob
   if augment.occlusion_prob > 0:
     occ = occlusion.sample_occluders(seeds[6], input_size,
                                      augment.occlusion_prob)
@@ -607,6 +620,10 @@ def _example_stage(seed: int, input_size: int, augment: AugmentConfig,
     image = pixels * (params['gain'] * scale)
     if augment.enabled and augment.color_gain[1] > 1:
       image = tf.clip_by_value(image, 0., 1.)
+    if 'channels' in params:
+      image = tf.gather(image, params['channels'], axis=-1)
+      image = tf.where(params['gray'],
+                       tf.reduce_mean(image, -1, keepdims=True), image)
     image = image[0]
     occ = {k[len('occ/'):]: v for k, v in params.items()
            if k.startswith('occ/')}

@@ -10,6 +10,7 @@ the 3D pose is a rotation (or a mirror + joint swap) of the original.
 from __future__ import annotations
 
 import colorsys
+import itertools
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -257,6 +258,36 @@ def test_colour_gain(fixture_data):
   gains = np.nanmedian(ratio.reshape(16, -1, 3), axis=1)
   assert np.all((gains > 0.79) & (gains < 1.21))
   assert np.ptp(gains) > 0.05  # channels and examples differ
+
+
+def test_channel_permutation_and_grayscale(fixture_data):
+  """Each augmented crop is a channel permutation (or the grey mean) of the
+  plain crop, and with probability 1 some permutations are not the identity.
+  """
+  data, _, _ = fixture_data
+  common = dict(training=True, seed=3, deterministic=True, repeat=False,
+                batch_size=16)
+  no_geo = dict(scale_range=(1., 1.), rotation_prob=0., flip=False,
+                color_gain=(1., 1.))
+  plain = _batches(data, augment=AugmentConfig(**no_geo), **common)[0]
+  for permute, gray in ((1., 0.), (0., 1.)):
+    out = _batches(data, augment=AugmentConfig(
+        color_permute_prob=permute, grayscale_prob=gray, **no_geo),
+                   **common)[0]
+    # Geometry and labels are untouched.
+    np.testing.assert_array_equal(out['joints2d_px'], plain['joints2d_px'])
+    seen = set()
+    for a, b in zip(plain['image'], out['image']):
+      if gray:
+        np.testing.assert_allclose(
+            b, np.repeat(a.mean(-1, keepdims=True), 3, -1), atol=1e-6)
+        continue
+      matches = [p for p in itertools.permutations(range(3))
+                 if np.allclose(a[..., list(p)], b, atol=1e-6)]
+      assert matches, 'augmented crop is not a channel permutation'
+      seen.add(matches[0])
+    if permute:
+      assert len(seen) >= 3
 
 
 def _write_single(tmp_path, name, **overrides):
