@@ -2,9 +2,10 @@
 
 Two kinds of files live in a training workdir, for two purposes:
 
-- `WORKDIR/checkpoints/ckpt-N.*` (tf.train.Checkpoint of the model, the
-  optimizer and the global step, managed by tf.train.CheckpointManager): the
-  resumable training state. TensorFlow writes the data files first (under
+- `WORKDIR/checkpoints/ckpt-N.*` (tf.train.Checkpoint of the model, every
+  model variable by path (batch-norm statistics included), the optimizer and
+  the global step, managed by tf.train.CheckpointManager): the resumable
+  training state. TensorFlow writes the data files first (under
   temporary names, renamed when complete) and then replaces the small
   `checkpoint` state file atomically, so a process killed while saving leaves
   the previous checkpoint as the latest one.
@@ -137,20 +138,63 @@ def build_model(entry, config) -> keras.Model:
 # Resumable training state
 # ----------------------------------------------------------------------------
 
-class TrainingCheckpoint:
-  """tf.train.Checkpoint(model, optimizer, step) + CheckpointManager.
+# The tf.train.Checkpoint attribute holding every model variable by path.
+WEIGHTS_KEY = 'weights'
 
-  Build the model and the optimizer's variables (`optimizer.build`) before
-  `restore`, so restoring matches existing objects and fails loudly on a
-  mismatch instead of deferring silently.
+
+def model_variables_by_path(model: keras.Model) -> dict[str, tf.Variable]:
+  """{variable path: variable} of every model variable, trainable or not.
+
+  tf.train.Checkpoint(model=model) alone does not reach Keras 3 layers held
+  in Python lists (hourglass stacks, residual chains, ResNet blocks): their
+  trainable variables were saved only through the optimizer's list, and
+  their batch-norm statistics not at all. Saving this dict makes the
+  checkpoint complete, keyed by names that do not depend on creation order.
+  """
+  out = {}
+  for v in model.variables:
+    if v.path in out:
+      raise ValueError(f'model {model.name!r} has two variables at path '
+                       f'{v.path!r}; give its layers unique names')
+    out[v.path] = v
+  return out
+
+
+def _has_weights_dict(path: str) -> bool:
+  """Whether the checkpoint's root object has the WEIGHTS_KEY child.
+
+  Read from the object graph, not from variable names: a variable reachable
+  by several paths is stored under one of them only.
+  """
+  from tensorflow.core.protobuf import trackable_object_graph_pb2
+  graph = trackable_object_graph_pb2.TrackableObjectGraph()
+  graph.ParseFromString(tf.train.load_checkpoint(path).get_tensor(
+      '_CHECKPOINTABLE_OBJECT_GRAPH'))
+  return any(child.local_name == WEIGHTS_KEY
+             for child in graph.nodes[0].children)
+
+
+class TrainingCheckpoint:
+  """tf.train.Checkpoint(model, optimizer, step, weights) + CheckpointManager.
+
+  `weights` is model_variables_by_path(model): every model variable,
+  batch-norm statistics included. Build the model and the optimizer's
+  variables (`optimizer.build`) before `restore`, so restoring matches
+  existing objects and fails loudly on a mismatch instead of deferring
+  silently. Checkpoints written before `weights` existed still restore (the
+  trainable variables and the optimizer state), with a warning that their
+  batch-norm statistics were not saved.
   """
 
   def __init__(self, directory: str, model: keras.Model,
                optimizer: keras.optimizers.Optimizer, max_to_keep: int = 3):
     self.directory = directory
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
-    self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
-                                          step=self.step)
+    self.checkpoint = tf.train.Checkpoint(
+        model=model, optimizer=optimizer, step=self.step,
+        **{WEIGHTS_KEY: model_variables_by_path(model)})
+    self._legacy = tf.train.Checkpoint(model=model, optimizer=optimizer,
+                                       step=self.step)
     self.manager = tf.train.CheckpointManager(
         self.checkpoint, directory, max_to_keep=max_to_keep)
 
@@ -163,13 +207,21 @@ class TrainingCheckpoint:
     path = self.latest
     if path is None:
       return 0
+    complete = _has_weights_dict(path)
     try:
-      self.checkpoint.restore(path).assert_existing_objects_matched()
+      (self.checkpoint if complete else self._legacy).restore(
+          path).assert_existing_objects_matched()
     except (AssertionError, ValueError) as e:
       raise ValueError(
           f'checkpoint {path} does not match the model being trained (was the '
           f'workdir used with a different model or config?): {e}') from None
     step = int(self.step.numpy())
+    if not complete:
+      logging.warning(
+          '%s was written by an older version that did not save the '
+          'batch-norm statistics of every layer: they restart from their '
+          'initial values (training re-estimates them). Evaluate the final '
+          'weights file of a finished run, not this checkpoint.', path)
     logging.info('Restored %s (step %d).', path, step)
     return step
 
@@ -268,6 +320,21 @@ def write_final(workdir: str, model: keras.Model,
       os.remove(tmp)
     raise
   os.replace(pending, os.path.join(workdir, MANIFEST_FILE))
+  return manifest
+
+
+def keep_final(workdir: str, source: 'Source') -> dict[str, Any]:
+  """Settles an existing final weights file as the run's result, unchanged.
+
+  Writes its manifest (as `resolve` found it, so a pending manifest left by
+  a writer that died between its renames is completed) and removes the
+  pending file. Returns the manifest.
+  """
+  manifest = dict(source.manifest)
+  atomic_write_json(os.path.join(workdir, MANIFEST_FILE), manifest)
+  pending = os.path.join(workdir, PENDING_MANIFEST_FILE)
+  if os.path.exists(pending):
+    os.remove(pending)
   return manifest
 
 
@@ -431,8 +498,17 @@ def load_weights(model: keras.Model, source: Source | str,
       raise ValueError(f'cannot load {source.path} into model {model.name!r} '
                        f'(a different model or config?): {e}') from None
   else:
+    if not _has_weights_dict(source.path):
+      raise ValueError(
+          f'checkpoint {source.path} was written by an older version that '
+          'did not save every model variable (batch-norm statistics were '
+          'missing), so it cannot be loaded on its own; load the run\'s '
+          f'final {WEIGHTS_FILE}, or resume training from it with the same '
+          '`python -m trainers.run` command')
     try:
-      status = tf.train.Checkpoint(model=model).restore(source.path)
+      status = tf.train.Checkpoint(
+          **{WEIGHTS_KEY: model_variables_by_path(model)}).restore(
+              source.path)
       status.expect_partial()  # the optimizer's state is not wanted here
       status.assert_existing_objects_matched()
     except (AssertionError, ValueError) as e:

@@ -531,12 +531,18 @@ def _train(entry, config, preset, workdir, own_dir, chief, dist, data_info,
       os.path.join(own_dir, checkpoints.CHECKPOINT_DIR), model,
       model.optimizer)
   start_step = _restore(ckpt, workdir, own_dir)
+  target = int(train_cfg.steps)
+  final = _final_weights(workdir, start_step) if start_step >= target else None
+  if final is not None:
+    # A finished run only evaluates: it evaluates the final weights file it
+    # wrote, byte for byte, and keeps it (a checkpoint from an older
+    # version lacks some batch-norm statistics, module checkpoints).
+    checkpoints.load_weights(model, final)
   if start_step > 0:
     if init_from:
       logging.info('Resuming at step %d; --init_from is ignored.', start_step)
     _reset_learning_rate(model.optimizer, train_cfg.learning_rate)
 
-  target = int(train_cfg.steps)
   state = callbacks_lib.TrainState(start_step=start_step, target_step=target,
                                    batch_size=train_cfg.batch_size)
   train_seconds = 0.
@@ -622,10 +628,15 @@ def _train(entry, config, preset, workdir, own_dir, chief, dist, data_info,
     manifest['bad_records'] = {
         key: result.bad_records[key]
         for key in ('bad_records', 'bad_files', 'skipped')}
-  manifest = checkpoints.write_final(workdir, model, manifest)
-  logging.info('Wrote %s (sha256 %s).',
-               os.path.join(workdir, checkpoints.WEIGHTS_FILE),
-               manifest['sha256'])
+  if final is not None:
+    manifest = checkpoints.keep_final(workdir, final)
+    logging.info('Kept the final weights %s (sha256 %s).', final.path,
+                 manifest['sha256'])
+  else:
+    manifest = checkpoints.write_final(workdir, model, manifest)
+    logging.info('Wrote %s (sha256 %s).',
+                 os.path.join(workdir, checkpoints.WEIGHTS_FILE),
+                 manifest['sha256'])
   if not run_evaluation:
     result.manifest = manifest
     return result
@@ -709,6 +720,18 @@ def _restore(ckpt: checkpoints.TrainingCheckpoint, workdir: str,
   step = chief_ckpt.restore_latest()
   ckpt.step.assign(step)
   return step
+
+
+def _final_weights(workdir: str, step: int) -> checkpoints.Source | None:
+  """The workdir's final weights file if its manifest is for `step`."""
+  try:
+    source = checkpoints.resolve(workdir)
+  except FileNotFoundError:
+    return None
+  if source.kind != 'h5' or not source.manifest or \
+      source.manifest.get('steps') != step:
+    return None
+  return source
 
 
 def _reset_learning_rate(optimizer, learning_rate: float) -> None:

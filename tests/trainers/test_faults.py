@@ -218,7 +218,8 @@ def test_dying_while_writing_final_weights_keeps_a_good_pair(
   model = checkpoints.load_model(tiny.NAME, weights_path)
   _assert_same(_weights(model), _checkpoint_weights(workdir, 4))
 
-  # 3. The rerun rewrites both and clears the pending manifest.
+  # 3. The rerun completes the pair (keeping the new weights) and clears the
+  # pending manifest.
   _train(workdir, tiny_data, steps=4)
   assert json.load(open(manifest_path))['steps'] == 4
   assert not os.path.exists(pending_path)

@@ -140,11 +140,18 @@ def test_resume_restores_weights_optimizer_and_step(tiny_data, tmp_path):
   with open(tmp_path / 'manifest.json') as f:
     assert json.load(f)['steps'] == 6
 
-  # Already at the target: nothing to train, the state is restored as is.
+  # Already at the target: nothing to train, the state is restored as is,
+  # and the final weights file is evaluated and kept, not rewritten.
+  final = tmp_path / 'model.weights.h5'
+  before = os.stat(final)
   third = _train(tmp_path, tiny_data, steps=6)
   assert third.start_step == 6 and third.step == 6
   for a, b in zip(_weights(second.model), _weights(third.model)):
     np.testing.assert_array_equal(a, b)
+  after = os.stat(final)
+  assert (after.st_ino, after.st_mtime_ns) == (before.st_ino,
+                                               before.st_mtime_ns)
+  assert third.manifest['sha256'] == second.manifest['sha256']
 
 
 def test_init_from_fine_tunes_from_trained_weights(trained_run, tiny_data,

@@ -10,10 +10,14 @@
   has a d = 32 volume), 64 features (stem 32 / 64), hourglass depth 3, 2
   stacks (c2f d = 1, 32; naive 32, 32), Adam 1e-3 with cosine decay, batch
   16, 2500 steps. Not the paper's: the auxiliary integral L1 loss
-  (integral_loss_weight 1, C2FConfig) and soft-argmax decoding. With the
-  MSE alone the v1/v2 runs stayed at the mean-pose baseline after 2500
-  steps (2D error 10.6 px); with the integral loss the same 2D error came
-  after 800 steps (BENCHMARKS.md).
+  (integral_loss_weight 1, C2FConfig) and soft-argmax decoding with that
+  loss's softmax. With the MSE alone the v1/v2 runs stayed at the
+  mean-pose baseline after 2500 steps (2D error 10.6 px); with the integral
+  loss the same 2D error came after 800 steps (BENCHMARKS.md). Probes that
+  did not help at equal steps (BENCHMARKS.md): 16 or 8 depth bins, the
+  integral loss alone, RGB channel permutation. A 96 px crop runs 1.5x as
+  many steps per minute at about the same error per step in 600-1200 step
+  probes; not tried at full length.
   Coordinate regression: one hourglass of the same width, pooled to 8x8
   before the dense layer. Decoupled: one stack per network. On a shared
   (contended) 2-core machine a float32 c2f step took ~0.54 CPU-seconds
