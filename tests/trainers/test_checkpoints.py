@@ -124,36 +124,34 @@ def test_training_checkpoint_restores_into_fresh_objects(tmp_path):
                                    big_opt).restore_latest()
 
 
-def _randomised_c2f():
-  """A c2f smoke model (layers in Python lists) with every variable random."""
+def _c2f(random: bool):
+  """A c2f smoke model (layers in Python lists) and a built optimizer; every
+  model variable random (or zero, for a model to restore into)."""
   entry = registry.get('c2f_volumetric')
   model = checkpoints.build_model(entry, entry.config('smoke'))
   optimizer = keras.optimizers.Adam(1e-3)
   optimizer.build(model.trainable_variables)
   rng = np.random.default_rng(0)
   for v in model.variables:
-    v.assign(rng.uniform(0.5, 1.5, v.shape).astype(v.dtype))
+    v.assign(rng.uniform(0.5, 1.5, v.shape).astype(v.dtype) if random
+             else tf.zeros_like(v))
   return model, optimizer
 
 
 def test_training_checkpoint_saves_every_variable_of_listed_layers(tmp_path):
   """Batch-norm statistics of layers held in lists survive save/restore."""
-  model, optimizer = _randomised_c2f()
+  model, optimizer = _c2f(random=True)
   moving = [v for v in model.non_trainable_variables if 'moving' in v.path]
   assert any('hourglass' in v.path for v in moving)
   path = checkpoints.TrainingCheckpoint(str(tmp_path), model,
                                         optimizer).save(5)
-  fresh, fresh_opt = _randomised_c2f()
-  for v in fresh.variables:
-    v.assign(tf.zeros_like(v))
+  fresh, fresh_opt = _c2f(random=False)
   assert checkpoints.TrainingCheckpoint(str(tmp_path), fresh,
                                         fresh_opt).restore_latest() == 5
   for a, b in zip(model.variables, fresh.variables):
     np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
   # Loading the checkpoint as weights (zoo.load, --init_from) too.
-  loaded, _ = _randomised_c2f()
-  for v in loaded.variables:
-    v.assign(tf.zeros_like(v))
+  loaded, _ = _c2f(random=False)
   checkpoints.load_weights(loaded, checkpoints.Source('tf', path))
   for a, b in zip(model.variables, loaded.variables):
     np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
@@ -161,13 +159,11 @@ def test_training_checkpoint_saves_every_variable_of_listed_layers(tmp_path):
 
 def test_older_checkpoints_resume_but_do_not_load_as_weights(tmp_path):
   """A checkpoint written without the `weights` dict (before the fix)."""
-  model, optimizer = _randomised_c2f()
+  model, optimizer = _c2f(random=True)
   step = tf.Variable(3, dtype=tf.int64)
   legacy = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
   path = tf.train.CheckpointManager(legacy, str(tmp_path), 3).save(3)
-  fresh, fresh_opt = _randomised_c2f()
-  for v in fresh.variables:
-    v.assign(tf.zeros_like(v))
+  fresh, fresh_opt = _c2f(random=False)
   assert checkpoints.TrainingCheckpoint(str(tmp_path), fresh,
                                         fresh_opt).restore_latest() == 3
   for a, b in zip(model.trainable_variables, fresh.trainable_variables):
