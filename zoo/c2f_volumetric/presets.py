@@ -35,13 +35,13 @@ from zoo.c2f_volumetric.config import C2FConfig
 _PAPER = C2FConfig()
 
 _CPU = C2FConfig(
-    input_size=128, heatmap_size=32, num_stacks=2, depth_schedule=(1, 32),
+    input_size=64, heatmap_size=16, num_stacks=2, depth_schedule=(1, 32),
     num_features=64, hourglass_depth=3, stem_channels=(32, 64),
-    regression_pool=4, integral_loss_weight=1., decoding='soft_argmax',
+    regression_pool=2, integral_loss_weight=1., decoding='soft_argmax',
     train=config_lib.TrainConfig(
-        optimizer='adam', learning_rate=1e-3, lr_schedule='cosine',
-        batch_size=16, steps=2500,
-        checkpoint_every=500, log_every=50, num_train_examples=20_000,
+        optimizer='adam', learning_rate=3e-3, lr_schedule='cosine',
+        batch_size=64, steps=2400,
+        checkpoint_every=300, log_every=25, num_train_examples=20_000,
         num_test_examples=1_000))
 
 _SMOKE = C2FConfig(

@@ -48,7 +48,7 @@ def test_registered_with_presets():
   naive = registry.get('volumetric_stacked').config('paper')
   assert naive.depth_schedule == (64,) * 4
   cpu = registry.get('volumetric_stacked').config('cpu')
-  assert cpu.depth_schedule == (32, 32) and cpu.input_size == 128
+  assert cpu.depth_schedule == (32, 32) and cpu.input_size == 64
   assert registry.get('c2f_volumetric').config('cpu').depth_schedule == (1, 32)
 
 
