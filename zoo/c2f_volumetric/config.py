@@ -67,6 +67,11 @@ class C2FConfig:
                                      # (MSE-only training; with the integral
                                      # loss, softmax(integral_beta * V))
   flip_mode: str = 'heatmap'         # flip test: 'heatmap' (paper) | 'pose'
+  # The trainer's and trainers.evaluate's default evaluation averages the
+  # volumes of the crop and its mirror, as the paper does (trainers.evaluate
+  # --noflip_test turns it off). Serving and zoo.predict take their own
+  # --flip_test flag (twice the compute).
+  flip_test: bool = True
   # Auxiliary integral loss (not in the paper, whose loss is the heatmap MSE
   # alone; weight 0 is the paper): L1 between each stack's soft-argmax
   # (softmax of integral_beta * volume) and the target voxel, in fractions

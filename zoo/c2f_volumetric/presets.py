@@ -5,25 +5,26 @@
   d = 1, 2, 4, 64; naive stacking: 4 stacks at d = 64; coordinate regression:
   one hourglass; decoupled: one 2D hourglass + one volumetric hourglass (the
   paper's Table 3 compares it with the 2-stack c2f network).
-- cpu: meant to learn within ~15 minutes on 2 CPU cores: 128 crop, 32^2
+- cpu: meant to learn within ~15 minutes on 2 CPU cores: 64 px crop, 16^2
   x-y, 32 depth bins (62.5 mm each over +-1000 mm; the paper's Table 1 also
   has a d = 32 volume), 64 features (stem 32 / 64), hourglass depth 3, 2
-  stacks (c2f d = 1, 32; naive 32, 32), Adam 1e-3 with cosine decay, batch
-  16, 2500 steps. Not the paper's: the auxiliary integral L1 loss
+  stacks (c2f d = 1, 32; naive 32, 32), Adam 3e-3 with cosine decay, batch
+  64, 2400 steps. Not the paper's: the auxiliary integral L1 loss
   (integral_loss_weight 1, C2FConfig) and soft-argmax decoding with that
-  loss's softmax. With the MSE alone the v1/v2 runs stayed at the
-  mean-pose baseline after 2500 steps (2D error 10.6 px); with the integral
-  loss the same 2D error came after 800 steps (BENCHMARKS.md). Probes that
-  did not help at equal steps (BENCHMARKS.md): 16 or 8 depth bins, the
-  integral loss alone, RGB channel permutation. A 96 px crop runs 1.5x as
-  many steps per minute: 3800 steps at 96 px reached 192.1 mm in the same
-  16 minutes (this preset: 207.1 mm), the first candidate for a change of
-  this preset (the variants and bundled checkpoints derive from it).
+  loss's softmax. With the MSE alone the early runs stayed at the mean-pose
+  baseline after 2500 steps (2D error 10.6 px); with the integral loss the
+  same 2D error came after 800 steps (BENCHMARKS.md).
+  Why 64 px and batch 64: on 2 cores the run is compute-bound and the loss
+  was still falling at the end of every budget tried, so what wins is the
+  number of examples seen per minute. At 128 px (batch 16, 2500 steps) the
+  run reached 207.1 mm; at 96 px (3800 steps, same time) 192.1 mm; 4-minute
+  probes at 64 px gave batch 16 237.3 mm, batch 32 233.9, batch 64 227.3,
+  batch 128 258.8 (too few steps), 96 features 245.1, sigma 1 235.2
+  (BENCHMARKS.md). Probes that did not help at equal steps: 16 or 8 depth
+  bins, the integral loss alone, RGB channel permutation, bfloat16 (no
+  speed-up on this model), XLA (slower on this CPU).
   Coordinate regression: one hourglass of the same width, pooled to 8x8
-  before the dense layer. Decoupled: one stack per network. On a shared
-  (contended) 2-core machine a float32 c2f step took ~0.54 CPU-seconds
-  (estimated ~0.3 s wall when idle, so 2500 steps ~ 13 min); 128 features ~1.4
-  CPU-seconds; mixed_bfloat16 saved 5-20 %.
+  before the dense layer. Decoupled: one stack per network.
 - smoke: a few steps in seconds (64 crop, 16^2 x 8 volume, 16 features,
   hourglass depth 2).
 """
@@ -38,6 +39,8 @@ _CPU = C2FConfig(
     input_size=64, heatmap_size=16, num_stacks=2, depth_schedule=(1, 32),
     num_features=64, hourglass_depth=3, stem_channels=(32, 64),
     regression_pool=2, integral_loss_weight=1., decoding='soft_argmax',
+    augment=config_lib.AugmentConfig(
+        color_permute_prob=1., grayscale_prob=0.1, occlusion_prob=0.3),
     train=config_lib.TrainConfig(
         optimizer='adam', learning_rate=3e-3, lr_schedule='cosine',
         batch_size=64, steps=2400,
