@@ -1,4 +1,5 @@
 """Tests for trainers/evaluation.py against independent NumPy computations."""
+import dataclasses
 import numpy as np
 import pytest
 
@@ -96,3 +97,9 @@ def test_evaluate_model_on_records(trained_run, tiny_data):
                                     progress=False)
   assert again['flip_test'] is True
   assert again['mpjpe_mm'] != got['mpjpe_mm']
+  # flip_test=None follows the config's own flip_test (c2f: on, the paper's).
+  from_config = evaluation.evaluate_model(
+      trained_run.model, tiny_data, dataclasses.replace(config, flip_test=True),
+      num_examples=4, progress=False)
+  assert from_config['flip_test'] is True
+  assert from_config['mpjpe_mm'] == pytest.approx(again['mpjpe_mm'], rel=1e-5)

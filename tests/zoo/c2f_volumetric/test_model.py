@@ -49,7 +49,14 @@ def test_registered_with_presets():
   assert naive.depth_schedule == (64,) * 4
   cpu = registry.get('volumetric_stacked').config('cpu')
   assert cpu.depth_schedule == (32, 32) and cpu.input_size == 64
-  assert registry.get('c2f_volumetric').config('cpu').depth_schedule == (1, 32)
+  c2f_cpu = registry.get('c2f_volumetric').config('cpu')
+  assert c2f_cpu.depth_schedule == (1, 32)
+  # The paper evaluates with the flip test; the cpu preset adds appearance
+  # augmentation against over-fitting the five training subjects.
+  assert paper.flip_test and c2f_cpu.flip_test
+  assert paper.augment.color_permute_prob == paper.augment.occlusion_prob == 0
+  assert (c2f_cpu.augment.color_permute_prob, c2f_cpu.augment.grayscale_prob,
+          c2f_cpu.augment.occlusion_prob) == (1., 0.1, 0.3)
 
 
 def test_paper_presets_build_with_output_shapes():
