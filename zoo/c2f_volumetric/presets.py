@@ -27,10 +27,11 @@
   synthetic occluders 0.3 (as MeTRAbs): 139.4 mm, 136.1 mm with the paper's
   flip test, which the evaluation now uses by default (C2FConfig.flip_test);
   a second run of this preset gave 142.3 mm (one run's spread is ~6 mm).
-  Probes that did not help at equal steps: 16 or 8 depth bins, the integral
-  loss alone, RGB channel permutation in short runs (it pays off only once
-  the network over-fits), bfloat16 (no speed-up on this model), XLA (slower
-  on this CPU).
+  The three were added together; their shares are not separated (channel
+  permutation alone made no difference in a 1200-step 96 px probe, before
+  the network over-fitted). Probes that did not help at equal steps: 16 or 8
+  depth bins, the integral loss alone, bfloat16 (no speed-up on this model),
+  XLA (slower on this CPU).
   Coordinate regression: one hourglass of the same width, pooled to 8x8
   before the dense layer. Decoupled: one stack per network.
 - smoke: a few steps in seconds (64 crop, 16^2 x 8 volume, 16 features,
