@@ -646,25 +646,24 @@ def _train(entry, config, preset, workdir, own_dir, chief, dist, data_info,
   metrics.update(evaluation.evaluate_model(model, data_info.directory, config,
                                            flip_test=flip_test,
                                            progress=progress))
-  previous = _previous_metrics(workdir)
   if steps_done > 0:
     metrics['train_seconds'] = train_seconds
     metrics['train_examples_per_second'] = state.steady_examples_per_second()
+    # Peak resident memory of this process so far (training and evaluation).
+    metrics['peak_rss_mib'] = resource.getrusage(
+        resource.RUSAGE_SELF).ru_maxrss / 1024.
   else:
+    # A rerun that only evaluates keeps the training run's figures, if any.
+    previous = _previous_metrics(workdir)
     metrics['train_seconds'] = previous.get('train_seconds', 0.)
     metrics['train_examples_per_second'] = previous.get(
         'train_examples_per_second', float('nan'))
+    if 'peak_rss_mib' in previous:
+      metrics['peak_rss_mib'] = previous['peak_rss_mib']
   metrics['start_step'] = start_step
   metrics['batch_size'] = train_cfg.batch_size
   metrics['precision'] = run_config['precision']
   metrics['replicas'] = dist.num_replicas_in_sync
-  # Peak resident memory of this process so far (training and evaluation);
-  # a rerun that only evaluates keeps the training run's figure, if any.
-  if steps_done > 0:
-    metrics['peak_rss_mib'] = resource.getrusage(
-        resource.RUSAGE_SELF).ru_maxrss / 1024.
-  elif 'peak_rss_mib' in previous:
-    metrics['peak_rss_mib'] = previous['peak_rss_mib']
   if baseline:
     metrics['mean_pose_baseline'] = evaluation.mean_pose_baseline(
         data_info.directory, config,
