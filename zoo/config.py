@@ -25,6 +25,12 @@ class AugmentConfig:
   # otherwise let a network tie pose cues to their clothing colours.
   color_permute_prob: float = 0.
   grayscale_prob: float = 0.
+  # Continuous colour jitter (0 / (1, 1) = off): a hue rotation drawn
+  # uniformly in +-hue_delta of the colour circle (tf.image.adjust_hue's
+  # delta) and a saturation factor drawn uniformly in saturation_range. Both
+  # keep each pixel's brightest and (for the hue) darkest channel.
+  hue_delta: float = 0.
+  saturation_range: tuple[float, float] = (1., 1.)
   shift_fraction: float = 0.         # box-centre shift, fraction of box side
                                      # (MeTRAbs-style truncation)
   occlusion_prob: float = 0.         # synthetic occluder probability

@@ -2,7 +2,8 @@
 
 records -> parse -> validate -> per-example augmentation parameters (stateless
 random, keyed by (seed, example index)) -> decode -> one perspective-correct
-crop (warp), colour gain, synthetic occlusion -> batch -> the 2D and 3D joints
+crop (warp), colour gain, hue / saturation jitter, channel permutation or
+grey, synthetic occlusion -> batch -> the 2D and 3D joints
 moved by the same virtual camera as the image (vectorised per batch) ->
 `map_fn` (the model's `targets`) -> prefetch.
 
@@ -542,6 +543,13 @@ def _augment_params(key: tf.Tensor, box_xywh: tf.Tensor, input_size: int,
     params['channels'] = tf.where(u[0] < augment.color_permute_prob,
                                   permutation, tf.range(3))
     params['gray'] = u[2] < augment.grayscale_prob
+  if augment.hue_delta > 0 or tuple(augment.saturation_range) != (1., 1.):
+    # A seed folded out of seeds[7], so the draws above stay unchanged.
+    hue_seed = tf.random.experimental.stateless_fold_in(seeds[7], 1)
+    u = tf.random.stateless_uniform((2,), hue_seed)
+    params['hue'] = (2. * u[0] - 1.) * augment.hue_delta
+    lo, hi = augment.saturation_range
+    params['saturation'] = lo + u[1] * (hi - lo)
   if augment.occlusion_prob > 0:
     occ = occlusion.sample_occluders(seeds[6], input_size,
                                      augment.occlusion_prob)
@@ -620,6 +628,9 @@ def _example_stage(seed: int, input_size: int, augment: AugmentConfig,
     image = pixels * (params['gain'] * scale)
     if augment.enabled and augment.color_gain[1] > 1:
       image = tf.clip_by_value(image, 0., 1.)
+    if 'hue' in params:
+      image = tf.image.adjust_saturation(
+          tf.image.adjust_hue(image, params['hue']), params['saturation'])
     if 'channels' in params:
       image = tf.gather(image, params['channels'], axis=-1)
       image = tf.where(params['gray'],

@@ -290,6 +290,31 @@ def test_channel_permutation_and_grayscale(fixture_data):
       assert len(seen) >= 3
 
 
+def test_hue_and_saturation_jitter(fixture_data):
+  """A hue rotation keeps each pixel's brightest and darkest channel (HSV's V
+  and V (1 - S)) but moves the others; saturation 0 leaves V in every channel.
+  """
+  data, _, _ = fixture_data
+  common = dict(training=True, seed=3, deterministic=True, repeat=False,
+                batch_size=16)
+  no_geo = dict(scale_range=(1., 1.), rotation_prob=0., flip=False,
+                color_gain=(1., 1.))
+  plain = _batches(data, augment=AugmentConfig(**no_geo), **common)[0]
+  hued = _batches(data, augment=AugmentConfig(hue_delta=0.5, **no_geo),
+                  **common)[0]
+  np.testing.assert_array_equal(hued['joints2d_px'], plain['joints2d_px'])
+  a, b = plain['image'], hued['image']
+  np.testing.assert_allclose(b.max(-1), a.max(-1), atol=1e-5)
+  np.testing.assert_allclose(b.min(-1), a.min(-1), atol=1e-5)
+  coloured = a.max(-1) - a.min(-1) > 0.2
+  moved = np.abs(b - a).max(-1) > 0.05
+  assert moved[coloured].mean() > 0.5  # most coloured pixels changed hue
+  grey = _batches(data, augment=AugmentConfig(saturation_range=(0., 0.),
+                                              **no_geo), **common)[0]['image']
+  np.testing.assert_allclose(grey, np.repeat(a.max(-1, keepdims=True), 3, -1),
+                             atol=1e-5)
+
+
 def _write_single(tmp_path, name, **overrides):
   fields, _, _ = _random_example(np.random.default_rng(1), 0)
   fields.update(overrides)
