@@ -49,7 +49,8 @@ _CPU = C2FConfig(
     num_features=64, hourglass_depth=3, stem_channels=(32, 64),
     regression_pool=2, integral_loss_weight=1., decoding='soft_argmax',
     augment=config_lib.AugmentConfig(
-        color_permute_prob=1., grayscale_prob=0.1, occlusion_prob=0.3),
+        color_permute_prob=1., grayscale_prob=0.1, occlusion_prob=0.3,
+        hue_delta=0.5, saturation_range=(0.6, 1.4)),
     train=config_lib.TrainConfig(
         optimizer='adam', learning_rate=3e-3, lr_schedule='cosine',
         batch_size=64, steps=2400,

@@ -57,6 +57,9 @@ def test_registered_with_presets():
   assert paper.augment.color_permute_prob == paper.augment.occlusion_prob == 0
   assert (c2f_cpu.augment.color_permute_prob, c2f_cpu.augment.grayscale_prob,
           c2f_cpu.augment.occlusion_prob) == (1., 0.1, 0.3)
+  assert (c2f_cpu.augment.hue_delta,
+          tuple(c2f_cpu.augment.saturation_range)) == (0.5, (0.6, 1.4))
+  assert paper.augment.hue_delta == 0
 
 
 def test_paper_presets_build_with_output_shapes():
