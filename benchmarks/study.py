@@ -136,6 +136,23 @@ def model_config(name: str, preset: str) -> Any:
                             **model_overrides(name, preset))
 
 
+def config_differences(run_config: Any, preset_config: Any) -> list[str]:
+  """'key=run value (preset: value)' for each field where a reused run's
+  config differs from what `name` would train with now (fields added since
+  the run hold their defaults in `run_config`)."""
+  def flat(d, prefix=''):
+    out = {}
+    for key, value in d.items():
+      if isinstance(value, dict):
+        out.update(flat(value, f'{prefix}{key}.'))
+      else:
+        out[prefix + key] = list(value) if isinstance(value, tuple) else value
+    return out
+  run, now = (flat(config_lib.to_dict(c)) for c in (run_config, preset_config))
+  return [f'{k}={run.get(k)!r} (preset: {now.get(k)!r})'
+          for k in sorted(set(run) | set(now)) if run.get(k) != now.get(k)]
+
+
 def parse_models(text: str) -> list[str]:
   valid = all_models()
   if text.strip() == 'all':
@@ -502,19 +519,24 @@ def render_markdown(study: Mapping[str, Any], verdicts: Sequence[Verdict]
 
   # Runs.
   lines += ['## Runs', '']
-  header = ['model', 'trained as', 'source', 'workdir']
+  header = ['model', 'trained as', 'source', 'workdir',
+            'config unlike the current preset']
   rows = []
   for m in study['models']:
     r = results.get(m)
     if r is None:
-      rows.append([f'`{m}`', '', 'missing', '(see above)'])
+      rows.append([f'`{m}`', '', 'missing', '(see above)', ''])
       continue
     trained_as = r.get('base_model', m)
     if r.get('overrides'):
       trained_as += ' ' + ', '.join(f'{k}={v}' for k, v in
                                      r['overrides'].items())
-    rows.append([f'`{m}`', trained_as, r['source'], f'`{r["workdir"]}`'])
+    rows.append([f'`{m}`', trained_as, r['source'], f'`{r["workdir"]}`',
+                 '; '.join(r.get('config_differences') or []) or 'none'])
   lines += _table(header, rows, numeric=False) + ['']
+  lines += ['A reused run keeps the config it trained with; where the preset '
+            'changed since, the last column says how (the comparisons above '
+            'are fair when the runs they compare share those changes).', '']
   lines += ['Descriptions of the study-only models: ' + ' '.join(
       f'`{p.name}`: {p.description}' for p in PSEUDO_MODELS.values()), '']
   return '\n'.join(lines)
@@ -713,7 +735,9 @@ def truncation_stats(poses: Mapping[str, np.ndarray],
 
 
 def load_run(name: str, workdir: str):
-  """(model with the run's newest weights, its config, data directory)."""
+  """(model with the run's newest weights, its config, data directory, the
+  config as trained: before `prepare` fills run-time fields such as a
+  prior's path)."""
   from trainers import checkpoints
   from trainers import train_lib
   entry = registry.get(base_model(name))
@@ -727,11 +751,12 @@ def load_run(name: str, workdir: str):
                                       progress=False).directory
   else:
     data_dir = data['dir']
+  trained = config
   if entry.prepare is not None:  # e.g. re-fit a pose prior whose cache is gone
     config = entry.prepare(config, workdir, data_dir)
   model = checkpoints.build_model(entry, config)
   checkpoints.load_weights(model, source, verify=False)
-  return model, config, data_dir
+  return model, config, data_dir, trained
 
 
 def evaluate_truncated(model, config, data_dir: str, *, margin: float,
@@ -789,8 +814,10 @@ def study_result(name: str, preset: str, workdir: str, source: str,
                                for k, v in model_overrides(name,
                                                            preset).items()},
                  'workdir': os.path.abspath(workdir), 'source': source})
-  model, config, data_dir = load_run(name, workdir)
+  model, config, data_dir, trained = load_run(name, workdir)
   result['parameters'] = int(model.count_params())
+  result['config_differences'] = config_differences(
+      trained, model_config(name, preset))
   result['data_dir'] = os.path.abspath(data_dir)
   flip_test = bool(metrics.get('flip_test', getattr(config, 'flip_test',
                                                     False)))

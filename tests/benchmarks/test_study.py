@@ -79,6 +79,8 @@ def test_report_chart_and_json_are_written(smoke_study):
         metrics['train_examples_per_second'])
     assert result['inference']['examples_per_second'] > 0
     assert result['inference']['batch'] == 4
+    # Trained now at the preset: nothing differs from it.
+    assert result['config_differences'] == []
   # The metrabs model reports its own truncation metric too.
   assert 'mpjpe_truncated_mm' in data['results']['metrabs']['truncated']
   assert '![main table](study.png)' in text
@@ -270,6 +272,25 @@ def test_find_run_checks_model_preset_and_ablation(tmp_path):
   found, skipped = study.find_run('coordinate_regression', 'smoke',
                                   [str(tmp_path)])
   assert found is None and "run of 'c2f_volumetric'" in skipped[0]
+
+
+def test_config_differences_name_what_changed_since_a_run():
+  from zoo import config as config_lib
+  now = study.model_config('c2f_volumetric', 'smoke')
+  assert study.config_differences(now, now) == []
+  # A run from before a preset change (here: two augmentation fields and
+  # the steps), written as the run's config.json and read back.
+  old = config_lib.replace(now, **{'augment.hue_delta': 0.25,
+                                   'augment.saturation_range': (0.5, 1.5),
+                                   'train.steps': 7})
+  old = config_lib.from_dict(type(now), json.loads(json.dumps(
+      config_lib.to_dict(old))))
+  diffs = study.config_differences(old, now)
+  assert diffs == [
+      f'augment.hue_delta=0.25 (preset: {now.augment.hue_delta!r})',
+      'augment.saturation_range=[0.5, 1.5] (preset: '
+      f'{list(now.augment.saturation_range)!r})',
+      f'train.steps=7 (preset: {now.train.steps!r})']
 
 
 def test_time_budget_callback_stops_training():

@@ -29,7 +29,13 @@
   a second run of this preset gave 142.3 mm (one run's spread is ~6 mm).
   The three were added together; their shares are not separated (channel
   permutation alone made no difference in a 1200-step 96 px probe, before
-  the network over-fitted). Probes that did not help at equal steps: 16 or 8
+  the network over-fitted). Session 5: the remaining train/test gap was the
+  subjects, not the examples (new poses of the training subjects 124.7 mm,
+  the test subjects 141.2 mm), and 2600 steps instead of 2400 did not help
+  (143.8 mm); a continuous hue rotation (+-0.5 of the colour circle) and
+  saturation jitter (0.6-1.4) narrowed that gap from 16.5 to 10.8 mm
+  (137.5 mm; S9, in a green top, from 143.9 to 134.0 mm) and are in the
+  preset (BENCHMARKS.md). Probes that did not help at equal steps: 16 or 8
   depth bins, the integral loss alone, bfloat16 (no speed-up on this model),
   XLA (slower on this CPU).
   Coordinate regression: one hourglass of the same width, pooled to 8x8

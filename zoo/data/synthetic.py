@@ -36,10 +36,12 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from typing import Any, Iterator
 
 from absl import app
 from absl import flags
+from absl import logging
 import cv2
 import numpy as np
 from tqdm import tqdm
@@ -269,6 +271,11 @@ def ensure_dataset(num_train: int, num_test: int, seed: int = 0,
   if _is_complete(path, counts, seed):
     return path
   tmp = tempfile.mkdtemp(dir=root, prefix=name + '.tmp-')
+  # Said once, so a run without progress bars does not look stalled.
+  logging.info('Generating the embedded synthetic dataset (%d train + %d test '
+               'examples, seed %d) into %s; later runs reuse it.', num_train,
+               num_test, seed, path)
+  start = time.perf_counter()
   try:
     for split, n in counts.items():
       generate(tmp, split, n, seed=seed, num_workers=num_workers,
@@ -278,6 +285,7 @@ def ensure_dataset(num_train: int, num_test: int, seed: int = 0,
         return path
       shutil.rmtree(path)
     os.rename(tmp, path)
+    logging.info('Generated %s in %.0f s.', path, time.perf_counter() - start)
   except OSError:
     if _is_complete(path, counts, seed):
       return path
