@@ -149,8 +149,10 @@ def config_differences(run_config: Any, preset_config: Any) -> list[str]:
         out[prefix + key] = list(value) if isinstance(value, tuple) else value
     return out
   run, now = (flat(config_lib.to_dict(c)) for c in (run_config, preset_config))
+  # Paths a run fills in (e.g. a fitted prior's cache file) are not settings.
   return [f'{k}={run.get(k)!r} (preset: {now.get(k)!r})'
-          for k in sorted(set(run) | set(now)) if run.get(k) != now.get(k)]
+          for k in sorted(set(run) | set(now))
+          if run.get(k) != now.get(k) and not k.endswith('_path')]
 
 
 def parse_models(text: str) -> list[str]:

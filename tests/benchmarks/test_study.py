@@ -291,6 +291,11 @@ def test_config_differences_name_what_changed_since_a_run():
       'augment.saturation_range=[0.5, 1.5] (preset: '
       f'{list(now.augment.saturation_range)!r})',
       f'train.steps=7 (preset: {now.train.steps!r})']
+  # A path the run filled in (lifting_deep's prior) is not a difference.
+  lifting = study.model_config('lifting_deep', 'smoke')
+  assert study.config_differences(
+      config_lib.replace(lifting, prior_path='/cache/prior.npz'),
+      lifting) == []
 
 
 def test_time_budget_callback_stops_training():
