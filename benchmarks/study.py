@@ -137,22 +137,8 @@ def model_config(name: str, preset: str) -> Any:
 
 
 def config_differences(run_config: Any, preset_config: Any) -> list[str]:
-  """'key=run value (preset: value)' for each field where a reused run's
-  config differs from what `name` would train with now (fields added since
-  the run hold their defaults in `run_config`)."""
-  def flat(d, prefix=''):
-    out = {}
-    for key, value in d.items():
-      if isinstance(value, dict):
-        out.update(flat(value, f'{prefix}{key}.'))
-      else:
-        out[prefix + key] = list(value) if isinstance(value, tuple) else value
-    return out
-  run, now = (flat(config_lib.to_dict(c)) for c in (run_config, preset_config))
-  # Paths a run fills in (e.g. a fitted prior's cache file) are not settings.
-  return [f'{k}={run.get(k)!r} (preset: {now.get(k)!r})'
-          for k in sorted(set(run) | set(now))
-          if run.get(k) != now.get(k) and not k.endswith('_path')]
+  """How a reused run's config differs from what `name` trains with now."""
+  return config_lib.differences(run_config, preset_config, 'preset')
 
 
 def parse_models(text: str) -> list[str]:

@@ -54,6 +54,7 @@ from typing import Any, Mapping, Sequence
 
 from absl import logging
 
+from zoo import config as config_lib
 from zoo import fileio
 
 DEFAULT_PRESET = 'cpu'
@@ -345,6 +346,15 @@ def publish(name: str, *, preset: str = DEFAULT_PRESET,
   source, run = _finished_run(name, preset, os.path.abspath(from_workdir))
 
   config, cleared = portable_config(run['config'])
+  # A run taken with --from_workdir may predate a preset change (or carry an
+  # --override): say so, since publish_command trains the current preset.
+  unlike = [d for d in config_lib.differences(
+      config_lib.from_dict(entry.config_class, run['config']),
+      entry.config(preset), 'preset') if not d.startswith('train.steps=')]
+  if unlike:
+    logging.warning('%s: the run\'s config differs from the current %s '
+                    'preset: %s. Its publish_command would train the '
+                    'preset instead.', name, preset, '; '.join(unlike))
   run_data = run.get('data') or {}
   manifest = {
       'bundle_manifest_version': BUNDLE_MANIFEST_VERSION,
@@ -352,6 +362,7 @@ def publish(name: str, *, preset: str = DEFAULT_PRESET,
       'preset': preset,
       'config': config,
       'config_fields_cleared': cleared,
+      'config_unlike_preset': unlike,
       'command': run.get('command'),
       'publish_command': publish_command(name, preset, run.get('steps'),
                                          default_steps),
@@ -515,6 +526,14 @@ def readme_text(root: str) -> str:
   lines += [m.get('publish_command') or f'python -m trainers.publish '
             f'--model={name}' for name, m in manifests.items()]
   lines += ['```', '']
+  unlike = {name: m['config_unlike_preset'] for name, m in manifests.items()
+            if m.get('config_unlike_preset')}
+  if unlike:
+    lines += ['These checkpoints were trained with a config that differs '
+              'from the current preset (the command above trains the '
+              'preset; the manifest\'s `command` is the run\'s own):', '']
+    lines += [f'- `{name}`: {"; ".join(d)}' for name, d in unlike.items()]
+    lines += ['']
   return '\n'.join(lines)
 
 

@@ -59,6 +59,8 @@ def test_manifest_records_what_the_issue_asks(published):
   assert m['config']['prior_path'] is None
   assert m['config_fields_cleared'] == ['prior_path']
   assert run['config']['prior_path']  # the run had one
+  # Trained at the preset: nothing differs (the prior's path is no setting).
+  assert m['config_unlike_preset'] == []
   assert not _hidden(published.root)
 
 
@@ -110,6 +112,33 @@ def test_rejects_runs_that_do_not_fit(published, tmp_path):
   with pytest.raises(ValueError, match='unknown model'):
     publish.publish('no_such_model', checkpoints_root=root)
   assert not os.path.exists(os.path.join(root, published.name))
+
+
+def test_a_run_unlike_the_preset_is_said_so(published, tmp_path):
+  """A --from_workdir run whose config is not the current preset's (an
+  older preset, an --override) is published, with the difference recorded
+  in its manifest and the README (its publish_command trains the preset).
+  """
+  import shutil
+  from zoo import registry
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(published.workdir, workdir)
+  path = os.path.join(workdir, 'manifest.json')
+  run = json.load(open(path))
+  preset_value = registry.get(published.name).config('smoke').lift_noise
+  run['config']['lift_noise'] = preset_value + 0.5
+  with open(path, 'w') as f:
+    json.dump(run, f)
+  root = str(tmp_path / 'root')
+  m = publish.publish(published.name, preset='smoke', from_workdir=workdir,
+                      checkpoints_root=root, progress=False)
+  expected = [f'lift_noise={preset_value + 0.5!r} (preset: {preset_value!r})']
+  assert m['config_unlike_preset'] == expected
+  saved = json.load(open(os.path.join(root, published.name,
+                                      'manifest.json')))
+  assert saved['config_unlike_preset'] == expected
+  text = open(os.path.join(root, 'README.md')).read()
+  assert f'- `{published.name}`: {expected[0]}' in text
 
 
 def test_cli_requires_a_model(capsys):
