@@ -260,20 +260,24 @@ def test_colour_gain(fixture_data):
   assert np.ptp(gains) > 0.05  # channels and examples differ
 
 
+def _colour_only_batch(data, **augment):
+  """The first batch of 16 training crops with no geometric augmentation and
+  no colour gain, plus the `augment` fields given (same seed every call)."""
+  return _batches(data, augment=AugmentConfig(
+      scale_range=(1., 1.), rotation_prob=0., flip=False, color_gain=(1., 1.),
+      **augment), training=True, seed=3, deterministic=True, repeat=False,
+                  batch_size=16)[0]
+
+
 def test_channel_permutation_and_grayscale(fixture_data):
   """Each augmented crop is a channel permutation (or the grey mean) of the
   plain crop, and with probability 1 some permutations are not the identity.
   """
   data, _, _ = fixture_data
-  common = dict(training=True, seed=3, deterministic=True, repeat=False,
-                batch_size=16)
-  no_geo = dict(scale_range=(1., 1.), rotation_prob=0., flip=False,
-                color_gain=(1., 1.))
-  plain = _batches(data, augment=AugmentConfig(**no_geo), **common)[0]
+  plain = _colour_only_batch(data)
   for permute, gray in ((1., 0.), (0., 1.)):
-    out = _batches(data, augment=AugmentConfig(
-        color_permute_prob=permute, grayscale_prob=gray, **no_geo),
-                   **common)[0]
+    out = _colour_only_batch(data, color_permute_prob=permute,
+                             grayscale_prob=gray)
     # Geometry and labels are untouched.
     np.testing.assert_array_equal(out['joints2d_px'], plain['joints2d_px'])
     seen = set()
@@ -295,13 +299,8 @@ def test_hue_and_saturation_jitter(fixture_data):
   and V (1 - S)) but moves the others; saturation 0 leaves V in every channel.
   """
   data, _, _ = fixture_data
-  common = dict(training=True, seed=3, deterministic=True, repeat=False,
-                batch_size=16)
-  no_geo = dict(scale_range=(1., 1.), rotation_prob=0., flip=False,
-                color_gain=(1., 1.))
-  plain = _batches(data, augment=AugmentConfig(**no_geo), **common)[0]
-  hued = _batches(data, augment=AugmentConfig(hue_delta=0.5, **no_geo),
-                  **common)[0]
+  plain = _colour_only_batch(data)
+  hued = _colour_only_batch(data, hue_delta=0.5)
   np.testing.assert_array_equal(hued['joints2d_px'], plain['joints2d_px'])
   a, b = plain['image'], hued['image']
   np.testing.assert_allclose(b.max(-1), a.max(-1), atol=1e-5)
@@ -309,8 +308,7 @@ def test_hue_and_saturation_jitter(fixture_data):
   coloured = a.max(-1) - a.min(-1) > 0.2
   moved = np.abs(b - a).max(-1) > 0.05
   assert moved[coloured].mean() > 0.5  # most coloured pixels changed hue
-  grey = _batches(data, augment=AugmentConfig(saturation_range=(0., 0.),
-                                              **no_geo), **common)[0]['image']
+  grey = _colour_only_batch(data, saturation_range=(0., 0.))['image']
   np.testing.assert_allclose(grey, np.repeat(a.max(-1, keepdims=True), 3, -1),
                              atol=1e-5)
 
