@@ -137,8 +137,14 @@ def model_config(name: str, preset: str) -> Any:
 
 
 def config_differences(run_config: Any, preset_config: Any) -> list[str]:
-  """How a reused run's config differs from what `name` trains with now."""
-  return config_lib.differences(run_config, preset_config, 'preset')
+  """How a reused run's config differs from what `name` trains with now,
+  leaving out the fields that name files of the training machine (as a
+  bundled checkpoint does: trainers.publish.portable_config)."""
+  from trainers import publish
+  portable, _ = publish.portable_config(config_lib.to_dict(run_config))
+  return config_lib.differences(
+      config_lib.from_dict(type(run_config), portable), preset_config,
+      'preset')
 
 
 def parse_models(text: str) -> list[str]:

@@ -348,8 +348,9 @@ def publish(name: str, *, preset: str = DEFAULT_PRESET,
   config, cleared = portable_config(run['config'])
   # A run taken with --from_workdir may predate a preset change (or carry an
   # --override): say so, since publish_command trains the current preset.
+  # Compared without the training machine's paths (a fitted prior's file).
   unlike = [d for d in config_lib.differences(
-      config_lib.from_dict(entry.config_class, run['config']),
+      config_lib.from_dict(entry.config_class, config),
       entry.config(preset), 'preset') if not d.startswith('train.steps=')]
   if unlike:
     logging.warning('%s: the run\'s config differs from the current %s '

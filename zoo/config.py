@@ -81,9 +81,7 @@ def differences(config: Any, reference: Any,
                 reference_name: str = 'reference') -> list[str]:
   """'key=value (reference_name: value)' for each dotted field where
   `config` differs from `reference` (e.g. a run's config from the current
-  preset; fields added since the run hold their defaults). Fields naming a
-  file a run filled in (`*_path`, e.g. a fitted prior's cache) are left out.
-  """
+  preset; fields added since the run hold their defaults)."""
   def flat(d, prefix=''):
     out = {}
     for key, value in d.items():
@@ -94,8 +92,7 @@ def differences(config: Any, reference: Any,
     return out
   have, want = (flat(to_dict(c)) for c in (config, reference))
   return [f'{k}={have.get(k)!r} ({reference_name}: {want.get(k)!r})'
-          for k in sorted(set(have) | set(want))
-          if have.get(k) != want.get(k) and not k.endswith('_path')]
+          for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)]
 
 
 def to_dict(config: Any) -> dict[str, Any]:
