@@ -66,7 +66,10 @@ class C2FConfig:
   soft_argmax_beta: float = 50.      # softmax(beta * V / max V) for soft-argmax
                                      # (MSE-only training; with the integral
                                      # loss, softmax(integral_beta * V))
-  flip_mode: str = 'heatmap'         # flip test: 'heatmap' (paper) | 'pose'
+  # Flip test: 'heatmap' (the paper) averages the crop's and the mirror's
+  # final volumes (with soft-argmax, their probability volumes:
+  # decode.decode_flip_pair); 'pose' averages the two decoded poses.
+  flip_mode: str = 'heatmap'
   # The trainer's and trainers.evaluate's default evaluation averages the
   # volumes of the crop and its mirror, as the paper does (trainers.evaluate
   # --noflip_test turns it off). Serving and zoo.predict take their own

@@ -134,7 +134,8 @@ class _C2FBase(base.PoseModel):
                                     self.config)
 
   def predict_poses(self, inputs, flip_test: bool = False):
-    """call + decode; flip test averages the final volumes (the paper's way).
+    """call + decode; flip test averages the final volumes (the paper's way;
+    with soft-argmax, their probability volumes: decode.decode_flip_pair).
 
     With config.flip_mode == 'pose' it falls back to the base class's
     pose-level averaging.
@@ -144,8 +145,8 @@ class _C2FBase(base.PoseModel):
     key = self._final_volume_key()
     volume = self(inputs, training=False)[key]
     flipped = self(base.flip_inputs(inputs), training=False)[key]
-    averaged = 0.5 * (volume + decode_lib.flip_volume(flipped))
-    return decode_lib.decode_volume(averaged, inputs, self.config)
+    return decode_lib.decode_flip_pair(
+        volume, decode_lib.flip_volume(flipped), inputs, self.config)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

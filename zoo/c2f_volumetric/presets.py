@@ -36,7 +36,10 @@
   saturation jitter (0.6-1.4) narrowed that gap from 16.5 to 10.8 mm
   (137.5 mm; S9, in a green top, from 143.9 to 134.0 mm) and are in the
   preset: 135.8 mm for the exact command, 139.3 mm with --seed=1
-  (BENCHMARKS.md). Probes that did not help at equal steps: 16 or 8
+  (BENCHMARKS.md). Session 6: the flip test averaged the two volumes'
+  logits before the soft-argmax, which scored worse than no flip test at
+  all; it now averages their probability volumes (decode.decode_flip_pair):
+  the same two sets of weights give 129.4 and 132.9 mm. Probes that did not help at equal steps: 16 or 8
   depth bins, the integral loss alone, bfloat16 (no speed-up on this model),
   XLA (slower on this CPU).
   Coordinate regression: one hourglass of the same width, pooled to 8x8

@@ -156,3 +156,61 @@ def test_flip_volume_is_the_mirrored_pose(features_fn):
   np.testing.assert_allclose(flipped.numpy(), expected.numpy(), atol=1e-5)
   np.testing.assert_array_equal(decode_lib.flip_volume(flipped).numpy(),
                                 volume.numpy())
+
+
+def _numpy_probabilities(volume, beta):
+  """softmax(beta * V) over each joint's voxels; V [B,H,W,D,J] -> [B,HWD,J]."""
+  b, h, w, d, j = volume.shape
+  logits = beta * volume.reshape(b, h * w * d, j).astype(np.float64)
+  p = np.exp(logits - logits.max(1, keepdims=True))
+  return p / p.sum(1, keepdims=True)
+
+
+def test_flip_pair_soft_argmax_averages_probability_volumes():
+  # The soft-argmax flip test must read the mean of the two probability
+  # volumes (computed here in numpy), not the softmax of the mean logits.
+  cfg = _cpu_config()
+  assert cfg.decoding == 'soft_argmax' and cfg.integral_loss_weight > 0
+  rng = np.random.default_rng(3)
+  shape = (2, 32, 32, 32, 17)
+  volume = rng.normal(0., 0.15, shape).astype(np.float32)
+  mirrored = rng.normal(0., 0.15, shape).astype(np.float32)
+  intrinsics = np.tile(np.array([[200., 0., 63.5], [0., 200., 63.5],
+                                 [0., 0., 1.]], np.float32), (2, 1, 1))
+  poses = decode_lib.decode_flip_pair(
+      tf.constant(volume), tf.constant(mirrored),
+      {'intrinsics': tf.constant(intrinsics)}, cfg)
+  probs = 0.5 * (_numpy_probabilities(volume, cfg.integral_beta) +
+                 _numpy_probabilities(mirrored, cfg.integral_beta))
+  yy, xx, zz = np.meshgrid(np.arange(32), np.arange(32), np.arange(32),
+                           indexing='ij')
+  grid = np.stack([xx, yy, zz], -1).reshape(-1, 3).astype(np.float64)
+  coords = np.einsum('bvj,vc->bjc', probs, grid)
+  px = (coords[..., :2] + 0.5) * cfg.input_size / cfg.heatmap_size - 0.5
+  r = cfg.depth_range_mm
+  z_mm = -r + (coords[..., 2] + 0.5) * 2. * r / 32
+  np.testing.assert_allclose(poses['poses2d_px'].numpy(), px, atol=2e-3)
+  cam_z = poses['poses3d_cam_mm'].numpy()[..., 2]
+  np.testing.assert_allclose(cam_z - cam_z[:, skel.ROOT:skel.ROOT + 1],
+                             z_mm - z_mm[:, skel.ROOT:skel.ROOT + 1],
+                             atol=0.05)
+
+
+def test_flip_pair_argmax_averages_volumes():
+  # With argmax (the paper) the volumes are averaged before the peak is taken:
+  # a peak that only one volume holds loses to one that both hold.
+  cfg = _cpu_config(decoding='argmax')
+  volume = np.zeros((1, 32, 32, 32, 17), np.float32)
+  mirrored = np.zeros_like(volume)
+  volume[0, 5, 6, 7, :] = 1.      # only in the crop's volume
+  volume[0, 20, 21, 22, :] = 0.9  # in both
+  mirrored[0, 20, 21, 22, :] = 0.9
+  intrinsics = np.array([[[200., 0., 63.5], [0., 200., 63.5], [0., 0., 1.]]],
+                        np.float32)
+  poses = decode_lib.decode_flip_pair(
+      tf.constant(volume), tf.constant(mirrored),
+      {'intrinsics': tf.constant(intrinsics)}, cfg)
+  px = (np.array([21., 20.]) + 0.5) * 4. - 0.5
+  np.testing.assert_allclose(poses['poses2d_px'].numpy()[0],
+                             np.tile(px, (17, 1)), atol=1e-4)
+  np.testing.assert_allclose(poses['confidence'].numpy(), 0.9, atol=1e-6)
