@@ -33,6 +33,7 @@ flags.DEFINE_string('out', None, 'Output JSON (default: '
 flags.DEFINE_integer('eval_batch_size', None, 'Batch size (default: the '
                      'config\'s train.batch_size).')
 
+# Where a re-evaluation goes by default (trainers.publish reads it too).
 EVAL_FILE = 'metrics_eval.json'
 
 

@@ -203,3 +203,35 @@ def test_recover_after_a_kill_between_the_renames(published, tmp_path):
   publish.recover(root, published.name)
   assert _snapshot(final) == before
   assert not _hidden(root)
+
+
+def test_a_later_evaluation_of_the_same_weights_is_published(published,
+                                                              tmp_path):
+  """metrics_eval.json from `trainers.evaluate` of the final weights on the
+  run's own test setting replaces the run's test metrics (a decoding fix
+  after training); one measured differently is ignored."""
+  import shutil
+  from trainers import evaluate
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(published.workdir, workdir)
+  run = json.load(open(os.path.join(workdir, 'manifest.json')))['metrics']
+  later = evaluate.evaluate_workdir(published.name, workdir, progress=False)
+  assert later['num_eval_examples'] == run['num_eval_examples']
+  # Make the later figures tell apart from the run's.
+  path = os.path.join(workdir, evaluate.EVAL_FILE)
+  later = dict(later, mpjpe_mm=run['mpjpe_mm'] + 1.)
+  with open(path, 'w') as f:
+    json.dump(later, f)
+  root = str(tmp_path / 'root')
+  m = publish.publish(published.name, preset='smoke', from_workdir=workdir,
+                      checkpoints_root=root, progress=False)
+  assert m['metrics']['mpjpe_mm'] == run['mpjpe_mm'] + 1.
+  assert m['metrics']['train_seconds'] == run['train_seconds']  # the run's
+  assert 'trainers.evaluate' in m['metrics_source']
+  # Measured on fewer examples: not the run's setting, so not used.
+  with open(path, 'w') as f:
+    json.dump(dict(later, num_eval_examples=4), f)
+  m = publish.publish(published.name, preset='smoke', from_workdir=workdir,
+                      checkpoints_root=root, progress=False)
+  assert m['metrics'] == run
+  assert m['metrics_source'] == "the training run's own evaluation"
