@@ -144,10 +144,8 @@ def config_differences(run_config: Any, preset_config: Any) -> list[str]:
   leaving out the fields that name files of the training machine (as a
   bundled checkpoint does: trainers.publish.portable_config)."""
   from trainers import publish
-  portable, _ = publish.portable_config(config_lib.to_dict(run_config))
-  return config_lib.differences(
-      config_lib.from_dict(type(run_config), portable), preset_config,
-      'preset')
+  return publish.differences_from_preset(
+      config_lib.to_dict(run_config), type(run_config), preset_config)
 
 
 def parse_models(text: str) -> list[str]:

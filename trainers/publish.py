@@ -199,6 +199,16 @@ def portable_config(config: Mapping[str, Any]
   return clean(dict(config), ''), cleared
 
 
+def differences_from_preset(config: Mapping[str, Any], config_class: type,
+                            preset_config: Any) -> list[str]:
+  """zoo.config.differences of a run's config (a dict) from a preset's,
+  without the fields that name files of the training machine
+  (portable_config): a fitted prior's path is no setting."""
+  portable, _ = portable_config(config)
+  return config_lib.differences(config_lib.from_dict(config_class, portable),
+                                preset_config, 'preset')
+
+
 def _generator_version(data: Mapping[str, Any]) -> int | None:
   """The synthetic generator version of a run's data (its cache dir name
   encodes it, zoo.data.synthetic.dataset_dir_name)."""
@@ -388,9 +398,9 @@ def publish(name: str, *, preset: str = DEFAULT_PRESET,
   # A run taken with --from_workdir may predate a preset change (or carry an
   # --override): say so, since publish_command trains the current preset.
   # Compared without the training machine's paths (a fitted prior's file).
-  unlike = [d for d in config_lib.differences(
-      config_lib.from_dict(entry.config_class, config),
-      entry.config(preset), 'preset') if not d.startswith('train.steps=')]
+  unlike = [d for d in differences_from_preset(
+      run['config'], entry.config_class, entry.config(preset))
+            if not d.startswith('train.steps=')]
   if unlike:
     logging.warning('%s: the run\'s config differs from the current %s '
                     'preset: %s. Its publish_command would train the '
