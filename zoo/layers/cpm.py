@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import keras
 
-PACKAGE = 'pose3d_zoo'
+from zoo.layers.normalization import PACKAGE, FusedBatchNorm
 
 
 def _conv_block(filters: int, kernel: int, batch_norm: bool, name: str):
   layers = [keras.layers.Conv2D(filters, kernel, padding='same',
                                 use_bias=not batch_norm, name=f'{name}_conv')]
   if batch_norm:
-    layers.append(keras.layers.BatchNormalization(name=f'{name}_bn'))
+    layers.append(FusedBatchNorm(name=f'{name}_bn'))
   layers.append(keras.layers.ReLU(name=f'{name}_relu'))
   return layers
 
