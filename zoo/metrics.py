@@ -298,7 +298,8 @@ def mpi_inf_3dhp_summary(pred_rel_mm, gt_rel_mm, activities=None, valid=None,
   out = block(np.ones(pred.shape[0], bool))
   out['per_activity'] = {}
   if activities is not None:
-    names = [_activity_name(a) for a in np.asarray(activities).reshape(-1)]
+    names = [mpi3dhp_activity_name(a)
+             for a in np.asarray(activities).reshape(-1)]
     if len(names) != pred.shape[0]:
       raise ValueError(f'activities has {len(names)} entries for '
                        f'{pred.shape[0]} poses')
@@ -308,7 +309,8 @@ def mpi_inf_3dhp_summary(pred_rel_mm, gt_rel_mm, activities=None, valid=None,
   return out
 
 
-def _activity_name(value) -> str:
+def mpi3dhp_activity_name(value) -> str:
+  """An MPI-INF-3DHP activity number (1..7, or its text) -> its name."""
   if isinstance(value, (bytes, np.bytes_)):
     value = value.decode()
   text = str(value)

@@ -127,3 +127,36 @@ def test_mixture_of_different_format_versions_is_an_error(tiny_data,
 def test_bad_weights_are_clear_errors(tiny_data, tmp_path, spec, pattern):
   with pytest.raises(mixture.MixtureError, match=pattern):
     tiny.train(tmp_path / 'run', spec.format(d=tiny_data), steps=1)
+
+
+def test_compute_metrics_adds_the_3dhp_protocol_and_per_source():
+  import numpy as np
+  from zoo import metrics as metrics_lib
+  rng = np.random.default_rng(0)
+  n, j = 6, 17
+  gt = rng.normal(0, 300, (n, j, 3))
+  gt -= gt[:, :1]
+  pred = gt + rng.normal(0, 60, gt.shape)
+  truth = {'joints3d_rel_mm': gt, 'joints3d_cam_mm': gt + [0, 0, 4000.],
+           'joints2d_px': rng.uniform(0, 64, (n, j, 2)),
+           'joint_valid_2d': np.ones((n, j)), 'joint_valid_3d': np.ones((n, j)),
+           'joint_in_crop': np.ones((n, j)), 'has_3d': np.ones(n),
+           'action': np.array([b'Sitting', b'Sports', b'Sitting', b'Eating',
+                               b'Eating', b'Walking']),
+           'subject': np.array([b''] * n),
+           'dataset': np.array([b'mpi_inf_3dhp'] * 3 + [b'h36m'] * 3),
+           'source': np.array([b'dhp'] * 3 + [b'h36m'] * 3)}
+  poses = {'poses3d_rel_mm': pred, 'poses3d_cam_mm': pred + [0, 0, 4000.],
+           'poses2d_px': truth['joints2d_px'] + 1.}
+  out = evaluation.compute_metrics(poses, truth)
+  want = metrics_lib.mpi_inf_3dhp_summary(pred[:3], gt[:3],
+                                          activities=truth['action'][:3])
+  for key in ('pck3d_150', 'auc', 'mpjpe_mm', 'num_frames'):
+    assert out['mpi_inf_3dhp'][key] == pytest.approx(want[key])
+  for name, row in want['per_activity'].items():
+    assert out['mpi_inf_3dhp']['per_activity'][name] == pytest.approx(row)
+  assert set(out['mpi_inf_3dhp']['per_activity']) == {'Sitting', 'Sports'}
+  assert out['per_source']['dhp']['num_eval_examples'] == 3
+  assert out['per_source']['h36m']['mpjpe_mm'] == pytest.approx(
+      float(np.mean(metrics_lib.mpjpe(pred[3:], gt[3:]))))
+  assert 'MPI-INF-3DHP protocol' in evaluation.format_report(out)
