@@ -67,8 +67,8 @@ def evaluate_workdir(model: str, workdir: str, *, data: str | None = None,
   trained_spec = _trained_on_spec(trained_on)
   if data is None:
     data = trained_spec
-  if data_seed is None:
-    data_seed = trained_on.get('seed') or 0
+  if data_seed is None:  # the seed of the data the run was trained on
+    data_seed = (trained_on.get('seed') or 0) if data == trained_spec else 0
   data_info = train_lib.resolve_data(data, config, data_seed,
                                      splits=('test',))
   metrics = {'model': model, 'preset': source.preset or preset,
