@@ -233,6 +233,20 @@ class LogLines(keras.callbacks.Callback):
                  state.target_step, state.loss, state.examples_per_second)
 
 
+class SourceCountLog(keras.callbacks.Callback):
+  """With a mixture: one absl log line per window with the examples drawn
+  from each source so far (zoo.data.mixture.SourceCounts)."""
+
+  def __init__(self, state: TrainState, counts):
+    super().__init__()
+    self.state = state
+    self.counts = counts
+
+  def on_epoch_end(self, epoch, logs=None):
+    logging.info('step %d: examples per source: %s', self.state.step,
+                 self.counts.summary())
+
+
 class ProgressBar(keras.callbacks.Callback):
   """A tqdm bar over global steps with the window loss and examples/s."""
 

@@ -16,8 +16,13 @@ if 'model' not in FLAGS:
   flags.DEFINE_string('workdir', None, 'Run directory (default for training: '
                       'runs/MODEL_PRESET).')
   flags.DEFINE_string('data', 'synthetic', "'synthetic' (the embedded dataset,"
-                      ' generated on first use) or a directory of zoo '
-                      'TFRecords.')
+                      ' generated on first use), a directory of zoo '
+                      'TFRecords, or a weighted mixture NAME=DIR:WEIGHT,... '
+                      "(e.g. h36m=/d/h36m:0.6,mpii=/d/mpii:0.4; a source may "
+                      "be 'synthetic'). Training default: the config's "
+                      "train.data, else 'synthetic'.")
+  flags.DEFINE_boolean('baseline', True, 'Also score the mean-pose baseline '
+                       '(the mean pose of the training data).')
   flags.DEFINE_integer('data_seed', 0, 'Seed of the generated synthetic '
                        'dataset.')
   flags.DEFINE_string('preset', None, 'Config preset: paper | cpu | smoke '

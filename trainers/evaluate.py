@@ -8,7 +8,13 @@ WORKDIR/checkpoints (trainers.checkpoints.load_model, sha256 verified), builds
 the model with the config it was trained with, evaluates on the test split
 (trainers.evaluation) and writes WORKDIR/metrics_eval.json (or --out)
 atomically, then prints the table. --data defaults to the data the run was
-trained on (its config.json / manifest), else the embedded synthetic data.
+trained on (its config.json / manifest), else the embedded synthetic data;
+it may be any directory with a test split (a train split is not needed) or a
+mixture (zoo.data.mixture: metrics per source as well).
+
+The mean-pose baseline (--baseline, default on) takes its mean pose from the
+train split of --data when it has one, else from the data the run was
+trained on; when neither is at hand it is left out with a note in the table.
 """
 from __future__ import annotations
 
@@ -42,7 +48,8 @@ def evaluate_workdir(model: str, workdir: str, *, data: str | None = None,
                      flip_test: bool | None = None,
                      num_examples: int | None = None,
                      batch_size: int | None = None, out: str | None = None,
-                     progress: bool = True) -> dict[str, Any]:
+                     progress: bool = True,
+                     baseline: bool = True) -> dict[str, Any]:
   """Loads the newest weights in `workdir`, evaluates, writes `out`."""
   from trainers import checkpoints
   from trainers import evaluation
@@ -57,27 +64,63 @@ def evaluate_workdir(model: str, workdir: str, *, data: str | None = None,
 
   meta = source.run_config or source.manifest or {}
   trained_on = meta.get('data') or {}
+  trained_spec = _trained_on_spec(trained_on)
   if data is None:
-    if trained_on.get('name') == 'tfrecords' and trained_on.get('dir'):
-      data = trained_on['dir']
-    else:
-      data = train_lib.DATA_SYNTHETIC
-  if data_seed is None:
-    data_seed = (trained_on.get('seed') or 0) if data == \
-        train_lib.DATA_SYNTHETIC else 0
-  data_info = train_lib.resolve_data(data, config, data_seed)
+    data = trained_spec
+  if data_seed is None:  # the seed of the data the run was trained on
+    data_seed = (trained_on.get('seed') or 0) if data == trained_spec else 0
+  data_info = train_lib.resolve_data(data, config, data_seed,
+                                     splits=('test',))
   metrics = {'model': model, 'preset': source.preset or preset,
              'steps': source.step, 'checkpoint': source.path,
              'checkpoint_kind': source.kind}
   metrics.update(evaluation.evaluate_model(
-      model_obj, data_info.directory, config, flip_test=flip_test,
+      model_obj, data_info.test_data, config, flip_test=flip_test,
       num_examples=num_examples, batch_size=batch_size, progress=progress))
   metrics['data'] = data_info.to_dict()
+  if baseline:
+    metrics['mean_pose_baseline'] = _baseline(
+        data_info, trained_spec, trained_on, config, num_examples)
   out = out or os.path.join(workdir, EVAL_FILE)
   checkpoints.atomic_write_json(out, metrics)
   print(evaluation.format_report(metrics), flush=True)
   print(f'Wrote {out}', flush=True)
   return metrics
+
+
+def _trained_on_spec(trained_on: dict) -> str:
+  """The data spec of the data a run was trained on (synthetic if unknown)."""
+  from trainers import train_lib
+  if trained_on.get('name') == 'mixture' and trained_on.get('spec'):
+    return trained_on['spec']
+  if trained_on.get('name') == 'tfrecords' and trained_on.get('dir'):
+    return trained_on['dir']
+  return train_lib.DATA_SYNTHETIC
+
+
+def _baseline(data_info, trained_spec: str, trained_on: dict, config,
+              num_examples: int | None) -> dict[str, Any]:
+  """The mean-pose baseline on the test data, or a note why it is left out."""
+  from trainers import evaluation
+  from trainers import train_lib
+  train_data = None
+  if 'train' in data_info.splits:
+    train_data = data_info.train_data
+  else:
+    try:
+      trained = train_lib.resolve_data(
+          trained_spec, config, trained_on.get('seed') or 0, progress=False,
+          splits=('train',))
+      train_data = trained.train_data
+    except (ValueError, FileNotFoundError) as e:
+      note = (f'left out: the evaluation data has no train split and the '
+              f'data the run was trained on is not at hand ({e})')
+      return {'note': note}
+  return evaluation.mean_pose_baseline(
+      data_info.test_data, config, train_data=train_data,
+      num_train_examples=train_lib.BASELINE_TRAIN_EXAMPLES,
+      num_eval_examples=(config.train.num_eval_examples
+                         if num_examples is None else num_examples))
 
 
 def main(argv: Sequence[str]) -> int:
@@ -101,7 +144,7 @@ def main(argv: Sequence[str]) -> int:
                    preset=FLAGS.preset, flip_test=FLAGS.flip_test,
                    num_examples=FLAGS.num_examples,
                    batch_size=FLAGS.eval_batch_size, out=FLAGS.out,
-                   progress=FLAGS.progress)
+                   progress=FLAGS.progress, baseline=FLAGS.baseline)
   return 0
 
 

@@ -9,6 +9,13 @@ error and PCKh@0.5 on `joint_valid_2d`. A model may add metrics by defining
 ([B] or [B, J], NaN where a value does not apply) is averaged over all its
 finite entries across the test set.
 
+With a mixture (zoo.data.mixture) every source with a test split is read
+once and the metrics are also given per source (`per_source`). Examples of
+MPI-INF-3DHP (record `dataset` 'mpi_inf_3dhp', written by
+zoo.data.mpi_inf_3dhp: valid frames, universal skeleton) also get that
+benchmark's protocol (`mpi_inf_3dhp`: PCK3D@150 mm and AUC in percent, per
+activity; zoo.metrics.mpi_inf_3dhp_summary).
+
 Also here: the mean-pose baseline (predict the training mean root-relative
 pose for every image), which the c2f issue compares against.
 """
@@ -28,7 +35,8 @@ from zoo import metrics as metrics_lib
 # Per-example features kept for the metrics (besides the predictions).
 _GT_KEYS = ('joints3d_rel_mm', 'joints3d_cam_mm', 'joints2d_px',
             'joint_valid_2d', 'joint_valid_3d', 'joint_in_crop', 'has_3d',
-            'action', 'subject')
+            'action', 'subject', 'source', 'dataset')
+MPI3DHP_DATASET = 'mpi_inf_3dhp'
 # The keys every metrics.json holds (the trainer adds the run's own keys).
 METRIC_KEYS = ('mpjpe_mm', 'pa_mpjpe_mm', 'n_mpjpe_mm', 'pck3d_150', 'auc',
                'pcp3d', 'abs_mpjpe_mm', 'per_action', 'mean_error_2d_px',
@@ -36,10 +44,14 @@ METRIC_KEYS = ('mpjpe_mm', 'pa_mpjpe_mm', 'n_mpjpe_mm', 'pck3d_150', 'auc',
                'eval_examples_per_second', 'flip_test')
 
 
-def eval_dataset(data_dir: str, config: Any, *, split: str = 'test',
+def eval_dataset(data_dir, config: Any, *, split: str = 'test',
                  num_examples: int | None = None,
                  batch_size: int | None = None) -> tf.data.Dataset:
-  """The test split through the shared pipeline: no augmentation, in order."""
+  """The test split through the shared pipeline: no augmentation, in order.
+
+  `data_dir`: a directory or a zoo.data.mixture.Mixture (sources read once
+  each, round-robin).
+  """
   from zoo.data import pipeline
   return pipeline.make_dataset(
       data_dir, split, input_size=config.input_size,
@@ -106,11 +118,49 @@ def _nanmean_all(values: np.ndarray) -> float:
   return float(values.mean()) if values.size else float('nan')
 
 
+def _subset(values: Mapping[str, np.ndarray] | None, keep: np.ndarray
+            ) -> dict[str, np.ndarray]:
+  return {k: np.asarray(v)[keep] for k, v in dict(values or {}).items()}
+
+
+def _names(values) -> np.ndarray:
+  return np.array([v.decode(errors='replace') if isinstance(v, bytes)
+                   else str(v) for v in np.asarray(values).reshape(-1)])
+
+
 def compute_metrics(poses: Mapping[str, np.ndarray],
                     truth: Mapping[str, np.ndarray],
-                    extras: Mapping[str, np.ndarray] | None = None
-                    ) -> dict[str, Any]:
-  """zoo.metrics over collected predictions and ground truth (JSON-ready)."""
+                    extras: Mapping[str, np.ndarray] | None = None,
+                    per_source: bool = True) -> dict[str, Any]:
+  """zoo.metrics over collected predictions and ground truth (JSON-ready).
+
+  With examples of more than one `source`, `per_source` maps each source
+  name to its own metrics; MPI-INF-3DHP examples add `mpi_inf_3dhp`.
+  """
+  out = _compute_metrics(poses, truth, extras)
+  if 'dataset' in truth:
+    is_3dhp = (_names(truth['dataset']) == MPI3DHP_DATASET) & (
+        truth['has_3d'].reshape(-1) > 0)
+    if is_3dhp.any():
+      out['mpi_inf_3dhp'] = metrics_lib.mpi_inf_3dhp_summary(
+          poses['poses3d_rel_mm'][is_3dhp],
+          truth['joints3d_rel_mm'][is_3dhp],
+          activities=(_names(truth['action'])[is_3dhp] if 'action' in truth
+                      else None),
+          valid=truth['joint_valid_3d'][is_3dhp])
+  if per_source and 'source' in truth:
+    sources = _names(truth['source'])
+    if len(set(sources)) > 1:
+      out['per_source'] = {}
+      for name in sorted(set(sources)):
+        keep = sources == name
+        out['per_source'][name] = compute_metrics(
+            _subset(poses, keep), _subset(truth, keep), _subset(extras, keep),
+            per_source=False)
+  return out
+
+
+def _compute_metrics(poses, truth, extras) -> dict[str, Any]:
   has_3d = truth['has_3d'].reshape(-1) > 0
   out: dict[str, Any] = {'num_eval_examples': int(has_3d.shape[0]),
                          'num_eval_examples_3d': int(has_3d.sum())}
@@ -143,7 +193,7 @@ def compute_metrics(poses: Mapping[str, np.ndarray],
   return out
 
 
-def evaluate_model(model, data_dir: str, config: Any, *,
+def evaluate_model(model, data_dir, config: Any, *,
                    flip_test: bool | None = None,
                    num_examples: int | None = None,
                    batch_size: int | None = None, split: str = 'test',
@@ -168,17 +218,20 @@ def evaluate_model(model, data_dir: str, config: Any, *,
   return out
 
 
-def mean_pose_baseline(data_dir: str, config: Any, *,
+def mean_pose_baseline(data_dir, config: Any, *,
                        num_train_examples: int = 1000,
                        num_eval_examples: int | None = None,
-                       batch_size: int = 64) -> dict[str, Any]:
+                       batch_size: int = 64,
+                       train_data=None) -> dict[str, Any]:
   """MPJPE / PA-MPJPE of predicting the training mean root-relative pose.
 
-  The mean is taken over the first `num_train_examples` training examples in
-  the crop camera frame the models predict in (pipeline, no augmentation),
-  per joint over valid labels.
+  The mean is taken over the first `num_train_examples` training examples of
+  `train_data` (default: `data_dir`'s train split) in the crop camera frame
+  the models predict in (pipeline, no augmentation), per joint over valid
+  labels; it is scored on `data_dir`'s test split.
   """
-  train = eval_dataset(data_dir, config, split='train',
+  train = eval_dataset(data_dir if train_data is None else train_data,
+                       config, split='train',
                        num_examples=num_train_examples, batch_size=batch_size)
   sums, weights, seen = None, None, 0
   for features in train:
@@ -243,9 +296,35 @@ def format_report(metrics: Mapping[str, Any]) -> str:
     unit = units.get(key, '')
     lines.append(f'{key:<28}{_fmt(value):>14} {unit}'.rstrip())
   baseline = metrics.get('mean_pose_baseline')
-  if isinstance(baseline, Mapping):
+  if isinstance(baseline, Mapping) and 'note' in baseline:
+    lines.append(f'{"baseline: mean-pose MPJPE":<28}{"-":>14}')
+    lines.append(f'  ({baseline["note"]})')
+  elif isinstance(baseline, Mapping):
     lines.append(f'{"baseline: mean-pose MPJPE":<28}'
                  f'{_fmt(baseline.get("mpjpe_mm")):>14} mm')
+  benchmark = metrics.get('mpi_inf_3dhp')
+  if isinstance(benchmark, Mapping):
+    lines.append('')
+    lines.append(f'MPI-INF-3DHP protocol ({benchmark["num_frames"]} valid '
+                 'frames, universal skeleton)')
+    lines.append(f'{"activity":<22}{"PCK3D@150":>10}{"AUC":>8}'
+                 f'{"MPJPE mm":>10}')
+    lines.append('-' * 50)
+    rows = [('all', benchmark)] + list(
+        (benchmark.get('per_activity') or {}).items())
+    for name, row in rows:
+      lines.append(f'{name:<22}{_fmt(row["pck3d_150"]):>10}'
+                   f'{_fmt(row["auc"]):>8}{_fmt(row["mpjpe_mm"]):>10}')
+  per_source = metrics.get('per_source') or {}
+  if per_source:
+    lines.append('')
+    lines.append(f'{"source":<18}{"examples":>9}{"MPJPE mm":>10}'
+                 f'{"PCK3D":>8}{"2D px":>8}')
+    lines.append('-' * 53)
+    for name, row in per_source.items():
+      lines.append(f'{name:<18}{row["num_eval_examples"]:>9}'
+                   f'{_fmt(row["mpjpe_mm"]):>10}{_fmt(row["pck3d_150"]):>8}'
+                   f'{_fmt(row["mean_error_2d_px"]):>8}')
   per_action = metrics.get('per_action') or {}
   if per_action:
     lines.append('')

@@ -1,7 +1,7 @@
 """Command line of the trainer: train, checkpoint, evaluate one zoo model.
 
   python -m trainers.run --model=NAME [--preset=paper|cpu|smoke]
-      [--workdir=DIR] [--data=synthetic|DIR_OF_TFRECORDS] [--steps=N]
+      [--workdir=DIR] [--data=synthetic|DIR|NAME=DIR:WEIGHT,...] [--steps=N]
       [--batch_size=B] [--precision=float32|mixed_float16|mixed_bfloat16]
       [--strategy=auto|default|mirrored|multi_worker] [--seed=S]
       [--init_from=CKPT] [--override=key=value,...]
@@ -43,7 +43,6 @@ flags.DEFINE_string('init_from', None, 'Start from these weights (fine-tuning)'
 flags.DEFINE_multi_string('override', [], 'Config overrides key=value[,...] '
                           'with dotted keys, e.g. train.learning_rate=1e-3.')
 flags.DEFINE_boolean('evaluate', True, 'Evaluate on the test split at the end.')
-flags.DEFINE_boolean('baseline', True, 'Also measure the mean-pose baseline.')
 flags.DEFINE_boolean('deterministic', False, 'Deterministic input order.')
 flags.DEFINE_enum('on_bad_record', 'stop', ['stop', 'skip'], 'At a bad '
                   'training record or a corrupt record file: stop with an '
@@ -84,7 +83,8 @@ def main(argv: Sequence[str]) -> int:
     raise _usage(e)
 
   result = train_lib.train(
-      FLAGS.model, preset=preset, workdir=FLAGS.workdir, data=FLAGS.data,
+      FLAGS.model, preset=preset, workdir=FLAGS.workdir,
+      data=None if FLAGS['data'].using_default_value else FLAGS.data,
       steps=FLAGS.steps, batch_size=FLAGS.batch_size,
       precision=FLAGS.precision, strategy=strategy, seed=FLAGS.seed,
       data_seed=FLAGS.data_seed, init_from=FLAGS.init_from,

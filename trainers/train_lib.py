@@ -168,13 +168,31 @@ def parse_overrides(config: Any,
       _lookup(config, key)
     return dict(items)
   out = {}
-  for item in split_overrides(items):
+  for item in _rejoin_values(config, split_overrides(items)):
     if '=' not in item:
       raise ValueError(f'override {item!r} is not key=value (e.g. '
                        'train.learning_rate=1e-3)')
     key, text = item.split('=', 1)
     key = key.strip()
     out[key] = _coerce(key, text, _lookup(config, key))
+  return out
+
+
+def _rejoin_values(config: Any, items: list[str]) -> list[str]:
+  """Joins an item whose key is not a config field back to the previous
+  one, so a value may hold `name=` after a comma (a data mixture:
+  train.data=h36m=/d/h36m:0.6,mpii=/d/mpii:0.4)."""
+  out: list[str] = []
+  for item in items:
+    try:
+      _lookup(config, item.split('=', 1)[0].strip())
+      known = True
+    except KeyError:
+      known = False
+    if not known and out:
+      out[-1] = out[-1] + ',' + item
+    else:
+      out.append(item)
   return out
 
 
@@ -241,21 +259,102 @@ def make_optimizer(train: config_lib.TrainConfig) -> keras.optimizers.Optimizer:
 
 @dataclasses.dataclass
 class DataInfo:
-  name: str          # 'synthetic' or 'tfrecords'
-  directory: str
+  name: str          # 'synthetic', 'tfrecords' or 'mixture'
+  directory: str     # the directory (a mixture's: its first source's)
   seed: int | None
   format_version: int | None
   manifest: dict | None = None
+  # A mixture (zoo.data.mixture.Mixture) and the part of it that has a test
+  # split; None for a single source.
+  mixture: Any = None
+  test_mixture: Any = None
+  # Splits every source holds ('train', 'test').
+  splits: tuple[str, ...] = ('train', 'test')
+
+  @property
+  def train_data(self):
+    """What the pipeline reads for training: a directory or a Mixture."""
+    return self.mixture if self.mixture is not None else self.directory
+
+  @property
+  def test_data(self):
+    """What the pipeline reads for evaluation: a directory or a Mixture."""
+    return self.test_mixture if self.test_mixture is not None else \
+        self.directory
 
   def to_dict(self) -> dict[str, Any]:
-    return {'name': self.name, 'dir': os.path.abspath(self.directory),
-            'seed': self.seed, 'format_version': self.format_version}
+    out = {'name': self.name, 'dir': os.path.abspath(self.directory),
+           'seed': self.seed, 'format_version': self.format_version}
+    if self.mixture is not None:
+      out['spec'] = self.mixture.spec()
+      out['sources'] = [{'name': s.name, 'dir': os.path.abspath(s.path),
+                         'weight': s.weight} for s in self.mixture.sources]
+    return out
+
+
+def _split_present(directory: str, split: str) -> bool:
+  from zoo.data import records
+  try:
+    records.list_shards(directory, split)
+  except FileNotFoundError:
+    return False
+  return True
+
+
+def _resolve_mixture(data: str, config: Any, data_seed: int, progress: bool,
+                     splits: Sequence[str]) -> DataInfo:
+  """A data spec naming several sources (zoo.data.mixture)."""
+  from zoo.data import mixture as mixture_lib
+  from zoo.data import records
+  sources, synthetic_used = [], False
+  for source in mixture_lib.parse(data):
+    path = source.path
+    if path == DATA_SYNTHETIC:
+      from zoo.data import synthetic
+      synthetic_used = True
+      path = synthetic.ensure_dataset(config.train.num_train_examples,
+                                      config.train.num_test_examples,
+                                      seed=data_seed, progress=progress)
+    sources.append(mixture_lib.Source(source.name, path, source.weight))
+  mixture_lib.check_splits(sources, [s for s in splits if s != 'test'],
+                           records.list_shards)
+  versions = {}
+  for source in sources:
+    try:
+      versions[source.name] = records.read_manifest(source.path).get(
+          'format_version')
+    except FileNotFoundError:
+      versions[source.name] = None
+  mixture_lib.check_format_versions(versions, records.FORMAT_VERSION)
+  test_mixture = None
+  if 'test' in splits:
+    with_test = [s for s in sources if _split_present(s.path, 'test')]
+    if not with_test:
+      mixture_lib.check_splits(sources[:1], ('test',), records.list_shards)
+    left_out = [s.name for s in sources if s not in with_test]
+    if left_out:
+      logging.warning('Data sources %s have no test split: evaluation '
+                      'leaves them out.', left_out)
+    test_mixture = mixture_lib.Mixture(tuple(with_test))
+  present = tuple(split for split in ('train', 'test') if all(
+      _split_present(s.path, split) for s in sources))
+  return DataInfo('mixture', sources[0].path,
+                  data_seed if synthetic_used else None,
+                  records.FORMAT_VERSION, None,
+                  mixture_lib.Mixture(tuple(sources)), test_mixture, present)
 
 
 def resolve_data(data: str, config: Any, data_seed: int = 0,
-                 progress: bool = True) -> DataInfo:
-  """'synthetic' (generated once into a cache) or a directory of shards."""
+                 progress: bool = True,
+                 splits: Sequence[str] = ('train', 'test')) -> DataInfo:
+  """'synthetic' (generated once into a cache), a directory of shards, or
+  a mixture of such (zoo.data.mixture). `splits` are the splits the caller
+  needs: a missing one is a clear error (a mixture's sources without a test
+  split are left out of its evaluation, with a warning)."""
+  from zoo.data import mixture as mixture_lib
   from zoo.data import records
+  if data != DATA_SYNTHETIC and mixture_lib.is_mixture(data):
+    return _resolve_mixture(data, config, data_seed, progress, splits)
   if data == DATA_SYNTHETIC:
     from zoo.data import synthetic
     directory = synthetic.ensure_dataset(config.train.num_train_examples,
@@ -268,7 +367,7 @@ def resolve_data(data: str, config: Any, data_seed: int = 0,
     if not os.path.isdir(directory):
       raise ValueError(f'--data must be {DATA_SYNTHETIC!r} or a directory of '
                        f'zoo TFRecords; {directory!r} is not a directory')
-    for split in ('train', 'test'):
+    for split in splits:
       records.list_shards(directory, split)  # clear error if missing
   try:
     manifest = records.read_manifest(directory)
@@ -276,21 +375,30 @@ def resolve_data(data: str, config: Any, data_seed: int = 0,
     manifest = None
   seed = data_seed if name == DATA_SYNTHETIC else (manifest or {}).get('seed')
   version = (manifest or {}).get('format_version', records.FORMAT_VERSION)
-  return DataInfo(name, directory, seed, version, manifest)
+  present = tuple(s for s in ('train', 'test')
+                  if _split_present(directory, s))
+  return DataInfo(name, directory, seed, version, manifest, splits=present)
 
 
-def train_dataset(data_dir: str, config: Any, model, *, seed: int,
+def train_dataset(data_dir, config: Any, model, *, seed: int,
                   deterministic: bool = False, on_bad_record: str = 'stop',
                   bad_records=None,
-                  input_pipelines: tuple[int, int] = (1, 0)
-                  ) -> tf.data.Dataset:
+                  input_pipelines: tuple[int, int] = (1, 0),
+                  source_counts=None) -> tf.data.Dataset:
   """The training input; `input_pipelines` = (workers, this worker) shards
-  it (distribute.input_pipelines); `bad_records` counts skipped input."""
+  it (distribute.input_pipelines); `bad_records` counts skipped input;
+  `source_counts` (zoo.data.mixture.SourceCounts) counts examples per
+  source. `data_dir` is a directory or a zoo.data.mixture.Mixture."""
   from zoo.data import pipeline
+  map_fn = model.targets
+  if source_counts is not None:
+    def map_fn(features):
+      source_counts.count(features['source'])
+      return model.targets(features)
   return pipeline.make_dataset(
       data_dir, 'train', input_size=config.input_size,
       batch_size=config.train.batch_size, training=True,
-      augment=config.augment, map_fn=model.targets, seed=seed,
+      augment=config.augment, map_fn=map_fn, seed=seed,
       deterministic=deterministic, on_bad_record=on_bad_record,
       bad_records=bad_records, num_input_pipelines=input_pipelines[0],
       input_pipeline_id=input_pipelines[1])
@@ -388,7 +496,7 @@ class _FileLog:
 
 
 def train(model: str, *, preset: str = 'cpu', workdir: str | None = None,
-          data: str = DATA_SYNTHETIC, steps: int | None = None,
+          data: str | None = None, steps: int | None = None,
           batch_size: int | None = None, precision: str = 'float32',
           strategy: str | tf.distribute.Strategy = 'auto', seed: int = 0, data_seed: int = 0,
           init_from: str | None = None, overrides=None,
@@ -405,8 +513,10 @@ def train(model: str, *, preset: str = 'cpu', workdir: str | None = None,
     workdir: output directory (checkpoints/, tb/, model.weights.h5,
       manifest.json, metrics.json, config.json, train.log); an existing one is
       resumed. Default: runs/MODEL_PRESET.
-    data: 'synthetic' (embedded dataset, generated on first use) or a
-      directory of zoo TFRecords with train-* and test-* shards.
+    data: 'synthetic' (embedded dataset, generated on first use), a
+      directory of zoo TFRecords with train-* and test-* shards, or a
+      mixture 'NAME=DIR:WEIGHT,...' (zoo.data.mixture); None: the config's
+      train.data, else 'synthetic'.
     steps, batch_size: shortcuts for the overrides train.steps /
       train.batch_size (the batch is global, split over replicas).
     precision: 'float32' | 'mixed_float16' | 'mixed_bfloat16'.
@@ -459,8 +569,17 @@ def train(model: str, *, preset: str = 'cpu', workdir: str | None = None,
                  type(dist).__name__, dist.num_replicas_in_sync,
                  ', ' + distribute.tf_config_summary()
                  if distribute.tf_config_summary() else '', precision)
-    data_info = resolve_data(data, config, data_seed, progress)
-    logging.info('Data: %s at %s.', data_info.name, data_info.directory)
+    if data is None:
+      data = getattr(config.train, 'data', '') or DATA_SYNTHETIC
+    data_info = resolve_data(
+        data, config, data_seed, progress,
+        ('train', 'test') if run_evaluation else ('train',))
+    if data_info.mixture is not None:
+      logging.info('Data: mixture of %s.', ', '.join(
+          f'{s.name} ({p:.0%}) at {s.path}' for s, p in zip(
+              data_info.mixture.sources, data_info.mixture.probabilities)))
+    else:
+      logging.info('Data: %s at %s.', data_info.name, data_info.directory)
     if entry.prepare is not None:
       config = entry.prepare(config, workdir, data_info.directory)
     run_config = {'model': model, 'preset': preset,
@@ -549,19 +668,24 @@ def _train(entry, config, preset, workdir, own_dir, chief, dist, data_info,
   interrupted = None
   skip = on_bad_record == 'skip'
   bad_records = pipeline.BadRecords() if skip else None
+  source_counts = None
+  if data_info.mixture is not None:
+    from zoo.data import mixture as mixture_lib
+    source_counts = mixture_lib.SourceCounts()
   if start_step < target:
     input_pipelines = distribute.input_pipelines(dist)
     # A different but reproducible input stream per resumed segment.
-    dataset = train_dataset(data_info.directory, config, model,
+    dataset = train_dataset(data_info.train_data, config, model,
                             seed=seed + start_step,
                             deterministic=deterministic,
                             on_bad_record=on_bad_record,
                             bad_records=bad_records,
-                            input_pipelines=input_pipelines)
+                            input_pipelines=input_pipelines,
+                            source_counts=source_counts)
     # A separate dataset object for the check: iterating `dataset` itself
     # would advance its shuffle seed and change the order `fit` sees.
     x, y = next(iter(train_dataset(
-        data_info.directory, config, model, seed=seed + start_step,
+        data_info.train_data, config, model, seed=seed + start_step,
         deterministic=deterministic, on_bad_record=on_bad_record,
         bad_records=pipeline.BadRecords(log=False) if skip else None,
         input_pipelines=input_pipelines)))
@@ -577,6 +701,8 @@ def _train(entry, config, preset, workdir, own_dir, chief, dist, data_info,
         cbs += [callbacks_lib.TensorBoardScalars(state,
                                                  os.path.join(workdir, 'tb')),
                 callbacks_lib.LogLines(state),
+                *([callbacks_lib.SourceCountLog(state, source_counts)]
+                  if source_counts is not None else []),
                 callbacks_lib.ProgressBar(state, enabled=progress)]
       cbs += list(extra_callbacks)
       logging.info('Training steps %d -> %d (batch %d, %s).', start_step,
@@ -643,7 +769,9 @@ def _train(entry, config, preset, workdir, own_dir, chief, dist, data_info,
 
   steps_done = state.steps_done
   metrics = {'model': entry.name, 'preset': preset, 'steps': state.step}
-  metrics.update(evaluation.evaluate_model(model, data_info.directory, config,
+  if source_counts is not None:
+    metrics['train_examples_per_source'] = source_counts.counts()
+  metrics.update(evaluation.evaluate_model(model, data_info.test_data, config,
                                            flip_test=flip_test,
                                            progress=progress))
   if steps_done > 0:
@@ -666,7 +794,7 @@ def _train(entry, config, preset, workdir, own_dir, chief, dist, data_info,
   metrics['replicas'] = dist.num_replicas_in_sync
   if baseline:
     metrics['mean_pose_baseline'] = evaluation.mean_pose_baseline(
-        data_info.directory, config,
+        data_info.test_data, config, train_data=data_info.train_data,
         num_train_examples=min(BASELINE_TRAIN_EXAMPLES,
                                train_cfg.num_train_examples),
         num_eval_examples=train_cfg.num_eval_examples)

@@ -55,6 +55,11 @@ class TrainConfig:
   num_train_examples: int = 50_000
   num_test_examples: int = 2_000
   num_eval_examples: int | None = None  # None: the whole test split
+  # Training data when the trainer's --data is not given: '' is the embedded
+  # synthetic data; else a directory or a mixture such as
+  # 'h36m=/d/h36m:0.6,mpii=/d/mpii:0.4' (zoo.data.mixture), so a preset can
+  # name the data it was made for.
+  data: str = ''
 
 
 def replace(config: Any, **overrides) -> Any:

@@ -266,6 +266,59 @@ def summarize(pred_rel_mm, gt_rel_mm, actions=None, valid=None,
   return out
 
 
+# MPI-INF-3DHP's activity labels (the test set's activity_annotation, 1-based).
+MPI3DHP_ACTIVITIES = ('Standing/Walking', 'Exercising', 'Sitting',
+                      'Reaching/Crouching', 'On the floor', 'Sports',
+                      'Miscellaneous')
+
+
+def mpi_inf_3dhp_summary(pred_rel_mm, gt_rel_mm, activities=None, valid=None,
+                         root: int = skel.ROOT) -> dict:
+  """The MPI-INF-3DHP test protocol as JSON-ready floats.
+
+  The caller passes only the valid frames, with the ground truth in the
+  universal skeleton (`univ_annot3`, which zoo.data.mpi_inf_3dhp stores for
+  the test split), both root-relative (mm). PCK3D counts joints whose
+  root-aligned error is strictly below 150 mm; AUC averages PCK3D over
+  thresholds 0, 5, ..., 150 mm. Returns pck3d_150 and auc (percent, as the
+  benchmark reports them), mpjpe_mm, num_frames and per_activity (activity
+  name -> {pck3d_150, auc, mpjpe_mm, num_frames}); `activities` are names
+  or the test set's 1-based activity numbers.
+  """
+  pred, gt = _check_pair(pred_rel_mm, gt_rel_mm)
+  pck = pck3d(pred, gt, PCK_THRESHOLD_MM, valid, root)
+  area = auc(pred, gt, valid, root)
+  errors = mpjpe(pred, gt, valid, root)
+
+  def block(mask):
+    return {'pck3d_150': 100. * _nanmean(pck[mask]),
+            'auc': 100. * _nanmean(area[mask]),
+            'mpjpe_mm': _nanmean(errors[mask]),
+            'num_frames': int(mask.sum())}
+  out = block(np.ones(pred.shape[0], bool))
+  out['per_activity'] = {}
+  if activities is not None:
+    names = [mpi3dhp_activity_name(a)
+             for a in np.asarray(activities).reshape(-1)]
+    if len(names) != pred.shape[0]:
+      raise ValueError(f'activities has {len(names)} entries for '
+                       f'{pred.shape[0]} poses')
+    names = np.asarray(names, object)
+    for name in sorted(set(names)):
+      out['per_activity'][name] = block(names == name)
+  return out
+
+
+def mpi3dhp_activity_name(value) -> str:
+  """An MPI-INF-3DHP activity number (1..7, or its text) -> its name."""
+  if isinstance(value, (bytes, np.bytes_)):
+    value = value.decode()
+  text = str(value)
+  if text.isdigit() and 1 <= int(text) <= len(MPI3DHP_ACTIVITIES):
+    return MPI3DHP_ACTIVITIES[int(text) - 1]
+  return text
+
+
 def format_table(metrics: Mapping[str, object]) -> str:
   """A plain-text table of a `summarize` dict (per-action rows last)."""
   lines = []

@@ -2,7 +2,8 @@
 
 The zoo's canonical skeleton is Human3.6M-17 (H36M community order, as in
 VideoPose3D, mmpose and the Lifting-from-the-Deep prior). Other skeletons
-(MPII-16, CPM-14, H36M-32 motion files) are defined by their names and an index
+(MPII-16, CPM-14, H36M-32 motion files,
+MPI-INF-3DHP's 17 test and 28 training joints) are defined by their names and an index
 map into H36M-17, so conversion is a gather plus a validity mask.
 """
 from __future__ import annotations
@@ -121,8 +122,35 @@ CPM14_TO_H36M17[LIFTING_H36M_ORDER] = LIFTING_W_POS
 H36M32_TO_H36M17 = np.array(
     [0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27], np.int64)
 
-_TO_H36M17 = {'mpii16': MPII16_TO_H36M17, 'cpm14': CPM14_TO_H36M17}
-SKELETONS = {s.name: s for s in (H36M17, MPII16, CPM14)}
+# MPI-INF-3DHP. The test set (and MuPoTS-3D) label 17 joints in this order;
+# the training set labels 28, of which the 17 test joints are
+# MPI3DHP28_TO_MPI3DHP17. 3DHP's "neck" sits between the shoulders (H36M's
+# thorax, 8) and its "head" between neck and head top (H36M's neck/nose, 9).
+MPI3DHP17 = Skeleton(
+    name='mpi_inf_3dhp17',
+    joint_names=('head_top', 'neck', 'right_shoulder', 'right_elbow',
+                 'right_wrist', 'left_shoulder', 'left_elbow', 'left_wrist',
+                 'right_hip', 'right_knee', 'right_ankle', 'left_hip',
+                 'left_knee', 'left_ankle', 'pelvis', 'spine', 'head'),
+    parents=(16, 15, 1, 2, 3, 1, 5, 6, 14, 8, 9, 14, 11, 12, -1, 14, 1),
+    left_right_pairs=((5, 2), (6, 3), (7, 4), (11, 8), (12, 9), (13, 10)),
+)
+MPI3DHP28_JOINT_NAMES = (
+    'spine3', 'spine4', 'spine2', 'spine', 'pelvis', 'neck', 'head',
+    'head_top', 'left_clavicle', 'left_shoulder', 'left_elbow', 'left_wrist',
+    'left_hand', 'right_clavicle', 'right_shoulder', 'right_elbow',
+    'right_wrist', 'right_hand', 'left_hip', 'left_knee', 'left_ankle',
+    'left_foot', 'left_toe', 'right_hip', 'right_knee', 'right_ankle',
+    'right_foot', 'right_toe')
+MPI3DHP28_TO_MPI3DHP17 = np.array([7, 5, 14, 15, 16, 9, 10, 11, 23, 24, 25,
+                                   18, 19, 20, 4, 3, 6], np.int64)
+# Every 3DHP-17 joint has an H36M-17 counterpart (a permutation).
+MPI3DHP17_TO_H36M17 = np.array([10, 8, 14, 15, 16, 11, 12, 13, 1, 2, 3, 4, 5,
+                                6, 0, 7, 9], np.int64)
+
+_TO_H36M17 = {'mpii16': MPII16_TO_H36M17, 'cpm14': CPM14_TO_H36M17,
+              'mpi_inf_3dhp17': MPI3DHP17_TO_H36M17}
+SKELETONS = {s.name: s for s in (H36M17, MPII16, CPM14, MPI3DHP17)}
 
 
 def to_h36m17(joints: np.ndarray, source: str,
@@ -142,9 +170,18 @@ def to_h36m17(joints: np.ndarray, source: str,
     if valid is not None:
       v = np.asarray(valid, np.float32)[..., H36M32_TO_H36M17]
     return out, v
+  if source == 'mpi_inf_3dhp28':
+    joints = np.asarray(joints)
+    if joints.shape[-2] != 28:
+      raise ValueError(f'mpi_inf_3dhp28 joints must have 28 joints on axis '
+                       f'-2, got shape {joints.shape}')
+    if valid is not None:
+      valid = np.asarray(valid)[..., MPI3DHP28_TO_MPI3DHP17]
+    return to_h36m17(joints[..., MPI3DHP28_TO_MPI3DHP17, :], 'mpi_inf_3dhp17',
+                     valid)
   if source not in _TO_H36M17:
     raise KeyError(f'unknown skeleton {source!r}; expected one of '
-                   f'{sorted(_TO_H36M17) + ["h36m32"]}')
+                   f'{sorted(_TO_H36M17) + ["h36m32", "mpi_inf_3dhp28"]}')
   index = _TO_H36M17[source]
   joints = np.asarray(joints)
   if joints.shape[-2] != len(index):

@@ -18,6 +18,8 @@ input. Outputs are float32 under any precision policy; losses are float32.
 """
 from __future__ import annotations
 
+import math
+
 import keras
 import tensorflow as tf
 
@@ -97,27 +99,52 @@ class _C2FBase(base.PoseModel):
     return tf.add_n([tf.cast(l, tf.float32) for l in self.losses]) \
         if self.losses else 0.
 
-  def _volume_loss(self, y, y_pred, stacks, sample_weight):
+  def _volume_loss(self, y, y_pred, stacks, sample_weight,
+                   image_plane_stacks=None):
     """Sum over `stacks` of the per-voxel MSE against 3D Gaussians.
 
     Weighted by heatmap_loss_weight, plus integral_loss_weight times the
     integral L1 when that is positive.
+
+    Joints with a 2D label and no 3D label (y['valid_2d_only']: 2D-only
+    examples of a mixture) supervise only the image plane: on 2D stacks as
+    any joint; on a volume of `image_plane_stacks` (default: all) through
+    its image-plane marginal (the sum over depth divided by the depth
+    Gaussian's mass sqrt(2 pi) sigma_z, so a target volume's marginal is
+    the 2D target up to discretisation) against the 2D Gaussian, weighted
+    like a 2D stack, and through the x-y of the integral loss (the
+    marginal's expectation). On volumes outside `image_plane_stacks` they
+    contribute nothing. Nothing of theirs reaches a depth term.
     """
     c = self.config
     total = 0.
+    only_2d = y.get('valid_2d_only')
     for i in stacks:
       d = int(c.depth_schedule[i])
       vox = y['joints_vox']
       z = targets_lib.rescale_depth_index(vox[..., 2], c.num_depth_bins, d)
       centers = tf.concat([vox[..., :2], z[..., None]], -1)
       valid = y['valid_2d'] if d == 1 else y['valid_3d']
+      image_plane = only_2d is not None and d > 1 and (
+          image_plane_stacks is None or i in image_plane_stacks)
+      valid_xy = y['valid_2d']
+      if only_2d is not None and d > 1 and not image_plane:
+        valid_xy = valid_xy * (1. - only_2d)
+      volume = y_pred[f'volume_{i}']
       per_example = 0.
       if c.heatmap_loss_weight:
         per_example = c.heatmap_loss_weight * heatmaps.separable_gaussian_mse(
-            y_pred[f'volume_{i}'], centers, c.sigma, c.sigma_z(d), valid)
+            volume, centers, c.sigma, c.sigma_z(d), valid)
+        if image_plane:
+          mass = (2. * math.pi) ** 0.5 * c.sigma_z(d)
+          marginal = tf.reduce_sum(tf.cast(volume, tf.float32), 3,
+                                   keepdims=True) / mass
+          per_example += c.heatmap_loss_weight * \
+              heatmaps.separable_gaussian_mse(marginal, centers, c.sigma, 1.,
+                                              only_2d)
       if c.integral_loss_weight:
         per_example += c.integral_loss_weight * heatmaps.integral_l1(
-            y_pred[f'volume_{i}'], centers, c.integral_beta, y['valid_2d'],
+            volume, centers, c.integral_beta, valid_xy,
             valid if d > 1 else None)
       total += base.distributed_mean(per_example, sample_weight)
     return total
@@ -361,8 +388,11 @@ class DecoupledVolumetric(_C2FBase):
     del x, training
     c = self.config
     first = c.network1_stacks if c.train_mode == 'network2_mocap' else 0
+    # 2D-only joints train network 1 (its 2D stacks) and nothing of
+    # network 2.
     return self._volume_loss(y, y_pred, range(first, c.num_stacks),
-                             sample_weight) + self._extra_losses()
+                             sample_weight, image_plane_stacks=()) + \
+        self._extra_losses()
 
   @property
   def backbone(self) -> list[keras.layers.Layer]:

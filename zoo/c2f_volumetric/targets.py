@@ -71,7 +71,9 @@ def make_targets(features: dict[str, tf.Tensor], config: C2FConfig,
     x: {'image', 'intrinsics'} (+ 'heatmaps2d_input').
     y: joints_vox [.., J, 3] (x, y heatmap cells; z continuous bin index at
        D = config.num_depth_bins), valid_2d / valid_3d [.., J] (label present
-       and inside the x-y grid / the x-y-z volume), joints_norm [.., J, 3]
+       and inside the x-y grid / the x-y-z volume), valid_2d_only [.., J]
+       (a 2D label inside the grid but no 3D label: has_3d = 0 or
+       joint_valid_3d = 0), joints_norm [.., J, 3]
        (x, y crop px mapped to [-1, 1] by the crop edges, z_rel / depth range)
        and valid_norm [.., J, 3] (per-coordinate, not cropped to the volume)
        for coordinate regression.
@@ -88,6 +90,9 @@ def make_targets(features: dict[str, tf.Tensor], config: C2FConfig,
   valid3d = _get(features, 'joint_valid_3d')
   if 'has_3d' in features:
     valid3d = valid3d * tf.cast(features['has_3d'], tf.float32)[..., None]
+  # Joints with a 2D label and no 3D one (2D-only examples such as MPII's,
+  # or joints a 3D dataset lacks): only the image plane is supervised.
+  valid_2d_only = valid2d * (1. - valid3d)
 
   xy = crop_px_to_heatmap(joints2d, s, h)
   z = depth_mm_to_index(joints3d[..., 2], d, r)
@@ -118,5 +123,6 @@ def make_targets(features: dict[str, tf.Tensor], config: C2FConfig,
     maps = heatmaps.render_heatmaps_2d(xy_b, h, h, config.sigma, valid_b)
     x['heatmaps2d_input'] = maps if batched else maps[0]
   y = {'joints_vox': joints_vox, 'valid_2d': valid_2d, 'valid_3d': valid_3d,
+       'valid_2d_only': valid_2d_only * in_xy,
        'joints_norm': joints_norm, 'valid_norm': valid_norm}
   return x, y

@@ -29,7 +29,8 @@ Per-batch features (before `map_fn`), exactly FEATURE_KEYS:
   joints2d_px [B, J, 2] crop px; joints3d_cam_mm [B, J, 3] crop camera frame;
   joints3d_rel_mm [B, J, 3] root-relative; joint_valid_2d, joint_valid_3d,
   joint_in_crop [B, J]; has_3d [B]; dataset, subject, action, camera tf.string
-  [B]; frame int64 [B].
+  [B]; frame int64 [B]; source tf.string [B] (the mixture source's name, see
+  zoo.data.mixture; without a mixture, the record's `dataset`).
 Joint values where a mask is 0 are undefined (finite, but meaningless).
 
 Bad input is never silently batched. Checked per record (`_problems`, one
@@ -49,6 +50,11 @@ tf.train.Example, or a feature stored with the wrong value type (both stop
 with TensorFlow's parse error, which names neither file nor record; only a
 broken writer produces them), and image data corrupt in the middle with
 intact markers (decoders return a damaged image without an error).
+
+Mixtures. `data` may be a zoo.data.mixture.Mixture: each source is read
+(and sharded, as below, on its own), shuffled and repeated, and examples are
+drawn by weight (tf.data.Dataset.sample_from_datasets) before the one
+augmentation; see zoo.data.mixture.
 
 Multi-worker input. With `num_input_pipelines` > 1 (one per worker,
 `input_pipeline_id` = this worker) the pipeline shards explicitly and logs
@@ -73,13 +79,14 @@ import tensorflow as tf
 from zoo import geometry
 from zoo import skeleton as skel
 from zoo.config import AugmentConfig
+from zoo.data import mixture as mixture_lib
 from zoo.data import occlusion
 from zoo.data import records
 
 FEATURE_KEYS = ('image', 'intrinsics', 'joints2d_px', 'joints3d_cam_mm',
                 'joints3d_rel_mm', 'joint_valid_2d', 'joint_valid_3d',
                 'joint_in_crop', 'has_3d', 'dataset', 'subject', 'action',
-                'camera', 'frame')
+                'camera', 'frame', 'source')
 
 ON_BAD_RECORD = ('stop', 'skip')
 SHARD_BY_FILE, SHARD_BY_DATA, NO_SHARDING = 'FILE', 'DATA', 'OFF'
@@ -679,10 +686,45 @@ def _batch_stage(input_size: int):
         'joint_in_crop': valid_2d * tf.cast(inside, tf.float32),
         'has_3d': batch['has_3d'],
     }
-    for key in ('dataset', 'subject', 'action', 'camera', 'frame'):
+    for key in ('dataset', 'subject', 'action', 'camera', 'frame', 'source'):
       features[key] = batch[key]
     return features
   return fn
+
+
+def _with_source(stage):
+  """The example stage plus the `source` feature: the mixture source's
+  name (4th record element), else the record's `dataset`."""
+  def fn(index, item):
+    out = stage(index, tuple(item[:3]))
+    out['source'] = item[3] if len(item) > 3 else out['dataset']
+    return out
+  return fn
+
+
+def _source_records(source, split: str, shuffle_files: bool, seed: int,
+                    deterministic: bool, bad_records: BadRecords | None,
+                    num_input_pipelines: int, input_pipeline_id: int
+                    ) -> tf.data.Dataset:
+  """One mixture source's records, sharded for this input pipeline."""
+  try:
+    files = records.list_shards(source.path, split)
+  except FileNotFoundError as e:
+    raise mixture_lib.MixtureError(f'data source {source.name!r}: {e}') \
+        from None
+  sharding = input_sharding(len(files), num_input_pipelines)
+  if sharding == SHARD_BY_FILE:
+    files = files[input_pipeline_id::num_input_pipelines]
+  if sharding != NO_SHARDING:
+    logging.info('pipeline (%s): source %s: input pipeline %d of %d shards '
+                 'by %s (%d record files).', split, source.name,
+                 input_pipeline_id, num_input_pipelines, sharding,
+                 len(files))
+  ds = _records(files, shuffle_files, seed,
+                deterministic or sharding == SHARD_BY_DATA, bad_records)
+  if sharding == SHARD_BY_DATA:
+    ds = ds.shard(num_input_pipelines, input_pipeline_id)
+  return ds
 
 
 def make_dataset(data, split: str, *, input_size: int, batch_size: int,
@@ -699,8 +741,8 @@ def make_dataset(data, split: str, *, input_size: int, batch_size: int,
   """Batched, cropped, augmented features of a zoo TFRecord dataset.
 
   Args:
-    data: a directory with `{split}-*.tfrecord` shards, a record file or a list
-      of record files.
+    data: a directory with `{split}-*.tfrecord` shards, a record file, a list
+      of record files, or a zoo.data.mixture.Mixture of such directories.
     split: 'train' / 'test' (selects shards when `data` is a directory).
     input_size: crop side S (px).
     batch_size: examples per batch.
@@ -749,8 +791,10 @@ def make_dataset(data, split: str, *, input_size: int, batch_size: int,
   stop = on_bad_record == 'stop'
   if not stop and bad_records is None:
     bad_records = BadRecords()
-  files = _resolve_files(data, split)
-  sharding = input_sharding(len(files), num_input_pipelines)
+  mixture = data if isinstance(data, mixture_lib.Mixture) else None
+  files = [] if mixture else _resolve_files(data, split)
+  sharding = NO_SHARDING if mixture else input_sharding(len(files),
+                                                        num_input_pipelines)
   if not 0 <= input_pipeline_id < num_input_pipelines:
     raise ValueError(f'input_pipeline_id must be in [0, {num_input_pipelines}'
                      f'), got {input_pipeline_id}')
@@ -759,6 +803,9 @@ def make_dataset(data, split: str, *, input_size: int, batch_size: int,
         f'make_dataset: {len(files)} record file(s) for {num_input_pipelines} '
         'input pipelines shards by example, which needs the same record order '
         'on every worker: pass the same seed= on every worker')
+  if mixture and seed is None and num_input_pipelines > 1:
+    raise ValueError('make_dataset: a mixture read by several input '
+                     'pipelines needs the same seed= on every worker')
   if seed is None:
     seed = 0 if deterministic else random.SystemRandom().randrange(2 ** 31)
   if sharding == SHARD_BY_FILE:
@@ -774,16 +821,27 @@ def make_dataset(data, split: str, *, input_size: int, batch_size: int,
                  len(files), num_input_pipelines, input_pipeline_id)
   # With `take`, the file order stays fixed so the subset is the same each
   # epoch. Sharding by example needs the same record order on every worker.
-  ds = _records(files, training and take is None, seed,
-                deterministic or sharding == SHARD_BY_DATA,
-                None if stop else bad_records)
+  if mixture:
+    ds = mixture_lib.sampled_records(
+        mixture, split, training=training, repeat=repeat,
+        shuffle_buffer=shuffle_buffer, seed=seed, deterministic=deterministic,
+        num_input_pipelines=num_input_pipelines,
+        input_pipeline_id=input_pipeline_id,
+        read_source=lambda source, files_seed: _source_records(
+            source, split, training and take is None, files_seed,
+            deterministic, None if stop else bad_records,
+            num_input_pipelines, input_pipeline_id))
+  else:
+    ds = _records(files, training and take is None, seed,
+                  deterministic or sharding == SHARD_BY_DATA,
+                  None if stop else bad_records)
   if sharding == SHARD_BY_DATA:
     ds = ds.shard(num_input_pipelines, input_pipeline_id)
   if take is not None:
     ds = ds.take(take)
-  if training:
+  if training and not mixture:  # a mixture shuffles and repeats per source
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-  if repeat:
+  if repeat and not mixture:
     ds = ds.repeat()
   # The example index keys the augmentation randomness; interleaved over the
   # input pipelines, so workers draw different augmentations.
@@ -791,7 +849,7 @@ def make_dataset(data, split: str, *, input_size: int, batch_size: int,
   if num_input_pipelines > 1:
     ds = ds.map(lambda index, item: (
         index * num_input_pipelines + input_pipeline_id, item))
-  ds = ds.map(_example_stage(seed, input_size, augment, stop),
+  ds = ds.map(_with_source(_example_stage(seed, input_size, augment, stop)),
               num_parallel_calls=num_parallel_calls)
   if not stop:
     ds = ds.filter(lambda example: tf.cond(

@@ -306,13 +306,23 @@ class LiftingDeep(base.PoseModel):
 
   def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
                    training=True):
-    """Sum over stages of 0.5 * sum of squared belief-map errors (CPM)."""
+    """Sum over stages of 0.5 * sum of squared belief-map errors (CPM).
+
+    Only 2D labels are used (the 3D model is the prior, fitted on motion
+    capture), so 2D-only examples train the CPM like any other. A joint
+    without a 2D label (joint_valid_2d = 0) adds nothing: its map's error is
+    masked out (the background channel is always supervised).
+    """
     del x, training
     target = self.target_maps(y)
+    channel_weight = tf.concat(
+        [tf.cast(y['valid'], tf.float32),
+         tf.ones_like(y['valid'][..., :1], tf.float32)], -1)[:, None, None]
     total = 0.
     for t in range(self.config.num_stages):
       diff = tf.cast(y_pred[f'beliefs_{t}'], tf.float32) - target
-      per_example = 0.5 * tf.reduce_sum(tf.square(diff), [1, 2, 3])
+      per_example = 0.5 * tf.reduce_sum(tf.square(diff) * channel_weight,
+                                        [1, 2, 3])
       total += base.distributed_mean(per_example, sample_weight)
     if self.losses:
       total += tf.add_n([tf.cast(l, tf.float32) for l in self.losses])
