@@ -40,7 +40,6 @@ from trainers import checkpoints
 from zoo import config as config_lib
 from zoo import geometry
 from zoo import lift_lib
-from zoo import metrics
 from zoo import predict as predict_lib
 from zoo import registry
 from zoo import skeleton as skel
@@ -86,25 +85,6 @@ def crop_batch(model, views: dict[str, np.ndarray]):
        'joints2d_px': true_crop_px, 'joints3d_rel_mm': rel_crop,
        'joint_valid_2d': ones, 'joint_valid_3d': ones}, config)
   return maps, y
-
-
-def evaluate(model, poses_world: np.ndarray, seed: int,
-             noise: mocap2d.DetectorNoise, pixel_noise_px: float = 0.,
-             batch_size: int = 256) -> dict[str, float]:
-  """MPJPE / PA-MPJPE (mm, root-relative) of the lifting on given poses."""
-  rng = np.random.default_rng([seed, 0xE7A1])
-  views = mocap2d.sample_views(rng, poses_world, noise, pixel_noise_px)
-  lifter = lift_lib.Lifter(MODEL, keras_model=model)
-  scores = views['valid']
-  preds = []
-  for start in range(0, len(poses_world), batch_size):
-    part = slice(start, start + batch_size)
-    preds.append(lifter.lift(views['keypoints2d_px'][part], scores[part],
-                             views['intrinsics'][part])['poses3d_rel_mm'])
-  pred = np.concatenate(preds)
-  gt = geometry.root_relative(views['joints_cam_mm'])
-  return {'mpjpe_mm': float(metrics.mpjpe(pred, gt).mean()),
-          'pa_mpjpe_mm': float(metrics.pa_mpjpe(pred, gt).mean())}
 
 
 def train(out_dir: str, preset: str = 'lift', steps: int | None = None,
@@ -165,14 +145,17 @@ def train(out_dir: str, preset: str = 'lift', steps: int | None = None,
       bar.set_postfix(loss=f'{mean:.4f}')
       logging.info('step %d: loss %.4f', i + 1, mean)
   train_s = time.time() - started
+  lifter = lift_lib.Lifter(MODEL, keras_model=model)
   evaluation = {
-      'true_2d': evaluate(model, test_poses, seed, mocap2d.DetectorNoise.none()),
-      'training_noise': evaluate(model, test_poses, seed, noise)}
+      'true_2d': lift_lib.evaluate_on_mocap(lifter, test_poses, seed,
+                          mocap2d.DetectorNoise.none()),
+      'training_noise': lift_lib.evaluate_on_mocap(lifter, test_poses, seed,
+                                                   noise)}
   logging.info('Held-out poses (%d): %s', len(test_poses), evaluation)
   manifest = {
       'model': MODEL, 'preset': preset, 'config': config_lib.to_dict(config),
-      'command': command or shlex.join([os.path.basename(sys.executable),
-                                        *sys.argv]),
+      'command': command or shlex.join(
+          ['python', '-m', 'trainers.lift_mocap', *sys.argv[1:]]),
       'steps': steps, 'seed': seed,
       'data': {'motion': motion_file or 'zoo.data.motion (embedded stream, '
                                         'train subjects)',

@@ -58,6 +58,7 @@ import tensorflow as tf
 
 from zoo import fileio
 from zoo import geometry
+from zoo import metrics
 from zoo import skeleton as skel
 
 MODELS = ('lifting_deep', 'decoupled_volumetric')
@@ -556,6 +557,29 @@ class Lifter:
     out = self._fn(tf.constant(keypoints2d_px), tf.constant(scores),
                    tf.constant(intrinsics))
     return {k: out[k].numpy() for k in OUTPUT_KEYS}
+
+
+def evaluate_on_mocap(lifter: Lifter, poses_world: np.ndarray, seed: int,
+                      noise=None, pixel_noise_px: float = 0.,
+                      batch_size: int = 256) -> dict[str, float]:
+  """MPJPE / PA-MPJPE (mm, root-relative) of a lifter on [N, 17, 3] world
+  poses seen by zoo.data.mocap2d's random cameras, with its DetectorNoise
+  `noise` (default none) plus `pixel_noise_px`; the views depend on `seed`
+  only, so every lifter sees the same ones."""
+  from zoo.data import mocap2d
+  noise = mocap2d.DetectorNoise.none() if noise is None else noise
+  rng = np.random.default_rng([seed, 0xE7A1])
+  views = mocap2d.sample_views(rng, poses_world, noise, pixel_noise_px)
+  scores = views['valid']
+  preds = []
+  for start in range(0, len(poses_world), batch_size):
+    part = slice(start, start + batch_size)
+    preds.append(lifter.lift(views['keypoints2d_px'][part], scores[part],
+                             views['intrinsics'][part])['poses3d_rel_mm'])
+  pred = np.concatenate(preds)
+  gt = geometry.root_relative(views['joints_cam_mm'])
+  return {'mpjpe_mm': float(metrics.mpjpe(pred, gt).mean()),
+          'pa_mpjpe_mm': float(metrics.pa_mpjpe(pred, gt).mean())}
 
 
 # ----------------------------------------------------------------------------
