@@ -2,6 +2,8 @@
 
   python -m trainers.lift_mocap --out=DIR [--preset=lift] [--steps=N]
       [--motion=FILE.npz] [--seed=0]
+  python -m trainers.lift_mocap --fit_prior=PRIOR.npz [--motion=FILE.npz]
+      --out=DIR
 
 What. decoupled_volumetric's network 2 (2D heatmaps -> 3D volume) trained on
 motion-capture poses seen by random cameras with a detector's 2D errors and
@@ -20,6 +22,10 @@ and zoo.lift --checkpoint=DIR; the bundled one lives in
 zoo/checkpoints/lift/decoupled_volumetric (zoo.lift_lib.LIFT_CHECKPOINT_DIR).
 The manifest's metrics: MPJPE / PA-MPJPE on held-out poses (the test
 subjects) from the true 2D and from the training noise.
+
+--fit_prior fits Lifting from the Deep's pose prior on the same motion
+instead (`fit_prior`; lifting_deep's cpu preset sizes), for
+`python -m zoo.lift --model=lifting_deep --prior=PRIOR.npz`.
 """
 from __future__ import annotations
 
@@ -52,13 +58,17 @@ FLAGS = flags.FLAGS
 
 def load_poses(split: str, num: int, seed: int,
                motion_file: str | None = None) -> np.ndarray:
-  """[N, 17, 3] world mm (z up) of `split`'s subjects."""
+  """[N, 17, 3] world mm (z up) of `split`'s subjects (of those a motion
+  archive holds; at most `num` poses, drawn at random)."""
   if motion_file:
     from zoo.data import h36m
-    subjects = h36m.TRAIN_SUBJECTS if split == 'train' else h36m.TEST_SUBJECTS
-    poses = h36m.motion_npz_poses(motion_file, subjects)
+    wanted = h36m.TRAIN_SUBJECTS if split == 'train' else h36m.TEST_SUBJECTS
+    data = h36m.load_motion_npz(motion_file)
+    arrays = [a for s in wanted if s in data for a in data[s].values()]
+    poses = np.concatenate(arrays) if arrays else np.zeros((0, 17, 3))
     if not len(poses):
-      raise ValueError(f'{motion_file} holds no poses of {subjects}')
+      raise ValueError(f'{motion_file} holds no poses of the {split} '
+                       f'subjects {list(wanted)}; it has {sorted(data)}')
     rng = np.random.default_rng([seed, 7])
     return poses[rng.choice(len(poses), min(num, len(poses)), replace=False)]
   from zoo.data import motion
@@ -172,6 +182,34 @@ def train(out_dir: str, preset: str = 'lift', steps: int | None = None,
   return checkpoints.write_final(out_dir, model, manifest)
 
 
+def fit_prior(out_path: str, motion_file: str | None = None,
+              num_poses: int | None = None, preset: str = 'cpu', seed: int = 0,
+              num_test: int = 1000, progress: bool = True) -> dict:
+  """Fits Lifting from the Deep's pose prior (lifting_deep `preset`'s
+  components, bases, angles and 2D noise) on the training subjects' motion;
+  saves it to out_path (PosePrior.save, .npz) for `zoo.lift
+  --model=lifting_deep --prior=PATH`. Returns held-out metrics."""
+  from zoo.lifting_deep.prior import PosePrior
+  config = registry.get('lifting_deep').config(preset)
+  poses = load_poses('train', num_poses or config.prior_num_poses, seed,
+                     motion_file)
+  logging.info('Fitting the pose prior (%d x %d) on %d poses%s.',
+               config.num_components, config.num_basis, len(poses),
+               f' from {motion_file}' if motion_file else '')
+  prior = PosePrior.fit(poses, config.num_components, config.num_basis,
+                        seed=seed, em_iterations=config.prior_em_iterations,
+                        num_angles=config.num_angles,
+                        lift_noise=config.lift_noise, progress=progress)
+  directory = os.path.dirname(os.path.abspath(out_path))
+  os.makedirs(directory, exist_ok=True)
+  prior.save(out_path)
+  lifter = lift_lib.Lifter('lifting_deep', prior_path=out_path)
+  test_poses = load_poses('test', num_test, seed, motion_file)
+  return {cond: lift_lib.evaluate_on_mocap(lifter, test_poses, seed, noise)
+          for cond, noise in (('true_2d', None),
+                              ('training_noise', mocap2d.DetectorNoise()))}
+
+
 def _define_flags():
   flags.DEFINE_string('out', None, 'output directory (model.weights.h5 + '
                       'manifest.json)', required=True)
@@ -185,10 +223,18 @@ def _define_flags():
                        "preset's num_train_examples)")
   flags.DEFINE_integer('num_test', 1000, 'held-out poses for the metrics')
   flags.DEFINE_boolean('progress', True, 'show a progress bar')
+  flags.DEFINE_string('fit_prior', None, 'instead of training network 2, fit '
+                      "lifting_deep's pose prior on the motion and save it to "
+                      'this .npz (for zoo.lift --prior)')
 
 
 def main(argv):
   del argv
+  if FLAGS.fit_prior:
+    print(fit_prior(FLAGS.fit_prior, FLAGS.motion, FLAGS.num_poses,
+                    seed=FLAGS.seed, num_test=FLAGS.num_test,
+                    progress=FLAGS.progress))
+    return
   manifest = train(FLAGS.out, FLAGS.preset, FLAGS.steps, FLAGS.seed,
                    FLAGS.motion, FLAGS.num_poses, FLAGS.num_test,
                    FLAGS.progress)

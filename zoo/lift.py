@@ -2,7 +2,8 @@
 
   python -m zoo.lift --model=lifting_deep|decoupled_volumetric
       --keypoints=FILE [--image=IMG | --image_size=W,H] [--image_id=ID]
-      [--focal=PX] [--checkpoint=DIR] [--min_score=0.3] [--min_joints=8]
+      [--focal=PX] [--checkpoint=DIR | --prior=PRIOR.npz] [--min_score=0.3]
+      [--min_joints=8]
       --out=DIR
 
 FILE: COCO results (mmpose, Detectron2, ...), a COCO annotation file, or the
@@ -23,12 +24,13 @@ import sys
 from absl import app
 from absl import flags
 
+from zoo import lift_lib
+
 FLAGS = flags.FLAGS
 
 
 def _define_flags():
-  flags.DEFINE_enum('model', 'lifting_deep',
-                    ['lifting_deep', 'decoupled_volumetric'],
+  flags.DEFINE_enum('model', 'lifting_deep', list(lift_lib.MODELS),
                     'lifter: the pose prior or decoupled network 2')
   flags.DEFINE_string('keypoints', None, 'keypoints JSON file', required=True)
   flags.DEFINE_string('image', None, 'the image the keypoints belong to '
@@ -42,8 +44,12 @@ def _define_flags():
   flags.DEFINE_string('checkpoint', None, 'weights instead of the bundled '
                       'ones (lifting_deep: its prior; decoupled_volumetric: a '
                       'network-2 checkpoint)')
-  flags.DEFINE_float('min_score', 0.3, 'joints scoring lower are missing')
-  flags.DEFINE_integer('min_joints', 8, 'persons with fewer detected H36M-17 '
+  flags.DEFINE_string('prior', None, 'lifting_deep: a pose prior .npz (e.g. '
+                      'fitted on Human3.6M motion: python -m '
+                      'trainers.lift_mocap --fit_prior=PATH --motion=FILE)')
+  flags.DEFINE_float('min_score', lift_lib.DEFAULT_MIN_SCORE,
+                     'joints scoring lower are missing')
+  flags.DEFINE_integer('min_joints', lift_lib.DEFAULT_MIN_JOINTS, 'persons with fewer detected H36M-17 '
                        'joints are not lifted')
   flags.DEFINE_boolean('pictures', True, 'write person_NNN.png')
   flags.DEFINE_string('out', None, 'output directory', required=True)
@@ -62,7 +68,6 @@ def parse_image_size(text: str | None) -> tuple[int, int] | None:
 
 def main(argv):
   del argv
-  from zoo import lift_lib
   import zoo
   logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
   try:
@@ -71,7 +76,8 @@ def main(argv):
         image_path=FLAGS.image, image_id=FLAGS.image_id,
         focal_px=FLAGS.focal, image_size=parse_image_size(FLAGS.image_size),
         checkpoint=FLAGS.checkpoint, min_score=FLAGS.min_score,
-        min_joints=FLAGS.min_joints, pictures=FLAGS.pictures)
+        min_joints=FLAGS.min_joints, pictures=FLAGS.pictures,
+        prior_path=FLAGS.prior)
   except (ValueError, FileNotFoundError, KeyError,
           zoo.BundledCheckpointError) as e:
     print(f'error: {e}', file=sys.stderr)

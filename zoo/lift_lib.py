@@ -507,17 +507,33 @@ class Lifter:
   """`lift(keypoints [N, 17, 2], scores [N, 17], intrinsics [N, 3, 3])`.
 
   model: 'lifting_deep' (the prior of the bundled lifting_deep checkpoint,
-  or of `checkpoint`) or 'decoupled_volumetric' (the bundled lifting
-  checkpoint, or `checkpoint`); or pass a built `keras_model`.
+  of `checkpoint`, or a PosePrior .npz `prior_path`, e.g. fitted on real
+  Human3.6M motion by trainers.lift_mocap --fit_prior) or
+  'decoupled_volumetric' (the bundled lifting checkpoint, or `checkpoint`);
+  or pass a built `keras_model`.
   """
 
   def __init__(self, model: str, checkpoint: str | None = None,
-               keras_model=None, min_score: float = DEFAULT_MIN_SCORE):
+               keras_model=None, min_score: float = DEFAULT_MIN_SCORE,
+               prior_path: str | None = None):
     if model not in MODELS:
       raise ValueError(f'--model must be one of {list(MODELS)}, got '
                        f'{model!r}')
     self.model_name = model
     self.min_score = float(min_score)
+    self.checkpoint = checkpoint
+    if prior_path is not None:
+      if model != 'lifting_deep':
+        raise ValueError('a prior file (--prior) is for --model=lifting_deep')
+      if not os.path.isfile(prior_path):
+        raise FileNotFoundError(f'prior file {prior_path!r} does not exist')
+      from zoo.lifting_deep.prior import PosePrior
+      self.prior = PosePrior.load(prior_path)
+      self.refine_steps = 9
+      self.keras_model = None
+      self.checkpoint = prior_path
+      self._fn = None
+      return
     if keras_model is None:
       import zoo
       if model == 'decoupled_volumetric' and checkpoint is None:
@@ -597,8 +613,8 @@ def lift_file(*, model: str, keypoints_path: str, out_dir: str,
               checkpoint: str | None = None,
               min_score: float = DEFAULT_MIN_SCORE,
               min_joints: int = DEFAULT_MIN_JOINTS,
-              pictures: bool = True, lifter: Lifter | None = None
-              ) -> dict[str, Any]:
+              pictures: bool = True, lifter: Lifter | None = None,
+              prior_path: str | None = None) -> dict[str, Any]:
   """Lifts every person of a keypoints file; writes OUT/lift.json + PNGs.
 
   image_size: (width, height) when no image is given and the file does not
@@ -645,7 +661,8 @@ def lift_file(*, model: str, keypoints_path: str, out_dir: str,
   results: dict[int, dict[str, np.ndarray]] = {}
   notes = {}
   if rows:
-    lifter = lifter or Lifter(model, checkpoint, min_score=min_score)
+    lifter = lifter or Lifter(model, checkpoint, min_score=min_score,
+                              prior_path=prior_path)
     ks = []
     for p, (height, width) in rows:
       k, note = intrinsics_for(height, width, focal_px)

@@ -64,3 +64,42 @@ def test_bad_steps(tmp_path):
   with pytest.raises(ValueError, match='steps'):
     lift_mocap.train(str(tmp_path), preset='smoke', steps=0)
   assert os.listdir(tmp_path) == []
+
+
+def _fake_h36m_archive(path, seed=0):
+  """A VideoPose3D-style archive (32 joints, metres) holding embedded
+  motion-stream poses in the H36M-17 slots."""
+  from zoo import skeleton as skel
+  from zoo.data import motion
+  archive = {}
+  for subject, split in (('S1', 'train'), ('S5', 'train'), ('S9', 'test')):
+    joints17 = motion.poses(300, split, seed + len(archive))
+    joints32 = np.zeros((300, 32, 3), np.float32)
+    joints32[:, skel.H36M32_TO_H36M17] = joints17 / 1000.
+    archive[subject] = {'Walking': joints32}
+  np.savez(path, positions_3d=np.array(archive, dtype=object))
+  return path
+
+
+def test_fit_prior_on_a_motion_archive(tmp_path):
+  from zoo import lift_lib
+  from zoo.lifting_deep.prior import PosePrior
+  motion_file = _fake_h36m_archive(str(tmp_path / 'h36m.npz'))
+  prior_path = str(tmp_path / 'prior.npz')
+  result = lift_mocap.fit_prior(prior_path, motion_file, preset='smoke',
+                                num_test=20, progress=False)
+  prior = PosePrior.load(prior_path)
+  assert prior.num_components == 2 and prior.num_basis == 4
+  # The motion is in mm after loading: mean limb norm of a person in mm.
+  assert 500. < prior.scale_mm < 3000.
+  assert 0. < result['true_2d']['mpjpe_mm'] < 400.
+  with pytest.raises(ValueError, match='lifting_deep'):
+    lift_lib.Lifter('decoupled_volumetric', prior_path=prior_path)
+
+
+def test_motion_file_training_poses_are_the_training_subjects(tmp_path):
+  motion_file = _fake_h36m_archive(str(tmp_path / 'h36m.npz'))
+  train = lift_mocap.load_poses('train', 10_000, 0, motion_file)
+  test = lift_mocap.load_poses('test', 10_000, 0, motion_file)
+  assert train.shape == (600, 17, 3) and test.shape == (300, 17, 3)
+  assert np.abs(train).max() > 100.  # millimetres
