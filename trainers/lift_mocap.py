@@ -3,7 +3,6 @@
   python -m trainers.lift_mocap --out=DIR [--preset=lift] [--steps=N]
       [--motion=FILE.npz] [--seed=0]
   python -m trainers.lift_mocap --fit_prior=PRIOR.npz [--motion=FILE.npz]
-      --out=DIR
 
 What. decoupled_volumetric's network 2 (2D heatmaps -> 3D volume) trained on
 motion-capture poses seen by random cameras with a detector's 2D errors and
@@ -212,7 +211,7 @@ def fit_prior(out_path: str, motion_file: str | None = None,
 
 def _define_flags():
   flags.DEFINE_string('out', None, 'output directory (model.weights.h5 + '
-                      'manifest.json)', required=True)
+                      'manifest.json); required unless --fit_prior')
   flags.DEFINE_string('preset', 'lift', 'decoupled_volumetric preset')
   flags.DEFINE_integer('steps', None, 'training steps (default: the preset)')
   flags.DEFINE_integer('seed', 0, 'random seed (poses, cameras, noise, init)')
@@ -235,6 +234,8 @@ def main(argv):
                     seed=FLAGS.seed, num_test=FLAGS.num_test,
                     progress=FLAGS.progress))
     return
+  if not FLAGS.out:
+    raise app.UsageError('--out=DIR is required (or --fit_prior=PATH)')
   manifest = train(FLAGS.out, FLAGS.preset, FLAGS.steps, FLAGS.seed,
                    FLAGS.motion, FLAGS.num_poses, FLAGS.num_test,
                    FLAGS.progress)
