@@ -384,9 +384,9 @@ def keypoint_boxes_tf(keypoints2d_px, valid) -> tf.Tensor:
   big = tf.constant(1e9)
   lo = tf.reduce_min(tf.where(v, k, big), -2)
   hi = tf.reduce_max(tf.where(v, k, -big), -2)
-  none = tf.reduce_any(v, -2)  # [B, 2]: any valid joint
-  lo = tf.where(none, lo, 0.)
-  hi = tf.where(none, hi, 1.)
+  has_valid = tf.reduce_any(v, -2)  # [B, 1]: any valid joint
+  lo = tf.where(has_valid, lo, 0.)
+  hi = tf.where(has_valid, hi, 1.)
   return tf.concat([lo, tf.maximum(hi - lo, 1.)], -1)
 
 
