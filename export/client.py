@@ -17,6 +17,10 @@ The command line sends one image and prints the poses:
       [--box=x,y,w,h] [--focal=PX] [--signature=serving_bytes]
       [--rest] [--version=N | --version_label=L] [--json]
 
+or a 2D detector's keypoints to the `lift` signature (decoupled models;
+`keypoint_inputs`): --keypoints=FILE [--image=PATH | --image_size=W,H]
+[--image_id=ID] [--focal=PX].
+
 (--rest: --server is the REST address, e.g. localhost:8501.)
 
 Errors: gRPC calls raise grpc.RpcError (code() / details()); REST calls raise
@@ -37,6 +41,7 @@ import numpy as np
 MAX_MESSAGE_BYTES = 2 ** 31 - 1
 DEFAULT_SIGNATURE = 'serving_default'
 BYTES_SIGNATURE = 'serving_bytes'
+LIFT_SIGNATURE = 'lift'  # zoo.lift_lib.LIFT_SIGNATURE (keypoints -> poses)
 
 
 def _tf():
@@ -278,15 +283,68 @@ def image_inputs(image_path: str, box: str | None = None,
   return inputs, info
 
 
-def format_poses(outputs: Mapping[str, np.ndarray]) -> str:
-  """A per-joint table of the first example."""
+def keypoint_inputs(keypoints_path: str, image_path: str | None = None,
+                    image_size: tuple[int, int] | None = None,
+                    focal_px: float | None = None, image_id: str | None = None
+                    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+  """(inputs of one `lift` request, description) for a keypoints file.
+
+  The file's persons of one image (zoo.lift_lib.read_keypoints /
+  select_persons; COCO-17 mapped to H36M-17); persons with fewer than
+  lift_lib.DEFAULT_MIN_JOINTS joints scoring lift_lib.DEFAULT_MIN_SCORE are
+  left out (listed in the description). Intrinsics: zoo.predict's rule for
+  the image's (or image_size's (W, H)) size.
+  """
+  from zoo import lift_lib
+  from zoo import predict as predict_lib
+  kfile = lift_lib.read_keypoints(keypoints_path)
+  image_hw = None
+  if image_path is not None:
+    image_hw = predict_lib.read_image(image_path).shape[:2]
+  elif image_size is not None:
+    image_hw = (int(image_size[1]), int(image_size[0]))
+  persons = lift_lib.select_persons(kfile, image_path, image_id)
+  if image_path is not None:
+    lift_lib.check_image_matches(kfile, persons, image_hw, image_path,
+                                 lift_lib.DEFAULT_MIN_SCORE)
+  rows, skipped, notes = [], [], []
+  ks = []
+  for p in persons:
+    count = int(lift_lib.detected(p.scores).sum())
+    if count < lift_lib.DEFAULT_MIN_JOINTS:
+      skipped.append({'index': p.index, 'error': f'only {count} confident '
+                      'joints; not sent'})
+      continue
+    hw = lift_lib.image_size_of(kfile, p, image_hw)
+    if hw is None:
+      raise ValueError('the image size is unknown: pass --image or '
+                       '--image_size=W,H')
+    k, note = predict_lib.make_intrinsics(hw[0], hw[1], focal_px)
+    rows.append(p)
+    ks.append(k)
+    notes.append(note)
+  if not rows:
+    raise ValueError(f'{keypoints_path}: no person has '
+                     f'{lift_lib.DEFAULT_MIN_JOINTS} joints scoring >= '
+                     f'{lift_lib.DEFAULT_MIN_SCORE}')
+  inputs = {'keypoints2d_px': np.stack([p.keypoints2d_px for p in rows]
+                                       ).astype(np.float32),
+            'scores': np.stack([p.scores for p in rows]).astype(np.float32),
+            'intrinsics': np.stack(ks).astype(np.float32)}
+  info = {'persons': [p.index for p in rows], 'skipped': skipped,
+          'intrinsics_source': notes[0]}
+  return inputs, info
+
+
+def format_poses(outputs: Mapping[str, np.ndarray], row: int = 0) -> str:
+  """A per-joint table of one example (default the first)."""
   from zoo import skeleton as skel
   lines = [f'{"joint":<15}{"u px":>9}{"v px":>9}{"X mm":>10}{"Y mm":>10}'
            f'{"Z mm":>10}{"conf":>7}']
   for j, name in enumerate(skel.H36M17.joint_names):
-    u, v = outputs['poses2d_px'][0, j]
-    x, y, z = outputs['poses3d_cam_mm'][0, j]
-    c = outputs['confidence'][0, j]
+    u, v = outputs['poses2d_px'][row, j]
+    x, y, z = outputs['poses3d_cam_mm'][row, j]
+    c = outputs['confidence'][row, j]
     lines.append(f'{name:<15}{u:9.1f}{v:9.1f}{x:10.1f}{y:10.1f}{z:10.1f}'
                  f'{c:7.2f}')
   return '\n'.join(lines)
@@ -300,26 +358,48 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       help='host:port (gRPC, or REST with --rest)')
   parser.add_argument('--rest', action='store_true', help='use the REST API')
   parser.add_argument('--model', required=True)
-  parser.add_argument('--image', required=True)
+  parser.add_argument('--image', help='image file (required unless '
+                      '--keypoints is given)')
+  parser.add_argument('--keypoints', help='a 2D detector\'s keypoints JSON '
+                      '(COCO results, a COCO annotation file or H36M-17 '
+                      'JSON): sent to the `lift` signature')
+  parser.add_argument('--image_size', help='W,H of the keypoints\' image when '
+                      'no --image is given')
+  parser.add_argument('--image_id', help='with --keypoints: the persons of '
+                      'this image id')
   parser.add_argument('--box', help='x,y,w,h in pixels (default: whole image)')
   parser.add_argument('--focal', type=float, help='focal length in pixels '
                       '(default: a 55 deg field of view)')
   parser.add_argument('--signature', default=BYTES_SIGNATURE,
                       choices=(BYTES_SIGNATURE, DEFAULT_SIGNATURE),
-                      help='send encoded bytes or decoded pixels')
+                      help='send encoded bytes or decoded pixels (with '
+                      '--keypoints: always `lift`)')
   parser.add_argument('--version', type=int)
   parser.add_argument('--version_label')
   parser.add_argument('--timeout', type=float, default=60.)
   parser.add_argument('--json', action='store_true',
                       help='print JSON instead of a table')
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  if args.image is None and args.keypoints is None:
+    parser.error('one of --image and --keypoints is required')
+  return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parse_args(sys.argv[1:] if argv is None else argv)
   try:
-    inputs, info = image_inputs(args.image, args.box, args.focal,
-                                args.signature)
+    if args.keypoints:
+      args.signature = LIFT_SIGNATURE
+      size = None
+      if args.image_size:
+        size = tuple(int(v) for v in args.image_size.split(','))
+        if len(size) != 2:
+          raise ValueError(f'--image_size must be W,H, got {args.image_size}')
+      inputs, info = keypoint_inputs(args.keypoints, args.image, size,
+                                     args.focal, args.image_id)
+    else:
+      inputs, info = image_inputs(args.image, args.box, args.focal,
+                                  args.signature)
   except (ValueError, FileNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -340,7 +420,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     details = getattr(e, 'details', lambda: str(e))()
     print(f'error: {code}: {details}', file=sys.stderr)
     return 1
-  if args.json:
+  if args.keypoints:
+    if args.json:
+      print(json.dumps({**info, **{k: np.asarray(v).round(3).tolist()
+                                   for k, v in outputs.items()}}, indent=1))
+    else:
+      print(f'intrinsics {info["intrinsics_source"]}')
+      for row, index in enumerate(info['persons']):
+        print(f'person {index}:')
+        print(format_poses(outputs, row))
+      for skipped in info['skipped']:
+        print(f'person {skipped["index"]}: {skipped["error"]}')
+  elif args.json:
     print(json.dumps({**info, **{k: np.asarray(v)[0].round(3).tolist()
                                  for k, v in outputs.items()}}, indent=1))
   else:

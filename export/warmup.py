@@ -3,7 +3,8 @@
 What. `example_inputs(input_specs)` builds a few small valid requests per
 signature: a random image (uint8 and encoded JPEG / PNG) with a centred
 person box and a default-field-of-view camera for the zoo's own signatures,
-and deterministic values of the declared shapes (unknown dimensions -> 1 or
+a standing person's keypoints for the keypoint `lift` signature, and
+deterministic values of the declared shapes (unknown dimensions -> 1 or
 2) for model-specific ones. `write_warmup_file` stores them as
 `assets.extra/tf_serving_warmup_requests`, a TFRecord of PredictionLog
 records (tensorflow_serving.apis) that TF Serving replays when it loads a
@@ -76,6 +77,33 @@ def bytes_request(sizes: Sequence[tuple[int, int]], seed: int = 0,
           'intrinsics': np.stack(ks).astype(np.float32)}
 
 
+# A standing person's H36M-17 joints (x right, y down; height ~0.9) for
+# keypoint requests.
+_STANDING_2D = np.array([
+    [0., 0.], [-.08, 0.], [-.09, .25], [-.09, .5], [.08, 0.], [.09, .25],
+    [.09, .5], [0., -.13], [0., -.27], [0., -.33], [0., -.4], [.1, -.26],
+    [.14, -.12], [.16, 0.], [-.1, -.26], [-.14, -.12], [-.16, 0.]])
+
+
+def keypoints_request(batch: int, height: int, width: int,
+                      seed: int = 0) -> dict[str, np.ndarray]:
+  """`lift` inputs: keypoints2d_px [B, 17, 2] of a standing person (jittered)
+  in a height x width image, scores [B, 17] (one joint missing per person),
+  intrinsics [B, 3, 3] (default field of view)."""
+  rng = np.random.RandomState(seed)
+  scale = 0.8 * height / 0.9
+  centre = np.array([width / 2, height * 0.45])
+  keypoints = (_STANDING_2D[None] * scale + centre
+               + rng.standard_normal((batch, 17, 2)) * 0.01 * scale)
+  scores = rng.uniform(0.5, 1., (batch, 17))
+  scores[np.arange(batch), rng.randint(0, 17, batch)] = 0.05
+  from zoo.data import records
+  k = records.default_intrinsics(height, width)
+  return {'keypoints2d_px': keypoints.astype(np.float32),
+          'scores': scores.astype(np.float32),
+          'intrinsics': np.repeat(k[None], batch, 0).astype(np.float32)}
+
+
 def spec_request(specs: Sequence[tf.TensorSpec], batch: int,
                  seed: int = 0) -> dict[str, np.ndarray]:
   """Values of the declared shapes: dim 0 = batch, other unknown dims = 2."""
@@ -114,6 +142,9 @@ def example_inputs(input_specs: dict[str, list[tf.TensorSpec]]
       examples[name] = [bytes_request([(48, 64)], seed=3, formats=('jpeg',)),
                         bytes_request([(40, 56), (72, 50)], seed=4,
                                       formats=('png', 'jpeg'))]
+    elif names == ['intrinsics', 'keypoints2d_px', 'scores']:
+      examples[name] = [keypoints_request(1, 48, 64, seed=7),
+                        keypoints_request(2, 480, 640, seed=8)]
     else:
       examples[name] = [spec_request(specs, 1, seed=5),
                         spec_request(specs, 2, seed=6)]

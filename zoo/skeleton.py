@@ -2,9 +2,11 @@
 
 The zoo's canonical skeleton is Human3.6M-17 (H36M community order, as in
 VideoPose3D, mmpose and the Lifting-from-the-Deep prior). Other skeletons
-(MPII-16, CPM-14, H36M-32 motion files,
-MPI-INF-3DHP's 17 test and 28 training joints) are defined by their names and an index
-map into H36M-17, so conversion is a gather plus a validity mask.
+(MPII-16, CPM-14, H36M-32 motion files, MPI-INF-3DHP's 17 test and 28
+training joints) are defined by their names and an index map into H36M-17, so
+conversion is a gather plus a validity mask. COCO-17 (2D detectors' keypoints)
+lacks five H36M joints, which `coco17_to_h36m17` derives from the detected
+ones (see COCO17_TO_H36M17).
 """
 from __future__ import annotations
 
@@ -148,9 +150,92 @@ MPI3DHP28_TO_MPI3DHP17 = np.array([7, 5, 14, 15, 16, 9, 10, 11, 23, 24, 25,
 MPI3DHP17_TO_H36M17 = np.array([10, 8, 14, 15, 16, 11, 12, 13, 1, 2, 3, 4, 5,
                                 6, 0, 7, 9], np.int64)
 
+# COCO-17: the keypoints of COCO person annotations and of the 2D detectors
+# that write COCO results (mmpose, OpenPose's COCO model, Detectron2,
+# YOLO-pose, MediaPipe converted). Parents follow the COCO skeleton drawing
+# rooted at the nose (COCO has no pelvis).
+COCO17 = Skeleton(
+    name='coco17',
+    joint_names=('nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear',
+                 'left_shoulder', 'right_shoulder', 'left_elbow',
+                 'right_elbow', 'left_wrist', 'right_wrist', 'left_hip',
+                 'right_hip', 'left_knee', 'right_knee', 'left_ankle',
+                 'right_ankle'),
+    parents=(-1, 0, 0, 1, 2, 0, 0, 5, 6, 7, 8, 5, 6, 11, 12, 13, 14),
+    left_right_pairs=((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12),
+                      (13, 14), (15, 16)),
+)
+
+# COCO-17 -> H36M-17. The twelve limb joints (shoulders, elbows, wrists,
+# hips, knees, ankles) are copied; the five joints COCO lacks are derived:
+#   pelvis   = midpoint of the hips
+#   thorax   = midpoint of the shoulders
+#   spine    = midpoint of pelvis and thorax
+#   neck     = the nose (H36M-17's joint 9 sits at the nose / chin; VideoPose3D
+#              calls it "nose")
+#   head_top = thorax + COCO17_HEAD_TOP_FACTOR * (head centre - thorax), the
+#              head centre being the score-weighted mean of eyes and ears
+#              (mean H36M proportions: eye level lies about 2/3 of the way
+#              from the thorax to the head top).
+# A derived joint's score is the smallest score of the joints it is made of
+# (the head centre's is the largest score among eyes and ears, as one eye or
+# ear locates it), so a derived joint is missing whenever one of its sources
+# is. COCO17_TO_H36M17[j] is the COCO joint copied to H36M joint j, -1 where
+# derived.
+COCO17_TO_H36M17 = np.array([-1, 12, 14, 16, 11, 13, 15, -1, -1, 0, -1, 5, 7,
+                             9, 6, 8, 10], np.int64)
+COCO17_HEAD_TOP_FACTOR = 1.5
+
+
+def coco17_to_h36m17(keypoints: np.ndarray, scores: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+  """COCO-17 keypoints [..., 17, D] and scores [..., 17] -> H36M-17.
+
+  Returns (joints [..., 17, D] float64, scores [..., 17] float64) per the
+  mapping documented at COCO17_TO_H36M17. Scores are passed through (not
+  thresholded); a caller decides which scores count as detected.
+  """
+  k = np.asarray(keypoints, np.float64)
+  s = np.asarray(scores, np.float64)
+  if k.ndim < 2 or k.shape[-2] != COCO17.num_joints or \
+      s.shape != k.shape[:-1]:
+    raise ValueError(f'COCO-17 keypoints must be [..., 17, D] with scores '
+                     f'[..., 17]; got shapes {k.shape} and {s.shape}')
+  c = {name: i for i, name in enumerate(COCO17.joint_names)}
+  out = np.zeros(k.shape[:-2] + (NUM_JOINTS, k.shape[-1]))
+  out_s = np.zeros(s.shape[:-1] + (NUM_JOINTS,))
+  copied = COCO17_TO_H36M17 >= 0
+  out[..., copied, :] = k[..., COCO17_TO_H36M17[copied], :]
+  out_s[..., copied] = s[..., COCO17_TO_H36M17[copied]]
+
+  def mid(a, b):
+    return (0.5 * (k[..., c[a], :] + k[..., c[b], :]),
+            np.minimum(s[..., c[a]], s[..., c[b]]))
+
+  pelvis, pelvis_s = mid('left_hip', 'right_hip')
+  thorax, thorax_s = mid('left_shoulder', 'right_shoulder')
+  face = [c[n] for n in ('left_eye', 'right_eye', 'left_ear', 'right_ear')]
+  w = np.maximum(s[..., face], 0.)
+  total = w.sum(-1, keepdims=True)
+  even = np.full_like(w, 1. / len(face))
+  w = np.where(total > 0, w / np.where(total > 0, total, 1.), even)
+  head = np.einsum('...f,...fd->...d', w, k[..., face, :])
+  head_s = np.max(s[..., face], -1)
+  h = H36M17.index
+  out[..., h('pelvis'), :], out_s[..., h('pelvis')] = pelvis, pelvis_s
+  out[..., h('thorax'), :], out_s[..., h('thorax')] = thorax, thorax_s
+  out[..., h('spine'), :] = 0.5 * (pelvis + thorax)
+  out_s[..., h('spine')] = np.minimum(pelvis_s, thorax_s)
+  out[..., h('neck'), :] = k[..., c['nose'], :]
+  out_s[..., h('neck')] = s[..., c['nose']]
+  out[..., h('head_top'), :] = thorax + COCO17_HEAD_TOP_FACTOR * (head - thorax)
+  out_s[..., h('head_top')] = np.minimum(head_s, thorax_s)
+  return out, out_s
+
+
 _TO_H36M17 = {'mpii16': MPII16_TO_H36M17, 'cpm14': CPM14_TO_H36M17,
               'mpi_inf_3dhp17': MPI3DHP17_TO_H36M17}
-SKELETONS = {s.name: s for s in (H36M17, MPII16, CPM14, MPI3DHP17)}
+SKELETONS = {s.name: s for s in (H36M17, MPII16, CPM14, MPI3DHP17, COCO17)}
 
 
 def to_h36m17(joints: np.ndarray, source: str,

@@ -62,6 +62,8 @@ def extra_cases(signature: str, specs) -> list[dict]:
     return [warmup.bytes_request([(61, 45), (90, 120), (33, 70)], seed=12,
                                  formats=('png', 'jpeg'))]
   assert names, signature
+  if names == ['intrinsics', 'keypoints2d_px', 'scores']:
+    return [warmup.keypoints_request(3, 200, 150, seed=14)]
   return [warmup.spec_request(specs, 3, seed=13)]
 
 

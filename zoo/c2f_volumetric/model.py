@@ -371,12 +371,32 @@ class DecoupledVolumetric(_C2FBase):
     maps = inputs.get('heatmaps2d_input')
     if maps is None:
       maps = hm
+    outputs.update(self.network2(maps, training=training))
+    return outputs
+
+  def network2(self, maps, training=None) -> dict[str, tf.Tensor]:
+    """Network 2 alone: 2D heatmaps [B, H, W, J] -> {volume_i: i >= k}.
+
+    What lifts a 2D detector's keypoints (zoo.lift_lib) without an image.
+    """
+    c = self.config
+    outputs = {}
     x = self.net2_res(self.net2_in(maps, training=training), training=training)
-    for i in range(k, c.num_stacks):
+    for i in range(c.network1_stacks, c.num_stacks):
       f, hm, outputs[f'volume_{i}'] = self._run_stack(i, x, training)
       if i < c.num_stacks - 1:
         x = self._link(i)([x, f, hm])
     return outputs
+
+  def extra_serving_signatures(self):
+    """The exporter's `lift` signature: keypoints2d_px [B, 17, 2], scores
+    [B, 17], intrinsics [B, 3, 3] -> serving_default's outputs
+    (zoo.lift_lib.lift_decoupled_tf: network 2 on the keypoints' heatmaps)."""
+    from zoo import lift_lib  # lift_lib imports this package's decoding
+    return {lift_lib.LIFT_SIGNATURE: (
+        lambda keypoints2d_px, scores, intrinsics: lift_lib.lift_decoupled_tf(
+            self, keypoints2d_px, scores, intrinsics),
+        list(lift_lib.LIFT_INPUT_SPECS))}
 
   def targets(self, features):
     return targets_lib.make_targets(

@@ -99,7 +99,27 @@ VARIANTS = ('c2f_volumetric', 'volumetric_stacked', 'coordinate_regression',
             'decoupled_volumetric')
 
 
+# decoupled_volumetric only, 'lift': network 2 trained on motion capture alone
+# (trainers.lift_mocap: poses projected by random cameras with a detector's
+# 2D errors, rendered as heatmaps; network 1 is frozen and unused) to lift
+# 2D detectors' keypoints (zoo.lift_lib). The cpu preset's geometry and
+# decoding at half the width (32 features: a step costs half as much, and
+# the whole run stays within about ten minutes on 2 shared cores); network
+# 1, which the lifting never runs, has a small stem.
+_LIFT = config_lib.replace(
+    _CPU, train_mode='network2_mocap', num_features=32, stem_channels=(8, 16),
+    augment=config_lib.AugmentConfig(),
+    train=config_lib.TrainConfig(
+        optimizer='adam', learning_rate=2e-3, lr_schedule='cosine',
+        batch_size=32, steps=1200, checkpoint_every=1000, log_every=100,
+        num_train_examples=100_000, num_test_examples=1_000))
+
+
 def presets(variant: str) -> dict[str, C2FConfig]:
-  """{'paper', 'cpu', 'smoke'} -> config of `variant`."""
-  return {name: _variant(p, variant)
-          for name, p in (('paper', _PAPER), ('cpu', _CPU), ('smoke', _SMOKE))}
+  """{'paper', 'cpu', 'smoke'} -> config of `variant` (decoupled_volumetric
+  also has 'lift')."""
+  out = {name: _variant(p, variant)
+         for name, p in (('paper', _PAPER), ('cpu', _CPU), ('smoke', _SMOKE))}
+  if variant == 'decoupled_volumetric':
+    out['lift'] = _variant(_LIFT, variant)
+  return out

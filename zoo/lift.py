@@ -1,0 +1,93 @@
+"""Lift a 2D detector's keypoints to 3D poses (zoo.lift_lib on the command line).
+
+  python -m zoo.lift --model=lifting_deep|decoupled_volumetric
+      --keypoints=FILE [--image=IMG | --image_size=W,H] [--image_id=ID]
+      [--focal=PX] [--checkpoint=DIR | --prior=PRIOR.npz] [--min_score=0.3]
+      [--min_joints=8]
+      --out=DIR
+
+FILE: COCO results (mmpose, Detectron2, ...), a COCO annotation file, or the
+zoo's H36M-17 JSON (zoo.lift_lib). Writes OUT/lift.json (per person the
+root-relative and camera-frame 3D pose in mm, the 2D pose, intrinsics and
+where they came from, or why the person was not lifted) and
+OUT/person_NNN.png (2D over the image, 3D from the front and the side).
+Without --focal the intrinsics are zoo.predict's default field of view.
+Exit status: 0 when at least one person was lifted, 1 when none could be,
+2 on bad input (nothing written).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+from absl import app
+from absl import flags
+
+from zoo import lift_lib
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  flags.DEFINE_enum('model', 'lifting_deep', list(lift_lib.MODELS),
+                    'lifter: the pose prior or decoupled network 2')
+  flags.DEFINE_string('keypoints', None, 'keypoints JSON file', required=True)
+  flags.DEFINE_string('image', None, 'the image the keypoints belong to '
+                      '(for its size and the picture)')
+  flags.DEFINE_string('image_size', None, 'W,H in pixels when no --image is '
+                      'given and the file records no size')
+  flags.DEFINE_string('image_id', None, 'lift only the persons of this image '
+                      'id (files with several images)')
+  flags.DEFINE_float('focal', None, 'focal length in pixels (default: '
+                     "zoo.predict's default field of view)")
+  flags.DEFINE_string('checkpoint', None, 'weights instead of the bundled '
+                      'ones (lifting_deep: its prior; decoupled_volumetric: a '
+                      'network-2 checkpoint)')
+  flags.DEFINE_string('prior', None, 'lifting_deep: a pose prior .npz (e.g. '
+                      'fitted on Human3.6M motion: python -m '
+                      'trainers.lift_mocap --fit_prior=PATH --motion=FILE)')
+  flags.DEFINE_float('min_score', lift_lib.DEFAULT_MIN_SCORE,
+                     'joints scoring lower are missing')
+  flags.DEFINE_integer('min_joints', lift_lib.DEFAULT_MIN_JOINTS, 'persons with fewer detected H36M-17 '
+                       'joints are not lifted')
+  flags.DEFINE_boolean('pictures', True, 'write person_NNN.png')
+  flags.DEFINE_string('out', None, 'output directory', required=True)
+
+
+def parse_image_size(text: str | None) -> tuple[int, int] | None:
+  if text is None:
+    return None
+  try:
+    width, height = (int(v) for v in text.replace('x', ',').split(','))
+  except ValueError:
+    raise ValueError(f'--image_size must be W,H in pixels, got {text!r}') \
+        from None
+  return width, height
+
+
+def main(argv):
+  del argv
+  import zoo
+  logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
+  try:
+    doc = lift_lib.lift_file(
+        model=FLAGS.model, keypoints_path=FLAGS.keypoints, out_dir=FLAGS.out,
+        image_path=FLAGS.image, image_id=FLAGS.image_id,
+        focal_px=FLAGS.focal, image_size=parse_image_size(FLAGS.image_size),
+        checkpoint=FLAGS.checkpoint, min_score=FLAGS.min_score,
+        min_joints=FLAGS.min_joints, pictures=FLAGS.pictures,
+        prior_path=FLAGS.prior)
+  except (ValueError, FileNotFoundError, KeyError,
+          zoo.BundledCheckpointError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  print(json.dumps({'json_path': doc['json_path'],
+                    'num_lifted': doc['num_lifted'],
+                    'num_failed': doc['num_failed']}, indent=1))
+  return 0 if doc['num_lifted'] else 1
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)
