@@ -14,14 +14,26 @@ Strategies:
   the `TF_CONFIG` environment variable (one process per worker).
 - `auto`: `mirrored` when more than one GPU is visible, else `default`.
 
-Precision: `float32`, `mixed_bfloat16` or `mixed_float16` (a Keras global
-policy; Keras wraps the optimizer in a LossScaleOptimizer for float16). Models
+Precision: `auto` (the default), `float32`, `mixed_bfloat16` or
+`mixed_float16` (a Keras global policy; Keras wraps the optimizer in a
+LossScaleOptimizer for float16). `auto` picks mixed_float16 when a GPU is
+visible, mixed_bfloat16 on a CPU with bfloat16 matrix instructions (AMX-BF16
+or AVX512-BF16 in /proc/cpuinfo: oneDNN runs bfloat16 convolutions several
+times faster than float32 there; BENCHMARKS.md, "Training speed"), else
+float32, and says which and why (`resolve_precision`). Models
 keep their outputs and losses in float32. On a CPU-only machine float16 runs,
 but oneDNN has no float16 kernels without AVX-512-FP16 and TensorFlow falls
 back to slow Eigen ones (measured here: a small conv net trained about 12x
 slower than float32); we run it as asked, so the float16 code path (loss
 scaling included) can be exercised on CPU, and log a warning that recommends
 `mixed_bfloat16` for speed.
+
+Threads (`configure_cpu_threads`): on a CPU-only machine TensorFlow runs one
+op at a time (inter-op parallelism 1) and gives each op every core
+(intra-op). By default it would run two ops side by side that each try to
+use both cores; a training step of these models then kept about one core
+busy, against about 1.7 with one op at a time (BENCHMARKS.md). The
+`TF_NUM_INTEROP_THREADS` environment variable, when set, wins.
 """
 from __future__ import annotations
 
@@ -33,8 +45,10 @@ import keras
 import tensorflow as tf
 
 STRATEGIES = ('auto', 'default', 'mirrored', 'multi_worker')
-PRECISIONS = ('float32', 'mixed_float16', 'mixed_bfloat16')
+PRECISIONS = ('auto', 'float32', 'mixed_float16', 'mixed_bfloat16')
 CPU_REPLICAS = 2
+# CPU flags (as /proc/cpuinfo names them) of bfloat16 matrix instructions.
+BF16_CPU_FLAGS = ('amx_bf16', 'avx512_bf16')
 
 
 def validate_choice(kind: str, value: str, choices) -> str:
@@ -48,6 +62,61 @@ def validate_choice(kind: str, value: str, choices) -> str:
 def _gpus() -> list:
   # Listing physical devices does not initialise the runtime.
   return tf.config.list_physical_devices('GPU')
+
+
+def cpu_flags(path: str = '/proc/cpuinfo') -> frozenset[str]:
+  """The CPU's feature flags (empty when the file is unreadable)."""
+  try:
+    with open(path, encoding='utf-8', errors='replace') as f:
+      for line in f:
+        if line.startswith('flags'):
+          return frozenset(line.split(':', 1)[-1].split())
+  except OSError:
+    pass
+  return frozenset()
+
+
+def resolve_precision(precision: str, *, gpus=None,
+                      flags: frozenset[str] | None = None) -> tuple[str, str]:
+  """(Keras policy name, why) for a --precision choice; 'auto' decides.
+
+  `gpus` and `flags` default to this machine's (tests pass their own).
+  """
+  validate_choice('precision', precision, PRECISIONS)
+  if precision != 'auto':
+    return precision, 'as requested'
+  gpus = _gpus() if gpus is None else gpus
+  if gpus:
+    return 'mixed_float16', f'{len(gpus)} GPU(s) visible'
+  flags = cpu_flags() if flags is None else flags
+  found = [flag for flag in BF16_CPU_FLAGS if flag in flags]
+  if found:
+    return 'mixed_bfloat16', (f'no GPU; the CPU has {", ".join(found)}, so '
+                              'bfloat16 convolutions and matrix products run '
+                              'faster than float32')
+  return 'float32', ('no GPU and no bfloat16 instructions in the CPU flags '
+                     f'({" or ".join(BF16_CPU_FLAGS)})')
+
+
+def configure_cpu_threads() -> bool:
+  """On a CPU-only machine, one op at a time with every core inside it.
+
+  Must run before TensorFlow initialises its runtime to take effect;
+  returns whether it did (False with GPUs, with TF_NUM_INTEROP_THREADS set,
+  or once the runtime is up).
+  """
+  if _gpus() or os.environ.get('TF_NUM_INTEROP_THREADS'):
+    return False
+  if tf.config.threading.get_inter_op_parallelism_threads() == 1:
+    return True
+  try:
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+  except RuntimeError:
+    logging.debug('TensorFlow is already initialised; inter-op threads '
+                  'left at %d.',
+                  tf.config.threading.get_inter_op_parallelism_threads())
+    return False
+  return True
 
 
 def configure_devices(strategy: str, cpu_replicas: int = CPU_REPLICAS) -> None:
@@ -164,8 +233,12 @@ def check_batch_size(batch_size: int, strategy: tf.distribute.Strategy) -> int:
 
 
 def set_precision(precision: str) -> str:
-  """Sets the Keras global dtype policy; returns the previous policy name."""
-  validate_choice('precision', precision, PRECISIONS)
+  """Sets the Keras global dtype policy; returns the previous policy name.
+
+  `precision` is a policy name ('auto' is resolved by `resolve_precision`
+  first).
+  """
+  validate_choice('precision', precision, PRECISIONS[1:])
   previous = keras.mixed_precision.global_policy().name
   if precision == 'mixed_float16' and not _gpus():
     logging.warning(

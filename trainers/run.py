@@ -2,7 +2,7 @@
 
   python -m trainers.run --model=NAME [--preset=paper|cpu|smoke]
       [--workdir=DIR] [--data=synthetic|DIR|NAME=DIR:WEIGHT,...] [--steps=N]
-      [--batch_size=B] [--precision=float32|mixed_float16|mixed_bfloat16]
+      [--batch_size=B] [--precision=auto|float32|mixed_float16|mixed_bfloat16]
       [--strategy=auto|default|mirrored|multi_worker] [--seed=S]
       [--init_from=CKPT] [--override=key=value,...]
       [--on_bad_record=stop|skip]
@@ -32,8 +32,10 @@ flags.DEFINE_integer('steps', None, 'Training steps (default: the preset\'s '
                      'train.steps).')
 flags.DEFINE_integer('batch_size', None, 'Global batch size, split over '
                      'replicas (default: the preset\'s train.batch_size).')
-flags.DEFINE_string('precision', 'float32', 'float32 | mixed_float16 | '
-                    'mixed_bfloat16.')
+flags.DEFINE_string('precision', 'auto', 'auto | float32 | mixed_float16 | '
+                    'mixed_bfloat16. auto: mixed_float16 on a GPU, '
+                    'mixed_bfloat16 on a CPU with AMX-BF16 or AVX512-BF16, '
+                    'else float32 (the log says which and why).')
 flags.DEFINE_string('strategy', 'auto', 'auto | default | mirrored | '
                     'multi_worker (TF_CONFIG).')
 flags.DEFINE_integer('seed', 0, 'Seed of weight initialisation, input order '
@@ -64,8 +66,10 @@ def main(argv: Sequence[str]) -> int:
                                distribute.PRECISIONS)
   except ValueError as e:
     raise _usage(e)
-  # Before any TensorFlow op: logical CPU devices for `mirrored` on CPU.
+  # Before any TensorFlow op: logical CPU devices for `mirrored` on CPU, and
+  # one op at a time with every core inside it on a CPU-only machine.
   distribute.configure_devices(FLAGS.strategy)
+  distribute.configure_cpu_threads()
 
   from trainers import train_lib  # after the device set-up
   if not FLAGS.model:

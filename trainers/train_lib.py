@@ -497,7 +497,7 @@ class _FileLog:
 
 def train(model: str, *, preset: str = 'cpu', workdir: str | None = None,
           data: str | None = None, steps: int | None = None,
-          batch_size: int | None = None, precision: str = 'float32',
+          batch_size: int | None = None, precision: str = 'auto',
           strategy: str | tf.distribute.Strategy = 'auto', seed: int = 0, data_seed: int = 0,
           init_from: str | None = None, overrides=None,
           run_evaluation: bool = True, flip_test: bool | None = None,
@@ -519,7 +519,8 @@ def train(model: str, *, preset: str = 'cpu', workdir: str | None = None,
       train.data, else 'synthetic'.
     steps, batch_size: shortcuts for the overrides train.steps /
       train.batch_size (the batch is global, split over replicas).
-    precision: 'float32' | 'mixed_float16' | 'mixed_bfloat16'.
+    precision: 'auto' | 'float32' | 'mixed_float16' | 'mixed_bfloat16';
+      'auto' picks by hardware (distribute.resolve_precision) and logs why.
     strategy: 'auto' | 'default' | 'mirrored' | 'multi_worker', or a
       strategy object (MultiWorkerMirroredStrategy may be created only once).
     seed: weight initialisation and input order / augmentation.
@@ -544,7 +545,8 @@ def train(model: str, *, preset: str = 'cpu', workdir: str | None = None,
   """
   from zoo.data import pipeline
   entry = get_entry(model)
-  distribute.validate_choice('precision', precision, distribute.PRECISIONS)
+  requested_precision = precision
+  precision, precision_reason = distribute.resolve_precision(precision)
   distribute.validate_choice('on_bad_record', on_bad_record,
                              pipeline.ON_BAD_RECORD)
   if isinstance(strategy, tf.distribute.Strategy):
@@ -569,6 +571,8 @@ def train(model: str, *, preset: str = 'cpu', workdir: str | None = None,
                  type(dist).__name__, dist.num_replicas_in_sync,
                  ', ' + distribute.tf_config_summary()
                  if distribute.tf_config_summary() else '', precision)
+    if requested_precision == 'auto':
+      logging.info('Precision auto -> %s: %s.', precision, precision_reason)
     if data is None:
       data = getattr(config.train, 'data', '') or DATA_SYNTHETIC
     data_info = resolve_data(

@@ -165,25 +165,48 @@ def expectation_3d(probs) -> tf.Tensor:
                    _marginal_mean(z)], axis=-1)
 
 
-def _spatial_softmax(logits: tf.Tensor) -> tf.Tensor:
-  """Softmax over all axes between the batch and the joint axis."""
-  shape = tf.shape(logits)
-  flat = tf.reshape(logits, [shape[0], -1, shape[-1]])
-  return tf.reshape(tf.nn.softmax(flat, axis=1), shape)
+def _exp_shifted(logits: tf.Tensor) -> tf.Tensor:
+  """exp(logits - max) per joint: the unnormalised softmax.
+
+  The shift leaves every softmax unchanged, so no gradient flows through it.
+  Reducing over the leading axes keeps the joint axis last; a softmax over
+  axis 1 of a [B, N, J] reshape would transpose the whole tensor (forward
+  and backward).
+  """
+  axes = list(range(1, logits.shape.rank - 1))
+  peak = tf.stop_gradient(tf.reduce_max(logits, axis=axes, keepdims=True))
+  return tf.exp(logits - peak)
 
 
 def soft_argmax_2d(logits) -> tf.Tensor:
   """Soft-argmax (x, y) [B, J, 2] of [B, H, W, J] logits (softmax over H*W)."""
   logits = _f32(logits)
   _check_rank('logits', logits, 4, '[B, H, W, J]')
-  return expectation_2d(_spatial_softmax(logits))
+  weights = _exp_shifted(logits)
+  x_marginal = tf.reduce_sum(weights, 1)   # [B, W, J]
+  y_marginal = tf.reduce_sum(weights, 2)   # [B, H, J]
+  total = tf.reduce_sum(x_marginal, 1)     # [B, J]
+  return tf.stack([_marginal_mean(x_marginal), _marginal_mean(y_marginal)],
+                  axis=-1) / total[..., tf.newaxis]
 
 
 def soft_argmax_3d(logits) -> tf.Tensor:
-  """Soft-argmax (x, y, z) [B, J, 3] of [B, H, W, D, J] logits."""
+  """Soft-argmax (x, y, z) [B, J, 3] of [B, H, W, D, J] logits.
+
+  The expectation under softmax(logits) over H*W*D, computed from the
+  marginals of the unnormalised exponentials (normalising the three
+  marginals costs nothing; normalising the volume costs a pass over it).
+  """
   logits = _f32(logits)
   _check_rank('logits', logits, 5, '[B, H, W, D, J]')
-  return expectation_3d(_spatial_softmax(logits))
+  weights = _exp_shifted(logits)
+  yx = tf.reduce_sum(weights, 3)            # [B, H, W, J]
+  z_marginal = tf.reduce_sum(weights, [1, 2])  # [B, D, J]
+  total = tf.reduce_sum(z_marginal, 1)      # [B, J]
+  coords = tf.stack([_marginal_mean(tf.reduce_sum(yx, 1)),
+                     _marginal_mean(tf.reduce_sum(yx, 2)),
+                     _marginal_mean(z_marginal)], axis=-1)
+  return coords / total[..., tf.newaxis]
 
 
 def argmax_2d(heatmaps) -> tuple[tf.Tensor, tf.Tensor]:

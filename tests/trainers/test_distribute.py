@@ -49,3 +49,57 @@ def test_set_precision_returns_previous_policy():
     keras.mixed_precision.set_global_policy(previous)
   with pytest.raises(ValueError, match='valid choices are float32'):
     distribute.set_precision('float64')
+
+
+def test_auto_precision_follows_the_hardware(tmp_path):
+  cpuinfo = tmp_path / 'cpuinfo'
+  cpuinfo.write_text('processor\t: 0\nflags\t\t: fpu sse avx2 amx_bf16 '
+                     'amx_tile\n\nprocessor\t: 1\nflags\t\t: fpu\n')
+  flags = distribute.cpu_flags(str(cpuinfo))
+  assert 'amx_bf16' in flags and 'avx2' in flags
+  assert distribute.cpu_flags(str(tmp_path / 'missing')) == frozenset()
+
+  choice, why = distribute.resolve_precision('auto', gpus=[], flags=flags)
+  assert choice == 'mixed_bfloat16' and 'amx_bf16' in why
+  choice, why = distribute.resolve_precision(
+      'auto', gpus=[], flags=frozenset({'avx512f', 'avx512_bf16'}))
+  assert choice == 'mixed_bfloat16' and 'avx512_bf16' in why
+  # A CPU without bfloat16 instructions (mocked flags): float32, and why.
+  choice, why = distribute.resolve_precision(
+      'auto', gpus=[], flags=frozenset({'avx2', 'avx512f'}))
+  assert choice == 'float32' and 'amx_bf16' in why
+  choice, why = distribute.resolve_precision('auto', gpus=['GPU:0'],
+                                             flags=frozenset())
+  assert choice == 'mixed_float16' and 'GPU' in why
+  # An explicit choice is kept whatever the hardware.
+  assert distribute.resolve_precision('float32', gpus=[], flags=flags)[0] == \
+      'float32'
+  with pytest.raises(ValueError, match="unknown precision 'half'"):
+    distribute.resolve_precision('half')
+
+
+def test_cpu_threads_are_left_alone_once_initialised(monkeypatch):
+  # The test process has initialised TensorFlow already: nothing changes.
+  tf.constant(1.)
+  before = tf.config.threading.get_inter_op_parallelism_threads()
+  monkeypatch.delenv('TF_NUM_INTEROP_THREADS', raising=False)
+  if not tf.config.list_physical_devices('GPU'):
+    assert distribute.configure_cpu_threads() == (before == 1)
+  assert tf.config.threading.get_inter_op_parallelism_threads() == before
+  monkeypatch.setenv('TF_NUM_INTEROP_THREADS', '4')
+  assert distribute.configure_cpu_threads() is False
+
+
+def test_cpu_threads_before_initialisation():
+  if tf.config.list_physical_devices('GPU'):
+    pytest.skip('this machine has GPUs')
+  import os
+  import subprocess
+  import sys
+  env = {k: v for k, v in os.environ.items() if k != 'TF_NUM_INTEROP_THREADS'}
+  code = ('import tensorflow as tf; from trainers import distribute; '
+          'print(distribute.configure_cpu_threads(), '
+          'tf.config.threading.get_inter_op_parallelism_threads())')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                       text=True, check=True, env=env).stdout.split()
+  assert out[-2:] == ['True', '1']
