@@ -247,7 +247,7 @@ def _run_cli(argv):
     (['--model=trainer_test', '--preset=big'],
      r"unknown preset .*'big'; valid choices are paper, cpu, smoke"),
     (['--model=trainer_test', '--precision=half'],
-     r'valid choices are float32, mixed_float16, mixed_bfloat16'),
+     r'valid choices are auto, float32, mixed_float16, mixed_bfloat16'),
     (['--model=trainer_test', '--strategy=x'],
      r'valid choices are auto, default, mirrored, multi_worker'),
     (['--strategy=default'], r'--model is required; valid choices are'),
