@@ -578,17 +578,20 @@ def _validated(path: tf.Tensor, record_index: tf.Tensor,
   camera, unit box), so the example stage runs through and the record is
   dropped by the caller's filter on `ok`.
   """
-  parsed, num_values = records.parse_example_lenient(serialized)
-  ok, reason = _enforce(_problems(parsed, num_values), path, record_index,
-                        stop)
+  parsed, num_values, parsed_ok, parse_reason = (
+      records.parse_example_checked(serialized))
+  ok, reason = _enforce(_parse_problems(parsed_ok, parse_reason, parsed,
+                                        num_values), path, record_index, stop)
   if stop:
     with tf.control_dependencies([ok]):
-      image = records.decode_image(tf.identity(parsed['image/encoded']))
+      image, decoded = records.decode_image_checked(
+          tf.identity(parsed['image/encoded']))
   else:
-    image = tf.cond(ok, lambda: records.decode_image(parsed['image/encoded']),
-                    lambda: tf.zeros([1, 1, 3], tf.uint8))
-  size_ok, size_reason = _enforce([_image_size_check(image, parsed)], path,
-                                  record_index, stop)
+    image, decoded = tf.cond(
+        ok, lambda: records.decode_image_checked(parsed['image/encoded']),
+        lambda: (tf.zeros([1, 1, 3], tf.uint8), tf.constant(True)))
+  size_ok, size_reason = _enforce(_decode_problems(decoded, image, parsed),
+                                  path, record_index, stop)
   if stop:
     with tf.control_dependencies([size_ok]):
       image = tf.identity(image)
@@ -811,3 +814,33 @@ def make_dataset(data, split: str, *, input_size: int, batch_size: int,
     options.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.OFF)
   return ds.with_options(options)
+
+
+# ----------------------------------------------------------------------------
+# Records that do not parse or decode; the completeness of a split
+# ----------------------------------------------------------------------------
+
+def _parse_problems(parsed_ok: tf.Tensor, parse_reason: tf.Tensor,
+                    parsed: dict[str, tf.Tensor],
+                    num_values: dict[str, tf.Tensor]
+                    ) -> list[tuple[tf.Tensor, Callable[[], tf.Tensor]]]:
+  """`_problems` after records.parse_example_checked: bytes that are not a
+  tf.train.Example or hold a field of the wrong value type fail with that
+  reason alone (the field checks of the zero-filled fallback are masked)."""
+  groups = [(parsed_ok[None], lambda: parse_reason[None])]
+  for ok, messages in _problems(parsed, num_values):
+    groups.append((ok | tf.logical_not(parsed_ok), messages))
+  return groups
+
+
+def _decode_problems(decoded: tf.Tensor, image: tf.Tensor,
+                     parsed: dict[str, tf.Tensor]
+                     ) -> list[tuple[tf.Tensor, Callable[[], tf.Tensor]]]:
+  """Image data that does not decode; the decoded size (`_image_size_check`)
+  where it does."""
+  size_ok, size_messages = _image_size_check(image, parsed)
+  return [(decoded[None], lambda: tf.constant([
+      'field image/encoded does not decode (corrupt image data between '
+      'intact start and end markers)'])),
+          (size_ok | tf.logical_not(decoded), size_messages)]
+
