@@ -279,7 +279,7 @@ class BadRecords:
           'files': [{'file': f, 'reason': r} for f, r in
                     list(self.files.items())[:_SUMMARY_LIMIT]]}
 
-  def _add_record(self, path, index, reason) -> bool:
+  def _add_record(self, path, index, reason, run=None) -> bool:
     path, index = path.numpy().decode(errors='replace'), int(index.numpy())
     reason = reason.numpy().decode(errors='replace')
     with self._lock:
@@ -287,6 +287,9 @@ class BadRecords:
       new = (path, index) not in self.records
       if new:
         self.records[(path, index)] = reason
+      distinct = len(self.records)
+    if run is not None and int(run.numpy()) > 2 * distinct:
+      _raise_nothing_usable(int(run.numpy()), distinct, self)
     if new and self.log:
       logging.warning('pipeline: skipping bad record %d of %s: %s', index,
                       path, reason)
@@ -305,9 +308,15 @@ class BadRecords:
     return False
 
   def report_record(self, path: tf.Tensor, index: tf.Tensor,
-                    reason: tf.Tensor) -> tf.Tensor:
-    """In-graph: records a skipped record; returns False (drop it)."""
-    out = tf.py_function(self._add_record, [path, index, reason], tf.bool)
+                    reason: tf.Tensor, run: tf.Tensor | None = None
+                    ) -> tf.Tensor:
+    """In-graph: records a skipped record; returns False (drop it).
+
+    `run`: bad records in a row so far (this one included); more than twice
+    the distinct bad records means no record is usable (`_drop_bad`).
+    """
+    out = tf.py_function(self._add_record, [path, index, reason] + (
+        [run] if run is not None else []), tf.bool)
     return tf.reshape(out, [])
 
   def report_file(self, path: tf.Tensor, reason: tf.Tensor) -> tf.Tensor:
@@ -583,9 +592,9 @@ def _validated(path: tf.Tensor, record_index: tf.Tensor,
   ok, reason = _enforce(_parse_problems(parsed_ok, parse_reason, parsed,
                                         num_values), path, record_index, stop)
   if stop:
-    with tf.control_dependencies([ok]):
-      image, decoded = records.decode_image_checked(
-          tf.identity(parsed['image/encoded']))
+    with tf.control_dependencies([ok]):  # nothing uses a bad record first
+      parsed = {k: tf.identity(v) for k, v in parsed.items()}
+      image, decoded = records.decode_image_checked(parsed['image/encoded'])
   else:
     image, decoded = tf.cond(
         ok, lambda: records.decode_image_checked(parsed['image/encoded']),
@@ -780,6 +789,8 @@ def make_dataset(data, split: str, *, input_size: int, batch_size: int,
   ds = _records(files, training and take is None, seed,
                 deterministic or sharding == SHARD_BY_DATA,
                 None if stop else bad_records)
+  if sharding == NO_SHARDING:
+    ds = _check_split_count(ds, data, split, None if stop else bad_records)
   if sharding == SHARD_BY_DATA:
     ds = ds.shard(num_input_pipelines, input_pipeline_id)
   if take is not None:
@@ -797,11 +808,7 @@ def make_dataset(data, split: str, *, input_size: int, batch_size: int,
   ds = ds.map(_example_stage(seed, input_size, augment, stop),
               num_parallel_calls=num_parallel_calls)
   if not stop:
-    ds = ds.filter(lambda example: tf.cond(
-        example['bad/ok'], lambda: tf.constant(True),
-        lambda: bad_records.report_record(example['bad/path'],
-                                          example['bad/index'],
-                                          example['bad/reason'])))
+    ds = _drop_bad(ds, bad_records)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
   ds = ds.map(_batch_stage(input_size),
               num_parallel_calls=num_parallel_calls)
@@ -843,4 +850,79 @@ def _decode_problems(decoded: tf.Tensor, image: tf.Tensor,
       'field image/encoded does not decode (corrupt image data between '
       'intact start and end markers)'])),
           (size_ok | tf.logical_not(decoded), size_messages)]
+
+
+def _raise_nothing_usable(run: int, distinct: int, bad: BadRecords) -> None:
+  example = next(iter(bad.records.items()), None)
+  message = (
+      f'pipeline (on_bad_record=skip): no usable record: the last {run} '
+      f'records read were all bad ({distinct} distinct bad records, every '
+      'record of the input was met at least once)' + (
+          f'; e.g. record {example[0][1]} of {example[0][0]}: {example[1]}'
+          if example else ''))
+  logging.error('%s', message)
+  raise ValueError(message)
+
+
+def _drop_bad(ds: tf.data.Dataset, bad_records: BadRecords
+              ) -> tf.data.Dataset:
+  """Drops the examples marked bad, counting them in `bad_records`; stops
+  with an error once bad records in a row prove that none is usable (more
+  than twice the distinct bad ones: a run can span at most two passes unless
+  a whole pass is bad), instead of filtering a repeated input forever."""
+
+  def count(run, example):
+    run = tf.where(example['bad/ok'], tf.constant(0, tf.int64), run + 1)
+    return run, (example, run)
+
+  def keep(example, run):
+    return tf.cond(example['bad/ok'], lambda: tf.constant(True),
+                   lambda: bad_records.report_record(
+                       example['bad/path'], example['bad/index'],
+                       example['bad/reason'], run))
+
+  return ds.scan(tf.constant(0, tf.int64), count).filter(keep).map(
+      lambda example, run: example)
+
+
+def _check_split_count(ds: tf.data.Dataset, data, split: str,
+                       bad_records: BadRecords | None) -> tf.data.Dataset:
+  """Compares the records read in a pass over a dataset directory's split
+  with the count its manifest states (records.manifest_count): a shard
+  emptied or cut at a record boundary reads without error but short. Stops
+  (bad_records None) or reports the directory to `bad_records`. Unchecked
+  without a directory or a stated count."""
+  if not isinstance(data, (str, os.PathLike)) or not tf.io.gfile.isdir(
+      os.fspath(data)):
+    return ds
+  directory = os.fspath(data)
+  expected = records.manifest_count(directory, split)
+  if expected is None:
+    return ds
+  end = tf.data.Dataset.from_tensors(
+      (tf.constant(''), tf.constant(-1, tf.int64), tf.constant(b'')))
+
+  def count(num, item):
+    is_end = item[1] < 0
+    return num + tf.cast(tf.logical_not(is_end), tf.int64), (num, is_end, item)
+
+  def message(num):
+    return tf.strings.join([
+        f'pipeline: split {split} of {directory} holds ',
+        tf.strings.as_string(num), f' records but its manifest states '
+        f'{expected}: a shard is missing records (emptied or cut short)'])
+
+  def keep(num, is_end, item):
+    del item
+    complete = tf.logical_or(tf.logical_not(is_end), tf.equal(num, expected))
+    if bad_records is None:
+      with tf.control_dependencies([_assert(complete, lambda: message(num))]):
+        return tf.logical_not(is_end)
+    reported = tf.cond(complete, lambda: tf.constant(True),
+                       lambda: bad_records.report_file(
+                           tf.constant(directory), message(num)))
+    return tf.logical_and(tf.logical_not(is_end), reported)
+
+  return ds.concatenate(end).scan(tf.constant(0, tf.int64), count).filter(
+      keep).map(lambda num, is_end, item: item)
 
