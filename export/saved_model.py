@@ -262,6 +262,7 @@ def export_model(model, export_base: str, model_name: str | None = None, *,
   if not model_name or '/' in model_name or model_name.startswith('.'):
     raise ValueError(f'invalid model name {model_name!r}')
   os.makedirs(export_base, exist_ok=True)
+  recover_interrupted(export_base)  # before numbering: it may restore one
   model_dir = os.path.join(export_base, model_name)
   if version is None:
     version = next_version(model_dir)
@@ -273,7 +274,6 @@ def export_model(model, export_base: str, model_name: str | None = None, *,
     raise FileExistsError(f'{final} already exists; pass --overwrite to '
                           'replace it or --version to choose another number')
 
-  recover_interrupted(export_base)
   module = serving_module.PoseServingModule(model, flip_test=flip_test,
                                             name=f'{model_name}_serving')
   examples = warmup.example_inputs(module.input_specs())
