@@ -26,7 +26,18 @@ model or version -> NOT_FOUND; missing or extra inputs, wrong dtype or shape,
 unknown version label, bad values -> INVALID_ARGUMENT (messages name the input
 and the expected spec); unknown signature -> FAILED_PRECONDITION over gRPC
 (INVALID_ARGUMENT over REST), exactly as TF Serving does. REST errors are
-{"error": "..."} with HTTP 400 / 404. A bad request never stops the server.
+{"error": "..."} with HTTP 400 / 404 (also for http.server's own errors, a
+bad Content-Length, and 405 for PUT / DELETE / PATCH). A bad request never
+stops the server.
+
+Load and faults. Requests into one loaded version run one at a time (they
+crashed the process when they ran concurrently); versions and models run in
+parallel. A request holds its version; a retired version is released only
+when no request runs in it (under an exclusive gate, so no request runs while
+its graphs are freed). A version leaves only after its replacement loaded
+and warmed up; a version that fails to load is logged, reported by
+GetModelStatus (END with the error) and retried only when its files change,
+while the previous versions keep serving.
 
 Layouts of --model_base_path: BASE/NAME/N/ (every model under BASE), or a
 single model's directory BASE/N/ (named by --model_name, default the directory

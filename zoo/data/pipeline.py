@@ -44,11 +44,19 @@ size). `on_bad_record` picks the policy: 'stop' (default) raises
 tf.errors.InvalidArgumentError naming the check, the file and the record
 index; 'skip' drops the record (or the rest of the file), logs it once with
 file, index and reason, and counts it in a `BadRecords` the caller can read.
-Not caught: bytes with a valid TFRecord checksum that are not a
-tf.train.Example, or a feature stored with the wrong value type (both stop
-with TensorFlow's parse error, which names neither file nor record; only a
-broken writer produces them), and image data corrupt in the middle with
-intact markers (decoders return a damaged image without an error).
+Bytes with a valid TFRecord checksum that are not a tf.train.Example, a
+field stored with the wrong value type, and image data that does not decode
+(garbage between intact markers) are bad records like the others: parsing
+and decoding run as in-graph "try"s (records.parse_example_checked,
+records.decode_image_checked). With 'skip', a run of bad records longer than
+twice the distinct bad ones (only possible when no record is usable) stops
+with an error instead of filtering a repeated input forever. A split read
+from a dataset directory is complete: list_shards checks the '-of-NNNNN'
+shard count, and a pass over all its records is compared with the count its
+manifest states (an emptied shard, or one cut at a record boundary, reads
+without error but short). Not caught: image data damaged in a way the
+decoder accepts (a damaged image without an error), and a short split read
+from a list of files or sharded over several input pipelines.
 
 Multi-worker input. With `num_input_pipelines` > 1 (one per worker,
 `input_pipeline_id` = this worker) the pipeline shards explicitly and logs
