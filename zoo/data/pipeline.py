@@ -797,10 +797,10 @@ def make_dataset(data, split: str, *, input_size: int, batch_size: int,
   ds = _records(files, training and take is None, seed,
                 deterministic or sharding == SHARD_BY_DATA,
                 None if stop else bad_records)
-  if sharding == NO_SHARDING:
-    ds = _check_split_count(ds, data, split, None if stop else bad_records)
   if sharding == SHARD_BY_DATA:
     ds = ds.shard(num_input_pipelines, input_pipeline_id)
+  if sharding == NO_SHARDING:
+    ds = _check_split_count(ds, data, split, None if stop else bad_records)
   if take is not None:
     ds = ds.take(take)
   if training:
