@@ -132,7 +132,12 @@ def test_soak_concurrent_clients_across_a_version_swap(exported, model_dir,
         versions_seen, server.log()[-3000:])
     assert done['rest'] > 0 and done['grpc'] > 0, done
     with client_lib.GrpcClient(server.grpc, timeout=60.) as client:
-      states = {s['version']: s['state'] for s in client.status(NAME)}
+      deadline = time.time() + 120  # version 1 is released after its requests
+      while time.time() < deadline:
+        states = {s['version']: s['state'] for s in client.status(NAME)}
+        if states.get(1) == 'END':
+          break
+        time.sleep(0.2)
       assert states == {1: 'END', 2: 'AVAILABLE'}, states
       inputs, expected = cases['serving_default'][-1]
       assert_close(client.predict(NAME, inputs), expected, 'after the soak')
