@@ -47,8 +47,7 @@ file, index and reason, and counts it in a `BadRecords` the caller can read.
 Bytes with a valid TFRecord checksum that are not a tf.train.Example, a
 field stored with the wrong value type, and image data that does not decode
 (garbage between intact markers) are bad records like the others: parsing
-and decoding run as in-graph "try"s (records.parse_example_checked,
-records.decode_image_checked). With 'skip', a run of bad records longer than
+and decoding run as one in-graph "try" (records.parse_and_decode_checked). With 'skip', a run of bad records longer than
 twice the distinct bad ones (only possible when no record is usable) stops
 with an error instead of filtering a repeated input forever. A split read
 from a dataset directory is complete: list_shards checks the '-of-NNNNN'
@@ -590,23 +589,19 @@ def _validated(path: tf.Tensor, record_index: tf.Tensor,
   """Parses and checks one record and decodes its image.
 
   Returns (parsed, image uint8 [H, W, 3], ok, reason). With `stop`, a bad
-  record raises (naming check, file and record). Otherwise a bad record is not
-  decoded and its geometry fields are replaced by harmless values (identity
-  camera, unit box), so the example stage runs through and the record is
-  dropped by the caller's filter on `ok`.
+  record raises (naming check, file and record). Otherwise a bad record's
+  image is replaced by a 1x1 black one and its geometry fields by harmless
+  values (identity camera, unit box), so the example stage runs through and
+  the record is dropped by the caller's filter on `ok`.
   """
-  parsed, num_values, parsed_ok, parse_reason = (
-      records.parse_example_checked(serialized))
+  parsed, num_values, image, parsed_ok, parse_reason, decoded = (
+      records.parse_and_decode_checked(serialized))
   ok, reason = _enforce(_parse_problems(parsed_ok, parse_reason, parsed,
                                         num_values), path, record_index, stop)
   if stop:
     with tf.control_dependencies([ok]):  # nothing uses a bad record first
       parsed = {k: tf.identity(v) for k, v in parsed.items()}
-      image, decoded = records.decode_image_checked(parsed['image/encoded'])
-  else:
-    image, decoded = tf.cond(
-        ok, lambda: records.decode_image_checked(parsed['image/encoded']),
-        lambda: (tf.zeros([1, 1, 3], tf.uint8), tf.constant(True)))
+      image, decoded = tf.identity(image), tf.identity(decoded)
   size_ok, size_reason = _enforce(_decode_problems(decoded, image, parsed),
                                   path, record_index, stop)
   if stop:
@@ -619,6 +614,7 @@ def _validated(path: tf.Tensor, record_index: tf.Tensor,
   safe = {'intrinsics': tf.eye(3), 'box_xywh': tf.constant([0., 0., 1., 1.])}
   for name, value in safe.items():
     parsed[name] = tf.where(ok, parsed[name], value)
+  image = tf.cond(ok, lambda: image, lambda: tf.zeros([1, 1, 3], tf.uint8))
   return parsed, image, ok, reason
 
 
@@ -839,7 +835,7 @@ def _parse_problems(parsed_ok: tf.Tensor, parse_reason: tf.Tensor,
                     parsed: dict[str, tf.Tensor],
                     num_values: dict[str, tf.Tensor]
                     ) -> list[tuple[tf.Tensor, Callable[[], tf.Tensor]]]:
-  """`_problems` after records.parse_example_checked: bytes that are not a
+  """`_problems` after records.parse_and_decode_checked: bytes that are not a
   tf.train.Example or hold a field of the wrong value type fail with that
   reason alone (the field checks of the zero-filled fallback are masked)."""
   groups = [(parsed_ok[None], lambda: parse_reason[None])]

@@ -308,41 +308,55 @@ def _wrong_value_types(serialized: tf.Tensor) -> tf.Tensor:
                           'do not parse as one)'))
 
 
-def parse_example_checked(serialized: tf.Tensor
-                          ) -> tuple[dict[str, tf.Tensor],
-                                     dict[str, tf.Tensor], tf.Tensor,
-                                     tf.Tensor]:
-  """`parse_example_lenient` that never raises.
-
-  Returns (parsed, num_values, ok, reason): for bytes that are not a
-  tf.train.Example, or a field stored with the wrong value type, `ok` is
-  False, `reason` says which (built only then), and `parsed` / `num_values`
-  hold zeros.
-  """
-  tried = tf.data.Dataset.from_tensors(serialized).map(
-      lambda s: (*parse_example_lenient(s), tf.constant(True)))
-  fallback_parsed = {
+def _parse_fallback() -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
+  parsed = {
       name: tf.zeros(FLOAT_FIELDS[name], tf.float32) if name in FLOAT_FIELDS
       else tf.constant(b'' if name in STRING_FIELDS else 0,
                        tf.string if name in STRING_FIELDS else tf.int64)
       for name in _LENIENT_SPEC}
-  fallback_counts = {name: tf.constant(0, tf.int32) for name in _LENIENT_SPEC}
-  parsed, num_values, ok = _first_or(
-      tried, (fallback_parsed, fallback_counts, tf.constant(False)))
-  reason = tf.cond(ok, lambda: tf.constant(''),
-                   lambda: _wrong_value_types(serialized))
-  return parsed, num_values, ok, reason
+  return parsed, {name: tf.constant(0, tf.int32) for name in _LENIENT_SPEC}
 
 
-def decode_image_checked(encoded: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-  """`decode_image` that never raises: (image, ok); a 1x1 black image where
-  the bytes do not decode (corrupt data between intact markers)."""
-  tried = tf.data.Dataset.from_tensors(encoded).map(
-      lambda e: (decode_image(e), tf.constant(True)))
-  image, ok = _first_or(tried, (tf.zeros([1, 1, 3], tf.uint8),
-                                tf.constant(False)))
+def parse_and_decode_checked(serialized: tf.Tensor
+                             ) -> tuple[dict[str, tf.Tensor],
+                                        dict[str, tf.Tensor], tf.Tensor,
+                                        tf.Tensor, tf.Tensor, tf.Tensor]:
+  """`parse_example_lenient` + `decode_image` that never raise.
+
+  Returns (parsed, num_values, image, parsed_ok, parse_reason, decoded):
+  - parsed_ok False: the bytes are not a tf.train.Example, or a field is
+    stored with the wrong value type; `parse_reason` says which (built only
+    then); `parsed` / `num_values` hold zeros.
+  - decoded False: image/encoded does not decode (e.g. garbage between
+    intact markers); `image` is then 1x1 black.
+  One in-graph "try" covers both for a good record; a second one, run only
+  when it fails, tells the two apart.
+  """
+  tried = tf.data.Dataset.from_tensors(serialized).map(
+      lambda s: _parse_decode(s))
+  parsed0, counts0 = _parse_fallback()
+  parsed, num_values, image, ok = _first_or(
+      tried, (parsed0, counts0, tf.zeros([1, 1, 3], tf.uint8),
+              tf.constant(False)))
   image.set_shape([None, None, 3])
-  return image, ok
+
+  def parse_alone():
+    parse_only = tf.data.Dataset.from_tensors(serialized).map(
+        lambda s: (*parse_example_lenient(s), tf.constant(True)))
+    return _first_or(parse_only, (parsed0, counts0, tf.constant(False)))
+
+  parsed, num_values, parsed_ok = tf.cond(
+      ok, lambda: (parsed, num_values, tf.constant(True)), parse_alone)
+  decoded = ok
+  reason = tf.cond(parsed_ok, lambda: tf.constant(''),
+                   lambda: _wrong_value_types(serialized))
+  return parsed, num_values, image, parsed_ok, reason, decoded
+
+
+def _parse_decode(serialized: tf.Tensor):
+  parsed, num_values = parse_example_lenient(serialized)
+  return (parsed, num_values, decode_image(parsed['image/encoded']),
+          tf.constant(True))
 
 
 # ----------------------------------------------------------------------------
