@@ -22,8 +22,14 @@ SavedModel is written and (by default) verified in a temporary directory
 BASE/.tmp-NAME-*, then renamed to BASE/NAME/N, so TF Serving, which polls
 BASE/NAME for integer directories, never sees a half-written version, and an
 export that fails part-way leaves every existing version as it was. An
-existing version is only replaced with --overwrite (the old one is moved aside,
-the new one renamed in, the old one deleted; on failure the old one goes back).
+existing version is only replaced with --overwrite: the new and the old
+directory swap places in one atomic rename (Linux renameat2 RENAME_EXCHANGE),
+so the version directory is never missing, and the old one is then deleted.
+Where the file system cannot swap, the old one is moved aside to
+BASE/.old-PID-* first; an export killed between the two renames is undone by
+the next export into BASE (the old version is moved back). Temporaries of
+killed exports (BASE/.tmp-PID-*, BASE/.old-PID-*) are removed by the next
+export into BASE.
 
 Model-agnostic: signatures come from export.serving_module, model-specific
 extras from the model's optional `extra_serving_signatures()`.
@@ -256,6 +262,7 @@ def export_model(model, export_base: str, model_name: str | None = None, *,
   if not model_name or '/' in model_name or model_name.startswith('.'):
     raise ValueError(f'invalid model name {model_name!r}')
   os.makedirs(export_base, exist_ok=True)
+  recover_interrupted(export_base)  # before numbering: it may restore one
   model_dir = os.path.join(export_base, model_name)
   if version is None:
     version = next_version(model_dir)
@@ -270,7 +277,8 @@ def export_model(model, export_base: str, model_name: str | None = None, *,
   module = serving_module.PoseServingModule(model, flip_test=flip_test,
                                             name=f'{model_name}_serving')
   examples = warmup.example_inputs(module.input_specs())
-  staging = tempfile.mkdtemp(dir=export_base, prefix=f'.tmp-{model_name}-')
+  staging = tempfile.mkdtemp(dir=export_base,
+                             prefix=fileio.temp_prefix(model_name))
   try:
     path = os.path.join(staging, str(version))
     _log.info('Tracing and saving %s version %d ...', model_name, version)
@@ -292,16 +300,29 @@ def export_model(model, export_base: str, model_name: str | None = None, *,
   return final
 
 
+_ASIDE_TARGET = 'target.json'  # in BASE/.old-PID-*: which version it holds
+
+
 def _publish(staged: str, final: str, overwrite: bool) -> None:
-  """Renames the staged version into place (swapping out an old one)."""
+  """Renames the staged version into place (swapping out an old one).
+
+  `staged` must lie in a temporary directory of this process (it holds the
+  old version after a swap; the caller removes it).
+  """
   os.makedirs(os.path.dirname(final), exist_ok=True)
   if not os.path.exists(final):
     os.rename(staged, final)  # fails if another exporter got there first
     return
   if not overwrite:
     raise FileExistsError(f'{final} appeared during the export; not replaced')
-  aside = tempfile.mkdtemp(dir=os.path.dirname(os.path.dirname(final)),
-                           prefix='.old-')
+  if fileio.exchange_paths(staged, final):  # never a moment without `final`
+    shutil.rmtree(staged, ignore_errors=True)
+    return
+  base = os.path.dirname(os.path.dirname(final))
+  aside = tempfile.mkdtemp(dir=base, prefix=fileio.temp_prefix(
+      os.path.basename(os.path.dirname(final)), fileio.ASIDE_PREFIX))
+  fileio.atomic_write_text(os.path.join(aside, _ASIDE_TARGET), json.dumps(
+      {'version_dir': os.path.relpath(final, base)}))
   old = os.path.join(aside, 'old')
   os.rename(final, old)
   try:
@@ -311,6 +332,32 @@ def _publish(staged: str, final: str, overwrite: bool) -> None:
     raise
   finally:
     shutil.rmtree(aside, ignore_errors=True)
+
+
+def recover_interrupted(export_base: str) -> None:
+  """Undoes what killed exports into BASE left behind.
+
+  A version an --overwrite moved aside (BASE/.old-PID-*) before it was killed
+  goes back into place if nothing replaced it; every other temporary of a
+  process that is gone (BASE/.tmp-PID-*, BASE/.old-PID-*) is removed.
+  """
+  for path in fileio.stale_temporaries(export_base):
+    name = os.path.basename(path)
+    old = os.path.join(path, 'old')
+    if name.startswith(fileio.ASIDE_PREFIX) and os.path.isdir(old):
+      try:
+        with open(os.path.join(path, _ASIDE_TARGET)) as f:
+          version_dir = json.load(f)['version_dir']
+      except (OSError, ValueError, KeyError, TypeError):
+        version_dir = None
+      target = os.path.join(export_base, version_dir) if version_dir else None
+      if target and not os.path.exists(target) and os.path.isfile(
+          os.path.join(old, 'saved_model.pb')):
+        _log.warning('Restoring %s from %s: an --overwrite export was killed '
+                     'between its renames.', target, path)
+        os.rename(old, target)
+  for path in fileio.remove_stale_temporaries(export_base):
+    _log.warning('Removed %s, left by an export that was killed.', path)
 
 
 def export_checkpoint(name: str, checkpoint: str, export_base: str, *,

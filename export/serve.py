@@ -26,7 +26,18 @@ model or version -> NOT_FOUND; missing or extra inputs, wrong dtype or shape,
 unknown version label, bad values -> INVALID_ARGUMENT (messages name the input
 and the expected spec); unknown signature -> FAILED_PRECONDITION over gRPC
 (INVALID_ARGUMENT over REST), exactly as TF Serving does. REST errors are
-{"error": "..."} with HTTP 400 / 404. A bad request never stops the server.
+{"error": "..."} with HTTP 400 / 404 (also for http.server's own errors, a
+bad Content-Length, and 405 for PUT / DELETE / PATCH). A bad request never
+stops the server.
+
+Load and faults. Requests into one loaded version run one at a time (they
+crashed the process when they ran concurrently); versions and models run in
+parallel. A request holds its version; a retired version is released only
+when no request runs in it (under an exclusive gate, so no request runs while
+its graphs are freed). A version leaves only after its replacement loaded
+and warmed up; a version that fails to load is logged, reported by
+GetModelStatus (END with the error) and retried only when its files change,
+while the previous versions keep serving.
 
 Layouts of --model_base_path: BASE/NAME/N/ (every model under BASE), or a
 single model's directory BASE/N/ (named by --model_name, default the directory
@@ -43,7 +54,9 @@ from __future__ import annotations
 import argparse
 import base64
 import concurrent.futures
+import contextlib
 import dataclasses
+import gc
 import http.server
 import json
 import logging
@@ -109,11 +122,13 @@ def _grpc_code(tf_code: int) -> grpc.StatusCode:
 
 def _clean_tf_message(message: str) -> str:
   """The useful part of a TF runtime error (assertion text, first lines)."""
-  match = re.search(r'assertion failed: \[(.*?)\]', message, re.S)
-  if match:
-    return match.group(1).replace("\\'", "'")
   message = re.sub(r'\s*\[\[\{\{node .*?\}\}\]\]', '', message, flags=re.S)
   message = re.sub(r'\s*\[Op:[^\]]*\]', '', message)
+  # The assertion's text may itself hold brackets ("K[0, 0]"): up to the
+  # last ']' of its line.
+  match = re.search(r'assertion failed: \[(.*)\]', message)
+  if match:
+    return match.group(1).replace("\\'", "'")
   skip = ('Detected at node', '<stack traces', 'Graph execution')
   lines = [l for l in message.strip().splitlines()
            if l.strip() and not l.startswith(skip)]
@@ -142,12 +157,25 @@ class Signature:
 
 
 class Servable:
-  """One version of one model, loaded with tf.saved_model.load."""
+  """One version of one model, loaded with tf.saved_model.load.
+
+  Thread safety. Calls into the loaded functions of one version run one at a
+  time (`_calls`): concurrent calls into one loaded SavedModel's functions
+  crashed the process (a segfault in a TF compute thread) under a few
+  concurrent clients. Versions (and models) still run in parallel, and each
+  call uses TF's intra-op threads. A request holds the version (`acquire` /
+  `release`) while it runs; a retired version is released (`close`) only
+  once no request runs in it.
+  """
 
   def __init__(self, name: str, version: int, path: str):
     self.name = name
     self.version = version
     self.path = path
+    self._calls = threading.Lock()
+    self._users = 0  # requests running in this version
+    self._retired = False
+    self._state = threading.Lock()
     self._loaded = tf.saved_model.load(path, tags=['serve'])
     self.signatures: dict[str, Signature] = {}
     for sig_name, fn in self._loaded.signatures.items():
@@ -160,6 +188,35 @@ class Servable:
     graphs = [g for g in proto.meta_graphs
               if 'serve' in g.meta_info_def.tags] or list(proto.meta_graphs)
     self.signature_defs = graphs[0].signature_def
+
+  # --- life cycle -----------------------------------------------------------
+  def acquire(self) -> bool:
+    """Marks a request running in this version; False once it is retired."""
+    with self._state:
+      if self._retired:
+        return False
+      self._users += 1
+      return True
+
+  def release(self) -> None:
+    with self._state:
+      self._users -= 1
+
+  def retire(self) -> None:
+    """No new request may acquire this version."""
+    with self._state:
+      self._retired = True
+
+  @property
+  def idle(self) -> bool:
+    """Retired and no request runs in it: safe to close."""
+    with self._state:
+      return self._retired and self._users == 0
+
+  def close(self) -> None:
+    """Drops the loaded SavedModel (call only when `idle`)."""
+    self.signatures = {}
+    self._loaded = None
 
   def signature(self, name: str, grpc_semantics: bool = True) -> Signature:
     name = name or DEFAULT_SIGNATURE
@@ -215,17 +272,18 @@ class Servable:
                        f'{{{",".join(signature.outputs)}}}.')
     if len(set(output_filter)) != len(output_filter):
       raise _invalid(f'duplicate output tensor alias in {list(output_filter)}')
+    tensors = {k: tf.constant(v, dtype=signature.inputs[k].dtype)
+               for k, v in inputs.items()}
+    keys = output_filter or signature.outputs
     try:
-      outputs = signature.fn(**{
-          k: tf.constant(v, dtype=signature.inputs[k].dtype)
-          for k, v in inputs.items()})
+      with self._calls:
+        outputs = signature.fn(**tensors)
+        return {k: outputs[k].numpy() for k in keys}
     except tf.errors.OpError as e:
       raise ServingError(_grpc_code(e.error_code),
                          f'{_clean_tf_message(e.message)} (model {self.name!r}'
                          f' version {self.version}, signature '
                          f'{signature.name!r})') from None
-    keys = output_filter or signature.outputs
-    return {k: outputs[k].numpy() for k in keys}
 
   def warm_up(self) -> int:
     """Replays assets.extra/tf_serving_warmup_requests; returns the count."""
@@ -281,6 +339,24 @@ def wanted_versions(config: ModelConfig, on_disk: Iterable[int]) -> list[int]:
   return on_disk[-max(config.num_versions, 1):]
 
 
+def version_fingerprint(path: str) -> tuple:
+  """(relative path, size, mtime) of every file of a version directory.
+
+  A version whose load failed is retried only when this changes.
+  """
+  entries = []
+  for directory, _, files in os.walk(path):
+    for name in files:
+      full = os.path.join(directory, name)
+      try:
+        stat = os.stat(full)
+      except OSError:  # removed while listing
+        continue
+      entries.append((os.path.relpath(full, path), stat.st_size,
+                      stat.st_mtime_ns))
+  return tuple(sorted(entries))
+
+
 class Model:
   """The servables of one model and the status of every version seen."""
 
@@ -288,7 +364,8 @@ class Model:
     self.config = config
     self.servables: dict[int, Servable] = {}
     self.states: dict[int, tuple[int, int, str]] = {}  # state, code, message
-    self.failed: set[int] = set()  # versions whose load failed
+    # versions whose load failed -> fingerprint of their files at that load
+    self.failed: dict[int, tuple] = {}
     self.lock = threading.Lock()
 
   def set_state(self, version: int, state: int, code: int = 0,
@@ -297,8 +374,56 @@ class Model:
       self.states[version] = (state, code, message)
 
 
+class _Gate:
+  """Shared (requests) / exclusive (releasing a version) access to TF.
+
+  A released SavedModel's functions leave TF's function library when Python
+  frees them; that happens under `exclusive`, so never while a request runs.
+  """
+
+  def __init__(self):
+    self._cond = threading.Condition()
+    self._shared = 0
+    self._exclusive_waiting = 0
+    self._exclusive = False
+
+  @contextlib.contextmanager
+  def shared(self):
+    with self._cond:
+      self._cond.wait_for(lambda: not (self._exclusive or
+                                       self._exclusive_waiting))
+      self._shared += 1
+    try:
+      yield
+    finally:
+      with self._cond:
+        self._shared -= 1
+        self._cond.notify_all()
+
+  @contextlib.contextmanager
+  def exclusive(self):
+    with self._cond:
+      self._exclusive_waiting += 1
+      self._cond.wait_for(lambda: not (self._exclusive or self._shared))
+      self._exclusive_waiting -= 1
+      self._exclusive = True
+    try:
+      yield
+    finally:
+      with self._cond:
+        self._exclusive = False
+        self._cond.notify_all()
+
+
 class ServerCore:
-  """Loads and polls models; resolves model specs; runs requests."""
+  """Loads and polls models; resolves model specs; runs requests.
+
+  Versions follow TF Serving's availability-preserving policy: a version
+  leaves only after the versions that replace it have loaded and warmed up,
+  so a new version that fails to load leaves the served ones serving. The
+  failure is logged and reported by GetModelStatus (state END with the
+  error), and the version is tried again only when its files change.
+  """
 
   def __init__(self, configs: Sequence[ModelConfig], warmup: bool = True,
                poll_seconds: float = 1.):
@@ -307,28 +432,72 @@ class ServerCore:
     self.poll_seconds = poll_seconds
     self._stop = threading.Event()
     self._poller: threading.Thread | None = None
+    self._sync_lock = threading.Lock()
+    self._gate = _Gate()
+    self._retiring: list[Servable] = []
 
   # --- loading ------------------------------------------------------------
-  def sync(self) -> None:
-    """Loads wanted versions that are not loaded; unloads unwanted ones."""
-    for model in self.models.values():
-      config = model.config
-      wanted = wanted_versions(config, _available_versions(config.base_path))
-      for version in wanted:
-        if version in model.servables or version in model.failed:
-          continue  # loaded, or failed to load before (not retried)
-        self._load(model, version)
-      for version in list(model.servables):
-        if version not in wanted:
-          model.set_state(version, _State.UNLOADING)
-          with model.lock:
-            del model.servables[version]
-          model.set_state(version, _State.END)
-          _log.info('Unloaded %s version %d.', config.name, version)
+  def _candidates(self, model: Model) -> list[int]:
+    """Versions on disk, less those that failed and have not changed since."""
+    base = model.config.base_path
+    on_disk = _available_versions(base)
+    for version in list(model.failed):
+      if version not in on_disk:
+        del model.failed[version]
+    return [v for v in on_disk if v not in model.failed or
+            model.failed[v] != version_fingerprint(
+                os.path.join(base, str(v)))]
 
-  def _load(self, model: Model, version: int) -> None:
+  def sync(self) -> None:
+    """Loads wanted versions that are not loaded; then unloads the rest."""
+    with self._sync_lock:
+      for model in self.models.values():
+        candidates = self._candidates(model)
+        while True:
+          wanted = wanted_versions(model.config, candidates)
+          failed = [v for v in wanted if v not in model.servables and
+                    not self._load(model, v)]
+          if not failed:
+            break
+          candidates = [v for v in candidates if v not in failed]
+        for version in list(model.servables):
+          if version not in wanted:
+            self._unload(model, version)
+      self._reap()
+
+  def _unload(self, model: Model, version: int) -> None:
+    model.set_state(version, _State.UNLOADING)
+    with model.lock:
+      servable = model.servables.pop(version)
+      servable.retire()
+    self._retiring.append(servable)
+    _log.info('Unloading %s version %d (after its running requests).',
+              model.config.name, version)
+
+  def _reap(self, wait_seconds: float = 30.) -> None:
+    """Releases retired versions once no request runs in them."""
+    deadline = time.time() + wait_seconds
+    while self._retiring:
+      idle = [s for s in self._retiring if s.idle]
+      if idle:
+        with self._gate.exclusive():
+          for servable in idle:
+            servable.close()
+          gc.collect()  # free the loaded graphs here, not in a request
+        for servable in idle:
+          self._retiring.remove(servable)
+          self.models[servable.name].set_state(servable.version, _State.END)
+          _log.info('Unloaded %s version %d.', servable.name,
+                    servable.version)
+        continue
+      if time.time() > deadline:  # a request still runs; next poll
+        return
+      time.sleep(0.01)
+
+  def _load(self, model: Model, version: int) -> bool:
     name = model.config.name
     path = os.path.join(model.config.base_path, str(version))
+    fingerprint = version_fingerprint(path)
     model.set_state(version, _State.LOADING)
     start = time.time()
     try:
@@ -336,16 +505,22 @@ class ServerCore:
       count = servable.warm_up() if self.warmup else 0
     except Exception as e:  # a broken export must not stop the server
       code = e.code.value[0] if isinstance(e, ServingError) else 2
-      model.set_state(version, _State.END, code, f'failed to load: {e}')
-      model.failed.add(version)
-      _log.error('Failed to load %s version %d from %s: %s', name, version,
-                 path, e)
-      return
+      message = str(e).strip().splitlines()[0][:2000] if str(e) else \
+          type(e).__name__
+      model.set_state(version, _State.END, code, f'failed to load: {message}')
+      model.failed[version] = fingerprint
+      serving = sorted(model.servables)
+      _log.error('Failed to load %s version %d from %s: %s. Still serving '
+                 'versions %s; retried when its files change.', name,
+                 version, path, message, serving)
+      return False
+    model.failed.pop(version, None)
     with model.lock:
       model.servables[version] = servable
     model.set_state(version, _State.AVAILABLE)
     _log.info('Loaded %s version %d (%d warm-up requests, %.1f s).', name,
               version, count, time.time() - start)
+    return True
 
   def start_polling(self) -> None:
     if self.poll_seconds <= 0:
@@ -405,13 +580,29 @@ class ServerCore:
                          f'{spec.name}); no version is loaded')
     return loaded[max(loaded)]
 
+  @contextlib.contextmanager
+  def using(self, spec):
+    """The servable for a ModelSpec, held while the block runs."""
+    for _ in range(10):  # retired between lookup and acquire: look again
+      servable = self.servable(spec)
+      if servable.acquire():
+        break
+    else:
+      raise ServingError(grpc.StatusCode.UNAVAILABLE,
+                         f'model {spec.name!r} is changing versions; retry')
+    try:
+      with self._gate.shared():
+        yield servable
+    finally:
+      servable.release()
+
   # --- the three calls --------------------------------------------------------
   def predict(self, request: predict_pb2.PredictRequest
               ) -> predict_pb2.PredictResponse:
-    servable = self.servable(request.model_spec)
-    signature = servable.signature(request.model_spec.signature_name)
-    inputs = {k: tensor_to_array(v) for k, v in request.inputs.items()}
-    outputs = servable.run(signature, inputs, tuple(request.output_filter))
+    with self.using(request.model_spec) as servable:
+      signature = servable.signature(request.model_spec.signature_name)
+      inputs = {k: tensor_to_array(v) for k, v in request.inputs.items()}
+      outputs = servable.run(signature, inputs, tuple(request.output_filter))
     response = predict_pb2.PredictResponse()
     response.model_spec.name = servable.name
     response.model_spec.version.value = servable.version
@@ -527,6 +718,17 @@ _PATH = re.compile(r'^/v1/models/(?P<name>[^/:]+)'
                    re.I)
 
 
+MAX_VERSION = 2 ** 63 - 1  # model_spec.version is an int64
+
+
+def _version_number(text: str) -> int:
+  version = int(text)
+  if version > MAX_VERSION:
+    raise _invalid(f'version {text} is not a valid version number (an integer '
+                   f'from 0 to {MAX_VERSION})')
+  return version
+
+
 def _decode_b64(value, key: str):
   """Nested JSON lists of {"b64": ...} / str -> nested lists of bytes."""
   if isinstance(value, dict):
@@ -562,10 +764,13 @@ def json_to_array(value: Any, spec: tf.TensorSpec, key: str) -> np.ndarray:
   except ValueError:
     raise _invalid(f'input {key!r} is not a rectangular list of numbers; '
                    f'expected {_spec_text(spec)}') from None
+  target = np.dtype(spec.dtype.as_numpy_dtype)
   if array.dtype == object or array.dtype.kind not in 'biuf':
     raise _invalid(f'input {key!r} must hold numbers; expected '
                    f'{_spec_text(spec)}')
-  target = np.dtype(spec.dtype.as_numpy_dtype)
+  if array.dtype.kind == 'b' and target.kind != 'b':
+    raise _invalid(f'input {key!r} holds booleans (true/false); expected '
+                   f'numbers, {_spec_text(spec)}')
   if target.kind in 'iu':
     if array.dtype.kind == 'f' and np.any(array != np.round(array)):
       raise _invalid(f'input {key!r} has non-integer values; expected '
@@ -591,6 +796,8 @@ def rest_predict(core: ServerCore, name: str, version: str | None,
     request = json.loads(body or b'null')
   except ValueError as e:
     raise _invalid(f'JSON Parse error: {e}') from None
+  except RecursionError:
+    raise _invalid('JSON Parse error: the body is nested too deeply') from None
   if not isinstance(request, dict):
     raise _invalid('the request body must be a JSON object with "instances" '
                    'or "inputs"')
@@ -608,10 +815,14 @@ def rest_predict(core: ServerCore, name: str, version: str | None,
   spec = predict_pb2.PredictRequest().model_spec
   spec.name = name
   if version is not None:
-    spec.version.value = int(version)
+    spec.version.value = _version_number(version)
   elif label is not None:
     spec.version_label = label
-  servable = core.servable(spec)
+  with core.using(spec) as servable:
+    return _rest_predict(servable, request, sig_name)
+
+
+def _rest_predict(servable: Servable, request: dict, sig_name: str) -> dict:
   signature = servable.signature(sig_name, grpc_semantics=False)
   names = sorted(signature.inputs)
   if 'inputs' in request:  # columnar
@@ -666,6 +877,7 @@ def _make_handler(core: ServerCore):
 
   class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = 'HTTP/1.1'
+    timeout = 300  # seconds a client may stall mid-request
 
     def log_message(self, fmt, *args):  # quiet by default
       _log.debug('REST %s', fmt % args)
@@ -692,23 +904,78 @@ def _make_handler(core: ServerCore):
       spec = predict_pb2.PredictRequest().model_spec
       spec.name = match['name']
       if match['version'] is not None:
-        spec.version.value = int(match['version'])
+        spec.version.value = _version_number(match['version'])
       elif match['label'] is not None:
         spec.version_label = match['label']
       return spec
+
+    def send_error(self, code, message=None, explain=None):
+      """http.server's own errors (bad request line, unknown method, ...)
+      as {"error": ...} like every other error."""
+      self.close_connection = True
+      text = message or self.responses.get(code, ('error',))[0]
+      if self.command == 'HEAD' or code < 200 or code in (204, 304):
+        self.send_response(code, text)
+        self.send_header('Connection', 'close')
+        self.end_headers()
+        return
+      data = json.dumps({'error': text}).encode()
+      self.send_response(code, text)
+      self.send_header('Content-Type', 'application/json')
+      self.send_header('Connection', 'close')
+      self.send_header('Content-Length', str(len(data)))
+      self.end_headers()
+      self.wfile.write(data)
 
     def _handle(self, fn):
       try:
         self._reply(200, fn())
       except ServingError as e:
         self._reply(e.http_status, {'error': e.message})
+      except RecursionError:
+        self._reply(400, {'error': 'the request is nested too deeply'})
       except Exception as e:  # never let a request kill the server
         _log.exception('Internal error')
         self._reply(500, {'error': f'internal error: {e}'})
 
-    def do_POST(self):  # pylint: disable=invalid-name
-      length = int(self.headers.get('Content-Length') or 0)
+    def _body(self) -> bytes | None:
+      """The request body, or None after answering 400 for a bad length."""
+      text = self.headers.get('Content-Length')
+      if self.headers.get('Transfer-Encoding', '').lower() == 'chunked':
+        self.send_error(411, 'chunked bodies are not supported; send '
+                        'Content-Length')
+        return None
+      try:
+        length = int(text) if text is not None else 0
+        if length < 0 or not text.strip().isdigit():
+          raise ValueError
+      except (ValueError, AttributeError):
+        if text is not None:
+          self.send_error(400, f'invalid Content-Length {text!r}: expected '
+                          'the body size in bytes (a non-negative integer)')
+          return None
+        length = 0
+      if length > MAX_MESSAGE_BYTES:
+        self.send_error(413, f'the body ({length} bytes) exceeds the limit '
+                        f'of {MAX_MESSAGE_BYTES} bytes')
+        return None
       body = self.rfile.read(length) if length else b''
+      if len(body) != length:
+        self.send_error(400, f'the body ended after {len(body)} of the '
+                        f'{length} bytes of its Content-Length')
+        return None
+      return body
+
+    def _not_allowed(self):
+      self.send_error(405, f'method {self.command} is not supported: use '
+                      'POST for :predict and GET for status and metadata')
+
+    do_PUT = do_DELETE = do_PATCH = _not_allowed  # noqa: N815
+
+    def do_POST(self):  # pylint: disable=invalid-name
+      body = self._body()
+      if body is None:
+        return
 
       def run():
         match = self._route()

@@ -46,25 +46,47 @@ INTRINSICS_SPEC = tf.TensorSpec([None, 3, 3], tf.float32, name='intrinsics')
 
 def _check_batch(reference: tf.Tensor, reference_name: str,
                  **tensors: tf.Tensor) -> list:
-  """Asserts that every tensor has as many rows as `reference`."""
+  """Asserts a non-empty batch and as many rows in every tensor."""
   n = tf.shape(reference)[0]
-  return [tf.debugging.assert_equal(
-      tf.shape(t)[0], n,
-      message=f'input {name!r} must have one row per entry of '
-              f'{reference_name!r} (dimension 0 is the batch)')
-          for name, t in tensors.items()]
+  return [tf.debugging.Assert(n > 0, [
+      f'input {reference_name!r} has batch size 0 (dimension 0); send at '
+      'least one entry'])] + [tf.debugging.assert_equal(
+          tf.shape(t)[0], n,
+          message=f'input {name!r} must have one row per entry of '
+                  f'{reference_name!r} (dimension 0 is the batch)')
+                              for name, t in tensors.items()]
+
+
+def _check_image_size(images: tf.Tensor) -> list:
+  shape = tf.shape(images)
+  return [tf.debugging.Assert((shape[1] > 0) & (shape[2] > 0), [
+      "input 'images' must have height and width >= 1 pixel (shape [B, H, W, "
+      '3])'])]
 
 
 def _check_values(boxes: tf.Tensor, intrinsics: tf.Tensor) -> list:
+  """Finite, positive-size boxes; finite, invertible pinhole intrinsics."""
+  focal_ok = (intrinsics[:, 0, 0] > 0) & (intrinsics[:, 1, 1] > 0)
+  # With fx, fy > 0, K = [[fx, s, cx], [0, fy, cy], [a, b, c]] is invertible
+  # unless its determinant vanishes (a pinhole K has last row [0, 0, 1]).
+  det = tf.linalg.det(tf.where(tf.math.is_finite(intrinsics), intrinsics, 0.))
   return [
       tf.debugging.assert_all_finite(boxes, message="input 'boxes' must be "
                                      'finite (x, y, w, h in pixels)'),
+      tf.debugging.Assert(
+          tf.reduce_all(boxes[:, 2:] > 0),
+          ["input 'boxes' must have positive width and height (x, y, w, h in "
+           'pixels, w > 0 and h > 0)']),
       tf.debugging.assert_all_finite(intrinsics, message="input 'intrinsics' "
                                      'must be finite'),
       tf.debugging.Assert(
-          tf.reduce_all((intrinsics[:, 0, 0] > 0) & (intrinsics[:, 1, 1] > 0)),
-          ["input 'intrinsics' must have positive focal lengths K[0, 0] and "
-           'K[1, 1] (pixels)']),
+          tf.reduce_all(focal_ok),
+          ["input 'intrinsics' must have positive focal lengths fx = K[0][0] "
+           'and fy = K[1][1] (pixels)']),
+      tf.debugging.Assert(
+          tf.reduce_all(~focal_ok | (tf.abs(det) > 0)),
+          ["input 'intrinsics' must be invertible 3x3 camera matrices "
+           '[[fx, 0, cx], [0, fy, cy], [0, 0, 1]] (pixels)']),
   ]
 
 
@@ -114,9 +136,9 @@ class PoseServingModule(tf.Module):
 
   # --- signatures -------------------------------------------------------
   def _serve_images(self, images, boxes, intrinsics):
-    checks = _check_batch(images, 'images', boxes=boxes,
-                          intrinsics=intrinsics) + _check_values(boxes,
-                                                                 intrinsics)
+    checks = (_check_batch(images, 'images', boxes=boxes,
+                           intrinsics=intrinsics) + _check_image_size(images) +
+              _check_values(boxes, intrinsics))
     with tf.control_dependencies(checks):  # validate before any use
       images, boxes, intrinsics = (tf.identity(images), tf.identity(boxes),
                                    tf.identity(intrinsics))

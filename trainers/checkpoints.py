@@ -519,6 +519,46 @@ def load_weights(model: keras.Model, source: Source | str,
   return source
 
 
+def source_sha256(source: Source) -> str | None:
+  """The sha256 of an h5 source: its manifest's (checked by `load_weights`)
+  or, for a file without one, computed from its bytes; None for a tf
+  checkpoint."""
+  if source.kind != 'h5':
+    return None
+  recorded = (source.manifest or {}).get('sha256')
+  return recorded or sha256_file(source.path)
+
+
+def load_init_weights(model: keras.Model, path: str, model_name: str,
+                      preset: str | None) -> Source:
+  """`load_weights` for --init_from, with errors naming both sides.
+
+  Weights without a manifest cannot be checked: a warning says so (the run
+  records their sha256). Weights that do not fit raise ValueError naming the
+  source's model and preset and this run's.
+  """
+  source = resolve(path)
+  if source.kind == 'h5' and not (source.manifest or {}).get('sha256'):
+    logging.warning(
+        '--init_from %s has no %s with a sha256: its bytes cannot be checked '
+        '(recording sha256 %s in this run\'s manifest).', source.path,
+        MANIFEST_FILE, sha256_file(source.path))
+  if source.model_name not in (None, model_name):
+    logging.warning('--init_from weights were trained as model %r; loading '
+                    'them into %r.', source.model_name, model_name)
+  try:
+    return load_weights(model, source)
+  except ChecksumError:
+    raise
+  except ValueError as e:
+    theirs = (f'model {source.model_name or "unknown (no manifest)"!r}, '
+              f'preset {source.preset or "unknown"!r}')
+    raise ValueError(
+        f'--init_from {source.path} holds {theirs}, which does not fit this '
+        f'run\'s model {model_name!r}, preset {preset!r} (different layers '
+        f'or sizes): {e}') from None
+
+
 # Config fields that only say how to initialise weights before training.
 INIT_ONLY_FIELDS = ('backbone_weights',)
 

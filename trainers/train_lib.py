@@ -52,6 +52,7 @@ from trainers import checkpoints
 from trainers import distribute
 from trainers import evaluation
 from zoo import config as config_lib
+from zoo import fileio
 from zoo import registry
 
 OPTIMIZERS = ('rmsprop', 'adam', 'adamw', 'sgd')
@@ -560,6 +561,8 @@ def train(model: str, *, preset: str = 'cpu', workdir: str | None = None,
   distribute.check_batch_size(config.train.batch_size, dist)
   chief = distribute.is_chief(dist)
   os.makedirs(workdir, exist_ok=True)
+  for leftover in fileio.remove_stale_temporaries(workdir):
+    logging.warning('Removed %s, left by a run that was killed.', leftover)
   own_dir = workdir if chief else os.path.join(
       workdir, '.worker_tmp', distribute.task_name(dist))
   _check_workdir(workdir, model)
@@ -636,15 +639,11 @@ def _train(entry, config, preset, workdir, own_dir, chief, dist, data_info,
     model = checkpoints.build_model(entry, config)
     if init_from and not resuming:
       # Before compile, so the file's model weights alone are loaded.
-      source = checkpoints.load_weights(model, init_from)
-      if source.model_name not in (None, entry.name):
-        logging.warning('--init_from weights were trained as model %r; '
-                        'loading them into %r.', source.model_name,
-                        entry.name)
+      source = checkpoints.load_init_weights(model, init_from, entry.name,
+                                             preset)
       run_config['init_from'] = {
           'path': os.path.abspath(source.path), 'model': source.model_name,
-          'step': source.step,
-          'sha256': (source.manifest or {}).get('sha256')}
+          'step': source.step, 'sha256': checkpoints.source_sha256(source)}
     model.compile(optimizer=make_optimizer(train_cfg))
     model.optimizer.build(model.trainable_variables)
   _skip_keras_symbolic_build(model)

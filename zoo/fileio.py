@@ -3,11 +3,17 @@
 A file is written to a temporary file in the same directory, flushed to
 disk, given the permissions a plain open() would give (mkstemp makes 0600),
 and renamed over the target, so a reader or a crash never sees half a file
-and a failed write leaves the previous file as it was. No TensorFlow here.
+and a failed write leaves the previous file as it was. Temporaries carry the
+writer's process id ('.tmp-PID-NAME-*'), so `remove_stale_temporaries` can
+clear what a killed process left. No TensorFlow here.
 """
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
+import re
+import shutil
 import tempfile
 
 
@@ -23,7 +29,7 @@ def atomic_write_text(path: str, text: str) -> None:
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory,
-                             prefix='.tmp-' + os.path.basename(path) + '-')
+                             prefix=temp_prefix(os.path.basename(path)))
   try:
     with os.fdopen(fd, 'w', encoding='utf-8') as f:
       f.write(text)
@@ -35,3 +41,92 @@ def atomic_write_text(path: str, text: str) -> None:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+# ----------------------------------------------------------------------------
+# Temporaries of dead processes, and atomic directory swaps
+# ----------------------------------------------------------------------------
+
+TEMP_PREFIX = '.tmp-'
+ASIDE_PREFIX = '.old-'
+_OWNED = re.compile(r'^\.(?:tmp|old)-(\d+)-')
+
+
+def temp_prefix(name: str, kind: str = TEMP_PREFIX) -> str:
+  """'.tmp-PID-NAME-': a temporary named after the process writing it, so a
+  later run can tell (and remove) what a killed process left behind."""
+  return f'{kind}{os.getpid()}-{name}-'
+
+
+def process_alive(pid: int) -> bool:
+  """Whether process `pid` exists on this machine."""
+  if pid <= 0:
+    return False
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # exists, another user's
+    return True
+  return True
+
+
+def stale_temporaries(directory: str) -> list[str]:
+  """Entries '.tmp-PID-*' / '.old-PID-*' of `directory` whose process is gone.
+
+  Only names carrying a process id (`temp_prefix`) count; a process id that
+  was reused by a new process keeps its entries (removed on a later run).
+  Assumes one machine writes `directory` (a process id says nothing about
+  another machine's processes).
+  """
+  if not os.path.isdir(directory):
+    return []
+  stale = []
+  for entry in sorted(os.listdir(directory)):
+    match = _OWNED.match(entry)
+    if match and int(match.group(1)) != os.getpid() and \
+        not process_alive(int(match.group(1))):
+      stale.append(os.path.join(directory, entry))
+  return stale
+
+
+def remove_stale_temporaries(directory: str) -> list[str]:
+  """Removes `stale_temporaries(directory)`; returns what was removed."""
+  removed = []
+  for path in stale_temporaries(directory):
+    try:
+      if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+      else:
+        os.remove(path)
+    except FileNotFoundError:  # another process cleaned it first
+      continue
+    removed.append(path)
+  return removed
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def exchange_paths(first: str, second: str) -> bool:
+  """Atomically swaps two existing paths (Linux renameat2 RENAME_EXCHANGE).
+
+  Returns False, changing nothing, where the system or file system cannot
+  (then the caller has to fall back to two renames).
+  """
+  try:
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = libc.renameat2
+  except (OSError, AttributeError):
+    return False
+  renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
+                        ctypes.c_char_p, ctypes.c_uint]
+  at_fdcwd = -100
+  result = renameat2(at_fdcwd, os.fsencode(first), at_fdcwd,
+                     os.fsencode(second), _RENAME_EXCHANGE)
+  if result == 0:
+    return True
+  error = ctypes.get_errno()
+  if error in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+    return False
+  raise OSError(error, os.strerror(error), first, None, second)

@@ -9,6 +9,7 @@ the SavedModels (in other processes, or through the server) with Keras.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -166,8 +167,6 @@ def server(exported, tmp_path_factory):
   and labels for export_test, whose version 1 is copied to version 2.
   """
   import shutil
-  import subprocess
-  import time
   root = tmp_path_factory.mktemp('serving')
   base = str(root / 'models')
   shutil.copytree(exported.base, base)
@@ -181,10 +180,23 @@ def server(exported, tmp_path_factory):
   config_path = os.path.join(base, 'serve_test.config')
   with open(config_path, 'w') as f:
     f.write(text)
+  with serve_process([f'--model_config_file={config_path}',
+                      '--file_system_poll_wait_seconds=0.5'], root,
+                     base) as running:
+    yield running
+
+
+@contextlib.contextmanager
+def serve_process(flags: list[str], root, base: str):
+  """`python -m export.serve FLAGS` on free loopback ports, run from a copy
+  of the export package only (it must serve without the zoo: it would fail
+  to start if it imported it); stopped (SIGTERM, then SIGKILL) on exit."""
+  import json
+  import shutil
+  import subprocess
+  import time
   port_file = str(root / 'ports.json')
   log_path = str(root / 'server.log')
-  # The server runs from a copy of the export package only: it must serve
-  # without the zoo (it would fail to start if it imported it).
   code = root / 'code'
   shutil.copytree(os.path.join(_repo_root(), 'export'), code / 'export',
                   ignore=shutil.ignore_patterns('__pycache__'))
@@ -192,10 +204,8 @@ def server(exported, tmp_path_factory):
   env.update(TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=str(code))
   with open(log_path, 'w') as log:
     process = subprocess.Popen(
-        [sys.executable, '-m', 'export.serve',
-         f'--model_config_file={config_path}', '--port=0',
-         '--rest_api_port=-1', f'--port_file={port_file}',
-         '--file_system_poll_wait_seconds=0.5'],
+        [sys.executable, '-m', 'export.serve', '--port=0',
+         '--rest_api_port=-1', f'--port_file={port_file}'] + flags,
         cwd=str(code), env=env, stdout=log, stderr=subprocess.STDOUT)
   try:
     deadline = time.time() + 600
@@ -204,7 +214,6 @@ def server(exported, tmp_path_factory):
         with open(log_path) as f:
           pytest.fail(f'export.serve did not start:\n{f.read()[-5000:]}')
       time.sleep(0.2)
-    import json
     with open(port_file) as f:
       ports = json.load(f)
     yield Server(process, base, f'127.0.0.1:{ports["grpc"]}',

@@ -7,6 +7,7 @@ import os
 import pickle
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import numpy as np
@@ -353,3 +354,79 @@ def test_cli_errors(tmp_path, capsys):
                            f'--export_dir={tmp_path / "base"}'])
   assert code == 2
   assert 'does not exist' in capsys.readouterr().err
+
+
+def _fake_version(path: str, marker: str) -> None:
+  os.makedirs(os.path.join(path, 'variables'))
+  with open(os.path.join(path, 'saved_model.pb'), 'w') as f:
+    f.write(marker)
+
+
+def _marker(path: str) -> str:
+  with open(os.path.join(path, 'saved_model.pb')) as f:
+    return f.read()
+
+
+def _publish_killed(base: str, final: str, kill_when: str,
+                    swap: bool = True) -> None:
+  """A forked process publishes a new version over `final` and is SIGKILLed
+  at `kill_when`: 'after_swap' (about to delete the old version) or
+  'between_renames' (the two-rename fallback, after moving the old aside)."""
+  import signal
+  from zoo import fileio
+  pid = os.fork()
+  if pid == 0:  # child: no TF, file operations only
+    try:
+      staging = tempfile.mkdtemp(dir=base,
+                                 prefix=fileio.temp_prefix('export_test'))
+      staged = os.path.join(staging, os.path.basename(final))
+      _fake_version(staged, 'new')
+      if not swap:
+        fileio.exchange_paths = lambda a, b: False
+      if kill_when == 'after_swap':
+        saved_model.shutil.rmtree = lambda *a, **k: os.kill(os.getpid(),
+                                                            signal.SIGKILL)
+      else:
+        real_rename = os.rename
+        def rename(src, dst):
+          real_rename(src, dst)
+          os.kill(os.getpid(), signal.SIGKILL)
+        os.rename = rename
+      saved_model._publish(staged, final, overwrite=True)
+    finally:
+      os._exit(3)  # not reached when killed
+  _, status = os.waitpid(pid, 0)
+  assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (
+      status)
+
+
+def test_killed_overwrite_never_loses_the_served_version(exported, tmp_path):
+  base = str(tmp_path / 'base')
+  final = os.path.join(base, 'export_test', '1')
+  _fake_version(final, 'old')
+  from zoo import fileio
+  probe = [str(tmp_path / 'probe_a'), str(tmp_path / 'probe_b')]
+  for path in probe:
+    os.makedirs(path)
+  if fileio.exchange_paths(*probe):
+    # Atomic swap: killed right after it, the new version is in place, the
+    # old one waits in the dead process's .tmp-PID-* for the next export.
+    _publish_killed(base, final, 'after_swap')
+    assert _marker(final) == 'new'
+    assert len(_leftovers(base)) == 1
+    saved_model.recover_interrupted(base)
+    assert _marker(final) == 'new' and _leftovers(base) == []
+  # Without the swap (other systems): killed between the two renames, the
+  # next export into BASE moves the old version back.
+  _publish_killed(base, final, 'between_renames', swap=False)
+  assert not os.path.exists(final)
+  # (the dead process's staging directory and the old version set aside)
+  assert sorted(e[:5] for e in _leftovers(base)) == ['.old-', '.tmp-']
+  # The next export (here of version 2) restores it and cleans up.
+  model = exported.models['export_test']
+  v2 = saved_model.export_model(model, base, 'export_test', write_warmup=False,
+                                verify=False)
+  assert _marker(final) == 'new'
+  assert saved_model.versions(os.path.dirname(final)) == [1, 2]
+  assert v2.endswith(os.path.join('export_test', '2'))
+  assert _leftovers(base) == []

@@ -189,3 +189,34 @@ def test_save_weights_atomic_requires_keras_suffix(tmp_path):
     checkpoints.save_weights_atomic(model, str(tmp_path / 'w.h5'))
   path = checkpoints.save_weights_atomic(model, str(tmp_path / 'w.weights.h5'))
   assert os.listdir(tmp_path) == ['w.weights.h5'] and os.path.getsize(path)
+
+
+def test_init_weights_without_manifest_warn_and_record_sha256(
+    trained_run, tmp_path, caplog):
+  from absl import logging as absl_logging
+  bundle = _copy_final(trained_run.workdir, tmp_path / 'bundle')
+  os.remove(os.path.join(bundle, 'manifest.json'))
+  weights = os.path.join(bundle, 'model.weights.h5')
+  entry = registry.get(tiny.NAME)
+  model = checkpoints.build_model(entry, entry.config('smoke'))
+  absl_logging.get_absl_logger().propagate = True
+  with caplog.at_level('WARNING'):
+    source = checkpoints.load_init_weights(model, weights, tiny.NAME, 'smoke')
+  import hashlib
+  with open(weights, 'rb') as f:
+    want = hashlib.sha256(f.read()).hexdigest()
+  assert checkpoints.source_sha256(source) == want
+  assert 'cannot be checked' in caplog.text and want in caplog.text
+  np.testing.assert_allclose(_predict(model), _predict(trained_run.model),
+                             rtol=1e-6)
+
+
+def test_init_weights_of_another_config_name_both(trained_run):
+  entry = registry.get(tiny.NAME)
+  other = checkpoints.build_model(entry, entry.config('paper'))  # 8 filters
+  with pytest.raises(ValueError) as e:
+    checkpoints.load_init_weights(other, trained_run.workdir, tiny.NAME,
+                                  'paper')
+  message = str(e.value)
+  assert "holds model 'trainer_test', preset 'smoke'" in message, message
+  assert "this run's model 'trainer_test', preset 'paper'" in message, message

@@ -157,8 +157,19 @@ def test_resume_restores_weights_optimizer_and_step(tiny_data, tmp_path):
 def test_init_from_fine_tunes_from_trained_weights(trained_run, tiny_data,
                                                    tmp_path):
   capture = _Capture()
+  # A temporary of a writer that was killed is removed when the run starts;
+  # one of a live process (this one) is left alone.
+  import subprocess
+  import sys
+  dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+  dead.wait()
+  stale = tmp_path / f'.tmp-{dead.pid}-model.weights.h5'
+  stale.write_bytes(b'\0' * 64)
+  live = tmp_path / f'.tmp-{os.getpid()}-manifest.json-x'
+  live.write_text('{}')
   result = _train(tmp_path, tiny_data, steps=1, init_from=trained_run.workdir,
                   extra_callbacks=[capture])
+  assert not stale.exists() and live.exists()
   for a, b in zip(_weights(trained_run.model), capture.begin_weights):
     np.testing.assert_array_equal(a, b)
   assert capture.begin_iterations == 0  # fresh optimizer

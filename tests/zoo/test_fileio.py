@@ -24,3 +24,59 @@ def test_a_failed_write_keeps_the_old_file(tmp_path):
     fileio.atomic_write_text(str(path), object())   # not text: write fails
   assert path.read_text() == 'good\n'
   assert os.listdir(tmp_path) == ['a.txt']
+
+
+def _dead_pid() -> int:
+  """The id of a process that has exited (a child reaped right away)."""
+  import subprocess
+  import sys
+  child = subprocess.Popen([sys.executable, '-c', 'pass'])
+  child.wait()
+  return child.pid
+
+
+def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
+  dead = _dead_pid()
+  assert not fileio.process_alive(dead)
+  assert fileio.process_alive(os.getpid())
+  stale_dir = tmp_path / f'.tmp-{dead}-model-abc'
+  stale_dir.mkdir()
+  (stale_dir / 'saved_model.pb').write_bytes(b'x')
+  stale_file = tmp_path / f'.tmp-{dead}-model.weights.h5'
+  stale_file.write_bytes(b'x')
+  aside = tmp_path / f'.old-{dead}-model-1-xyz'
+  aside.mkdir()
+  keep = [f'.tmp-{os.getpid()}-mine', f'.tmp-{os.getppid()}-parent',
+          '.tmp-model-nopid', 'data.txt', '.old-notanumber-x']
+  for name in keep:
+    (tmp_path / name).write_text('keep')
+  assert fileio.stale_temporaries(str(tmp_path)) == sorted(
+      str(p) for p in (stale_dir, stale_file, aside))
+  removed = fileio.remove_stale_temporaries(str(tmp_path))
+  assert sorted(removed) == sorted(str(p) for p in (stale_dir, stale_file,
+                                                    aside))
+  assert sorted(os.listdir(tmp_path)) == sorted(keep)
+  assert fileio.remove_stale_temporaries(str(tmp_path / 'missing')) == []
+
+
+def test_atomic_write_names_its_temporary_after_the_process(tmp_path,
+                                                             monkeypatch):
+  seen = []
+  real_replace = os.replace
+  monkeypatch.setattr(os, 'replace', lambda src, dst: (
+      seen.append(os.path.basename(src)), real_replace(src, dst))[1])
+  fileio.atomic_write_text(str(tmp_path / 'a.txt'), 'x')
+  assert seen and seen[0].startswith(f'.tmp-{os.getpid()}-a.txt-'), seen
+
+
+def test_exchange_paths_swaps_two_directories(tmp_path):
+  first, second = tmp_path / 'first', tmp_path / 'second'
+  first.mkdir()
+  second.mkdir()
+  (first / 'a').write_text('A')
+  (second / 'b').write_text('B')
+  if not fileio.exchange_paths(str(first), str(second)):
+    pytest.skip('this system / file system cannot swap paths atomically')
+  assert os.listdir(first) == ['b'] and os.listdir(second) == ['a']
+  with pytest.raises(FileNotFoundError):
+    fileio.exchange_paths(str(first), str(tmp_path / 'missing'))

@@ -45,11 +45,18 @@ size). `on_bad_record` picks the policy: 'stop' (default) raises
 tf.errors.InvalidArgumentError naming the check, the file and the record
 index; 'skip' drops the record (or the rest of the file), logs it once with
 file, index and reason, and counts it in a `BadRecords` the caller can read.
-Not caught: bytes with a valid TFRecord checksum that are not a
-tf.train.Example, or a feature stored with the wrong value type (both stop
-with TensorFlow's parse error, which names neither file nor record; only a
-broken writer produces them), and image data corrupt in the middle with
-intact markers (decoders return a damaged image without an error).
+Bytes with a valid TFRecord checksum that are not a tf.train.Example, a
+field stored with the wrong value type, and image data that does not decode
+(garbage between intact markers) are bad records like the others: parsing
+and decoding run as one in-graph "try" (records.parse_and_decode_checked). With 'skip', a run of bad records longer than
+twice the distinct bad ones (only possible when no record is usable) stops
+with an error instead of filtering a repeated input forever. A split read
+from a dataset directory is complete: list_shards checks the '-of-NNNNN'
+shard count, and a pass over all its records is compared with the count its
+manifest states (an emptied shard, or one cut at a record boundary, reads
+without error but short). Not caught: image data damaged in a way the
+decoder accepts (a damaged image without an error), and a short split read
+from a list of files or sharded over several input pipelines.
 
 Mixtures. `data` may be a zoo.data.mixture.Mixture: each source is read
 (and sharded, as below, on its own), shuffled and repeated, and examples are
@@ -286,7 +293,7 @@ class BadRecords:
           'files': [{'file': f, 'reason': r} for f, r in
                     list(self.files.items())[:_SUMMARY_LIMIT]]}
 
-  def _add_record(self, path, index, reason) -> bool:
+  def _add_record(self, path, index, reason, run=None) -> bool:
     path, index = path.numpy().decode(errors='replace'), int(index.numpy())
     reason = reason.numpy().decode(errors='replace')
     with self._lock:
@@ -294,6 +301,9 @@ class BadRecords:
       new = (path, index) not in self.records
       if new:
         self.records[(path, index)] = reason
+      distinct = len(self.records)
+    if run is not None and int(run.numpy()) > 2 * distinct:
+      _raise_nothing_usable(int(run.numpy()), distinct, self)
     if new and self.log:
       logging.warning('pipeline: skipping bad record %d of %s: %s', index,
                       path, reason)
@@ -312,9 +322,15 @@ class BadRecords:
     return False
 
   def report_record(self, path: tf.Tensor, index: tf.Tensor,
-                    reason: tf.Tensor) -> tf.Tensor:
-    """In-graph: records a skipped record; returns False (drop it)."""
-    out = tf.py_function(self._add_record, [path, index, reason], tf.bool)
+                    reason: tf.Tensor, run: tf.Tensor | None = None
+                    ) -> tf.Tensor:
+    """In-graph: records a skipped record; returns False (drop it).
+
+    `run`: bad records in a row so far (this one included); more than twice
+    the distinct bad records means no record is usable (`_drop_bad`).
+    """
+    out = tf.py_function(self._add_record, [path, index, reason] + (
+        [run] if run is not None else []), tf.bool)
     return tf.reshape(out, [])
 
   def report_file(self, path: tf.Tensor, reason: tf.Tensor) -> tf.Tensor:
@@ -580,22 +596,21 @@ def _validated(path: tf.Tensor, record_index: tf.Tensor,
   """Parses and checks one record and decodes its image.
 
   Returns (parsed, image uint8 [H, W, 3], ok, reason). With `stop`, a bad
-  record raises (naming check, file and record). Otherwise a bad record is not
-  decoded and its geometry fields are replaced by harmless values (identity
-  camera, unit box), so the example stage runs through and the record is
-  dropped by the caller's filter on `ok`.
+  record raises (naming check, file and record). Otherwise a bad record's
+  image is replaced by a 1x1 black one and its geometry fields by harmless
+  values (identity camera, unit box), so the example stage runs through and
+  the record is dropped by the caller's filter on `ok`.
   """
-  parsed, num_values = records.parse_example_lenient(serialized)
-  ok, reason = _enforce(_problems(parsed, num_values), path, record_index,
-                        stop)
+  parsed, num_values, image, parsed_ok, parse_reason, decoded = (
+      records.parse_and_decode_checked(serialized))
+  ok, reason = _enforce(_parse_problems(parsed_ok, parse_reason, parsed,
+                                        num_values), path, record_index, stop)
   if stop:
-    with tf.control_dependencies([ok]):
-      image = records.decode_image(tf.identity(parsed['image/encoded']))
-  else:
-    image = tf.cond(ok, lambda: records.decode_image(parsed['image/encoded']),
-                    lambda: tf.zeros([1, 1, 3], tf.uint8))
-  size_ok, size_reason = _enforce([_image_size_check(image, parsed)], path,
-                                  record_index, stop)
+    with tf.control_dependencies([ok]):  # nothing uses a bad record first
+      parsed = {k: tf.identity(v) for k, v in parsed.items()}
+      image, decoded = tf.identity(image), tf.identity(decoded)
+  size_ok, size_reason = _enforce(_decode_problems(decoded, image, parsed),
+                                  path, record_index, stop)
   if stop:
     with tf.control_dependencies([size_ok]):
       image = tf.identity(image)
@@ -606,6 +621,7 @@ def _validated(path: tf.Tensor, record_index: tf.Tensor,
   safe = {'intrinsics': tf.eye(3), 'box_xywh': tf.constant([0., 0., 1., 1.])}
   for name, value in safe.items():
     parsed[name] = tf.where(ok, parsed[name], value)
+  image = tf.cond(ok, lambda: image, lambda: tf.zeros([1, 1, 3], tf.uint8))
   return parsed, image, ok, reason
 
 
@@ -837,6 +853,8 @@ def make_dataset(data, split: str, *, input_size: int, batch_size: int,
                   None if stop else bad_records)
   if sharding == SHARD_BY_DATA:
     ds = ds.shard(num_input_pipelines, input_pipeline_id)
+  if sharding == NO_SHARDING:
+    ds = _check_split_count(ds, data, split, None if stop else bad_records)
   if take is not None:
     ds = ds.take(take)
   if training and not mixture:  # a mixture shuffles and repeats per source
@@ -852,11 +870,7 @@ def make_dataset(data, split: str, *, input_size: int, batch_size: int,
   ds = ds.map(_with_source(_example_stage(seed, input_size, augment, stop)),
               num_parallel_calls=num_parallel_calls)
   if not stop:
-    ds = ds.filter(lambda example: tf.cond(
-        example['bad/ok'], lambda: tf.constant(True),
-        lambda: bad_records.report_record(example['bad/path'],
-                                          example['bad/index'],
-                                          example['bad/reason'])))
+    ds = _drop_bad(ds, bad_records)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
   ds = ds.map(_batch_stage(input_size),
               num_parallel_calls=num_parallel_calls)
@@ -869,3 +883,108 @@ def make_dataset(data, split: str, *, input_size: int, batch_size: int,
     options.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.OFF)
   return ds.with_options(options)
+
+
+# ----------------------------------------------------------------------------
+# Records that do not parse or decode; the completeness of a split
+# ----------------------------------------------------------------------------
+
+def _parse_problems(parsed_ok: tf.Tensor, parse_reason: tf.Tensor,
+                    parsed: dict[str, tf.Tensor],
+                    num_values: dict[str, tf.Tensor]
+                    ) -> list[tuple[tf.Tensor, Callable[[], tf.Tensor]]]:
+  """`_problems` after records.parse_and_decode_checked: bytes that are not a
+  tf.train.Example or hold a field of the wrong value type fail with that
+  reason alone (the field checks of the zero-filled fallback are masked)."""
+  groups = [(parsed_ok[None], lambda: parse_reason[None])]
+  for ok, messages in _problems(parsed, num_values):
+    groups.append((ok | tf.logical_not(parsed_ok), messages))
+  return groups
+
+
+def _decode_problems(decoded: tf.Tensor, image: tf.Tensor,
+                     parsed: dict[str, tf.Tensor]
+                     ) -> list[tuple[tf.Tensor, Callable[[], tf.Tensor]]]:
+  """Image data that does not decode; the decoded size (`_image_size_check`)
+  where it does."""
+  size_ok, size_messages = _image_size_check(image, parsed)
+  return [(decoded[None], lambda: tf.constant([
+      'field image/encoded does not decode (corrupt image data between '
+      'intact start and end markers)'])),
+          (size_ok | tf.logical_not(decoded), size_messages)]
+
+
+def _raise_nothing_usable(run: int, distinct: int, bad: BadRecords) -> None:
+  example = next(iter(bad.records.items()), None)
+  message = (
+      f'pipeline (on_bad_record=skip): no usable record: the last {run} '
+      f'records read were all bad ({distinct} distinct bad records, every '
+      'record of the input was met at least once)' + (
+          f'; e.g. record {example[0][1]} of {example[0][0]}: {example[1]}'
+          if example else ''))
+  logging.error('%s', message)
+  raise ValueError(message)
+
+
+def _drop_bad(ds: tf.data.Dataset, bad_records: BadRecords
+              ) -> tf.data.Dataset:
+  """Drops the examples marked bad, counting them in `bad_records`; stops
+  with an error once bad records in a row prove that none is usable (more
+  than twice the distinct bad ones: a run can span at most two passes unless
+  a whole pass is bad), instead of filtering a repeated input forever."""
+
+  def count(run, example):
+    run = tf.where(example['bad/ok'], tf.constant(0, tf.int64), run + 1)
+    return run, (example, run)
+
+  def keep(example, run):
+    return tf.cond(example['bad/ok'], lambda: tf.constant(True),
+                   lambda: bad_records.report_record(
+                       example['bad/path'], example['bad/index'],
+                       example['bad/reason'], run))
+
+  return ds.scan(tf.constant(0, tf.int64), count).filter(keep).map(
+      lambda example, run: example)
+
+
+def _check_split_count(ds: tf.data.Dataset, data, split: str,
+                       bad_records: BadRecords | None) -> tf.data.Dataset:
+  """Compares the records read in a pass over a dataset directory's split
+  with the count its manifest states (records.manifest_count): a shard
+  emptied or cut at a record boundary reads without error but short. Stops
+  (bad_records None) or reports the directory to `bad_records`. Unchecked
+  without a directory or a stated count."""
+  if not isinstance(data, (str, os.PathLike)) or not tf.io.gfile.isdir(
+      os.fspath(data)):
+    return ds
+  directory = os.fspath(data)
+  expected = records.manifest_count(directory, split)
+  if expected is None:
+    return ds
+  end = tf.data.Dataset.from_tensors(
+      (tf.constant(''), tf.constant(-1, tf.int64), tf.constant(b'')))
+
+  def count(num, item):
+    is_end = item[1] < 0
+    return num + tf.cast(tf.logical_not(is_end), tf.int64), (num, is_end, item)
+
+  def message(num):
+    return tf.strings.join([
+        f'pipeline: split {split} of {directory} holds ',
+        tf.strings.as_string(num), f' records but its manifest states '
+        f'{expected}: a shard is missing records (emptied or cut short)'])
+
+  def keep(num, is_end, item):
+    del item
+    complete = tf.logical_or(tf.logical_not(is_end), tf.equal(num, expected))
+    if bad_records is None:
+      with tf.control_dependencies([_assert(complete, lambda: message(num))]):
+        return tf.logical_not(is_end)
+    reported = tf.cond(complete, lambda: tf.constant(True),
+                       lambda: bad_records.report_file(
+                           tf.constant(directory), message(num)))
+    return tf.logical_and(tf.logical_not(is_end), reported)
+
+  return ds.concatenate(end).scan(tf.constant(0, tf.int64), count).filter(
+      keep).map(lambda num, is_end, item: item)
+

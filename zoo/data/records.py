@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from typing import Any, Iterable, Mapping
 
@@ -253,10 +254,159 @@ def read_manifest(data_dir: str, name: str = 'manifest.json') -> dict:
 
 
 def list_shards(data_dir: str, split: str) -> list[str]:
-  """Shard paths of one split ('train' or 'test') in a zoo dataset directory."""
+  """Shard paths of one split ('train' or 'test') in a zoo dataset directory.
+
+  Raises FileNotFoundError where a shard its '-of-NNNNN' names is missing.
+  """
   paths = sorted(tf.io.gfile.glob(os.path.join(data_dir, f'{split}-*.tfrecord')))
   if not paths:
     raise FileNotFoundError(
         f'no shards for split {split!r} in {data_dir}: expected files named '
         f'{split}-NNNNN-of-NNNNN.tfrecord')
+  missing = missing_shards(paths)
+  if missing:
+    raise FileNotFoundError(
+        f'split {split!r} of {data_dir} is incomplete: {len(missing)} shard(s) '
+        f'named by -of- are missing: {[os.path.basename(m) for m in missing]}')
   return paths
+
+
+# ----------------------------------------------------------------------------
+# Parsing and decoding that report failure instead of raising
+# ----------------------------------------------------------------------------
+
+def _first_or(dataset: tf.data.Dataset, fallback) -> Any:
+  """The first element of `dataset` (errors dropped), else `fallback`.
+
+  In-graph "try": ops that raise (a parse, a decoder) run in a one-element
+  dataset whose errors are ignored, so a failure yields `fallback`.
+  """
+  fallback = tf.data.Dataset.from_tensors(fallback)
+  return dataset.ignore_errors().concatenate(fallback).take(
+      1).get_single_element()
+
+
+def _wrong_value_types(serialized: tf.Tensor) -> tf.Tensor:
+  """Why bytes failed to parse: string naming the fields whose value lists
+  have the wrong type, or saying it is no tf.train.Example at all."""
+  kinds = {tf.float32: 'float_list', tf.string: 'bytes_list',
+           tf.int64: 'int64_list'}
+  names, oks = [], []
+  for name, feature in _LENIENT_SPEC.items():
+    one = tf.data.Dataset.from_tensors(serialized).map(
+        lambda s, n=name, f=feature: (tf.size(
+            tf.io.parse_single_example(s, {n: f})[n]) >= 0))
+    names.append(f'field {name} has the wrong value type (expected '
+                 f'{kinds[feature.dtype]})')
+    oks.append(_first_or(one, False))
+  oks = tf.stack(oks)
+  return tf.cond(
+      tf.reduce_any(oks),
+      lambda: tf.strings.reduce_join(tf.boolean_mask(names, ~oks),
+                                     separator='; '),
+      lambda: tf.constant('the record is not a tf.train.Example (its bytes '
+                          'do not parse as one)'))
+
+
+def _parse_fallback() -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
+  parsed = {
+      name: tf.zeros(FLOAT_FIELDS[name], tf.float32) if name in FLOAT_FIELDS
+      else tf.constant(b'' if name in STRING_FIELDS else 0,
+                       tf.string if name in STRING_FIELDS else tf.int64)
+      for name in _LENIENT_SPEC}
+  return parsed, {name: tf.constant(0, tf.int32) for name in _LENIENT_SPEC}
+
+
+def parse_and_decode_checked(serialized: tf.Tensor
+                             ) -> tuple[dict[str, tf.Tensor],
+                                        dict[str, tf.Tensor], tf.Tensor,
+                                        tf.Tensor, tf.Tensor, tf.Tensor]:
+  """`parse_example_lenient` + `decode_image` that never raise.
+
+  Returns (parsed, num_values, image, parsed_ok, parse_reason, decoded):
+  - parsed_ok False: the bytes are not a tf.train.Example, or a field is
+    stored with the wrong value type; `parse_reason` says which (built only
+    then); `parsed` / `num_values` hold zeros.
+  - decoded False: image/encoded does not decode (e.g. garbage between
+    intact markers); `image` is then 1x1 black.
+  One in-graph "try" covers both for a good record; a second one, run only
+  when it fails, tells the two apart.
+  """
+  tried = tf.data.Dataset.from_tensors(serialized).map(
+      lambda s: _parse_decode(s))
+  parsed0, counts0 = _parse_fallback()
+  parsed, num_values, image, ok = _first_or(
+      tried, (parsed0, counts0, tf.zeros([1, 1, 3], tf.uint8),
+              tf.constant(False)))
+  image.set_shape([None, None, 3])
+
+  def parse_alone():
+    parse_only = tf.data.Dataset.from_tensors(serialized).map(
+        lambda s: (*parse_example_lenient(s), tf.constant(True)))
+    return _first_or(parse_only, (parsed0, counts0, tf.constant(False)))
+
+  parsed, num_values, parsed_ok = tf.cond(
+      ok, lambda: (parsed, num_values, tf.constant(True)), parse_alone)
+  decoded = ok
+  reason = tf.cond(parsed_ok, lambda: tf.constant(''),
+                   lambda: _wrong_value_types(serialized))
+  return parsed, num_values, image, parsed_ok, reason, decoded
+
+
+def _parse_decode(serialized: tf.Tensor):
+  parsed, num_values = parse_example_lenient(serialized)
+  return (parsed, num_values, decode_image(parsed['image/encoded']),
+          tf.constant(True))
+
+
+# ----------------------------------------------------------------------------
+# Completeness of a split: shard names and manifest counts
+# ----------------------------------------------------------------------------
+
+_SHARD_NAME = re.compile(r'^(?P<split>.+)-(?P<index>\d+)-of-(?P<count>\d+)'
+                         r'\.tfrecord$')
+
+
+def missing_shards(paths: Iterable[str]) -> list[str]:
+  """Shard files named by the '-of-NNNNN' counts of `paths` but absent.
+
+  Raises ValueError where the shards disagree on their count.
+  """
+  by_prefix: dict[tuple[str, str], set[int]] = {}
+  counts: dict[tuple[str, str], set[int]] = {}
+  for path in paths:
+    match = _SHARD_NAME.match(os.path.basename(path))
+    if not match:
+      continue
+    key = (os.path.dirname(path), match['split'])
+    by_prefix.setdefault(key, set()).add(int(match['index']))
+    counts.setdefault(key, set()).add(int(match['count']))
+  missing = []
+  for key, indices in by_prefix.items():
+    if len(counts[key]) > 1:
+      raise ValueError(f'shards {key[1]}-*-of-* in {key[0]} disagree on their '
+                       f'count: -of- {sorted(counts[key])}')
+    (count,) = counts[key]
+    missing += [os.path.join(key[0], f'{key[1]}-{i:05d}-of-{count:05d}'
+                             '.tfrecord')
+                for i in range(count) if i not in indices]
+  return missing
+
+
+def manifest_count(data_dir: str, split: str) -> int | None:
+  """The example count of `split` a dataset directory's manifest states
+  ('{split}_manifest.json' or 'manifest.json', key counts[split]); None
+  where no manifest states one."""
+  for name in (f'{split}_manifest.json', 'manifest.json'):
+    path = os.path.join(data_dir, name)
+    if not os.path.exists(path):
+      continue
+    with open(path) as f:
+      try:
+        manifest = json.load(f)
+      except ValueError:
+        raise ValueError(f'{path} is not valid JSON') from None
+    count = (manifest.get('counts') or {}).get(split)
+    if count is not None:
+      return int(count)
+  return None

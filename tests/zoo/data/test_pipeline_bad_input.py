@@ -276,3 +276,143 @@ def test_lenient_parse_matches_strict_parse_and_counts_values():
   assert int(counts['joints3d_cam_mm']) == 48 and int(counts['camera']) == 0
   assert lenient['joints3d_cam_mm'].shape == (17, 3)  # schema shape kept
   assert lenient['camera'].numpy() == b''
+
+
+# ----------------------------------------------------------------------------
+# Records that do not parse or decode (checked in-graph, never raised raw)
+# ----------------------------------------------------------------------------
+
+def _corrupt_jpeg_data(frame: int) -> bytes:
+  """Valid start and end markers, garbage in between: the decoder fails."""
+  example = _example(frame)
+  image = _image(example)
+  garbage = np.random.default_rng(frame).integers(
+      0, 256, len(image) - 302, dtype=np.uint8).tobytes()
+  _set_bytes(example, 'image/encoded', image[:300] + garbage + b'\xff\xd9')
+  return example.SerializeToString()
+
+
+def _not_an_example(frame: int) -> bytes:
+  return b'\xff\xfe not a serialized tf.train.Example \x00' + bytes([frame])
+
+
+def _int64_box(frame: int) -> bytes:
+  example = _example(frame)
+  box = _get_floats(example, 'box_xywh')
+  del example.features.feature['box_xywh'].float_list.value[:]
+  example.features.feature['box_xywh'].int64_list.value.extend(
+      [int(v) for v in box])
+  return example.SerializeToString()
+
+
+UNPARSEABLE = {
+    'corrupt_jpeg_data': (_corrupt_jpeg_data,
+                          r'field image/encoded does not decode \(corrupt '
+                          r'image data'),
+    'not_an_example': (_not_an_example,
+                       r'the record is not a tf.train.Example'),
+    'int64_box': (_int64_box,
+                  r'field box_xywh has the wrong value type \(expected '
+                  r'float_list\)'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(UNPARSEABLE))
+def test_unparseable_records_stop_naming_file_and_record(case, tmp_path):
+  make, pattern = UNPARSEABLE[case]
+  path = _write(tmp_path / f'{case}.tfrecord',
+                [_example(0), make(1), _example(2)])
+  with pytest.raises(tf.errors.InvalidArgumentError) as info:
+    _frames([path])
+  message = str(info.value)
+  assert re.search(pattern, message), message
+  assert f'; bad record 1 of {path}' in message, message
+
+
+def test_unparseable_records_are_skipped_and_counted(tmp_path):
+  records = []
+  for i, case in enumerate(sorted(UNPARSEABLE)):
+    records += [_example(2 * i), UNPARSEABLE[case][0](2 * i + 1)]
+  path = _write(tmp_path / 'unparseable.tfrecord', records)
+  bad_records = pipeline.BadRecords()
+  frames, feats = _frames([path], 'skip', bad_records)
+  assert frames == [0, 2, 4]
+  clean = _write(tmp_path / 'clean.tfrecord', [_example(f) for f in (0, 2, 4)])
+  _, want = _frames([clean])
+  np.testing.assert_array_equal(feats['image'], want['image'])
+  assert sorted(bad_records.records) == [(path, 1), (path, 3), (path, 5)]
+  for i, case in enumerate(sorted(UNPARSEABLE)):
+    reason = bad_records.records[(path, 2 * i + 1)]
+    assert re.search(UNPARSEABLE[case][1], reason), (case, reason)
+
+
+def test_skip_stops_when_no_record_is_usable(tmp_path):
+  path = _write(tmp_path / 'all_bad.tfrecord',
+                [_not_an_example(i) for i in range(3)] + [_int64_box(3)])
+  bad_records = pipeline.BadRecords()
+  ds = pipeline.make_dataset([path], 'train', input_size=CROP, batch_size=2,
+                             training=True, seed=1, on_bad_record='skip',
+                             bad_records=bad_records)
+  with pytest.raises(tf.errors.OpError, match=r'no usable record: the last '
+                     r'9 records read were all bad \(4 distinct bad'):
+    next(iter(ds))
+  assert bad_records.summary()['bad_records'] == 4
+
+
+# ----------------------------------------------------------------------------
+# Missing data: shards missing by their -of- count, shards short of the
+# manifest's example count
+# ----------------------------------------------------------------------------
+
+def _dataset_dir(directory, shards: list[list[int]], count: int | None):
+  """train-0000i-of-0000n.tfrecord holding the frames of shards[i], and a
+  manifest stating `count` train examples (none if None)."""
+  import json
+  directory.mkdir()
+  n = len(shards)
+  for i, frames in enumerate(shards):
+    _write(directory / f'train-{i:05d}-of-{n:05d}.tfrecord',
+           [_example(f) for f in frames])
+  if count is not None:
+    (directory / 'train_manifest.json').write_text(json.dumps(
+        {'counts': {'train': count}}))
+  return str(directory)
+
+
+def test_a_missing_shard_is_named(tmp_path):
+  data = _dataset_dir(tmp_path / 'data', [[0, 1], [2, 3], [4]], 5)
+  os.remove(os.path.join(data, 'train-00001-of-00003.tfrecord'))
+  for policy in ('stop', 'skip'):
+    with pytest.raises(FileNotFoundError,
+                       match=r"split 'train' of .* is incomplete: 1 shard\(s\)"
+                             r".*\['train-00001-of-00003.tfrecord'\]"):
+      pipeline.make_dataset(data, 'train', input_size=CROP, batch_size=2,
+                            training=False, on_bad_record=policy)
+
+
+@pytest.mark.parametrize('damage', ['emptied', 'cut_at_a_record'])
+def test_a_short_shard_is_caught_by_the_manifest_count(damage, tmp_path):
+  data = _dataset_dir(tmp_path / 'data', [[0, 1, 2], [3, 4, 5]], 6)
+  shard = os.path.join(data, 'train-00001-of-00002.tfrecord')
+  if damage == 'emptied':
+    open(shard, 'wb').close()
+    held = 3
+  else:
+    offsets = _record_offsets(shard)
+    with open(shard, 'r+b') as f:
+      f.truncate(offsets[2])  # records 0 and 1 intact, 2 gone
+    held = 5
+  message = (rf'split train of {re.escape(data)} holds {held} records but '
+             r'its manifest states 6')
+  with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+    _frames(data)
+  bad_records = pipeline.BadRecords()
+  frames, _ = _frames(data, 'skip', bad_records)
+  assert len(frames) == held
+  assert re.search(message, bad_records.files[data])
+  # Intact, the same directory reads through; a directory whose manifest
+  # states no count is not checked.
+  good = _dataset_dir(tmp_path / 'good', [[0, 1, 2], [3, 4, 5]], 6)
+  assert sorted(_frames(good)[0]) == [0, 1, 2, 3, 4, 5]
+  uncounted = _dataset_dir(tmp_path / 'uncounted', [[0, 1], [2]], None)
+  assert sorted(_frames(uncounted)[0]) == [0, 1, 2]
