@@ -50,6 +50,7 @@ flags.DEFINE_list('models', ['c2f_volumetric', 'volumetric_stacked',
                              'coordinate_regression', 'decoupled_volumetric',
                              'lifting_deep', 'metrabs'], 'Registered models.')
 flags.DEFINE_string('preset', 'cpu', 'Preset of every model.')
+flags.DEFINE_boolean('roof', True, 'Measure the roof (conv and matmul).')
 flags.DEFINE_list('paths', ['fast', 'float32'], 'Paths of this tree: fast '
                   '(its defaults) and/or float32.')
 flags.DEFINE_string('baseline_tree', None, 'Another checkout of the zoo to '
@@ -320,7 +321,7 @@ def main(argv):
     print('RESULT ' + json.dumps(_one(FLAGS.one)), flush=True)
     return
   results = {'load_average_1min_start': os.getloadavg()[0]}
-  roof = _run_child('roof') or {'roof': []}
+  roof = (_run_child('roof') if FLAGS.roof else None) or {'roof': []}
   results['roof'] = roof['roof']
   print('Roof (one op, wall):')
   for row in results['roof']:

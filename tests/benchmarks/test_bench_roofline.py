@@ -1,0 +1,50 @@
+"""Tests for benchmarks/bench_roofline.py: a tiny run of every part but the
+roof."""
+import json
+import os
+import subprocess
+import sys
+
+from benchmarks import bench_roofline
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+
+def test_op_types_fall_into_categories():
+  category = bench_roofline._category  # pylint: disable=protected-access
+  assert category('_MklNativeConv2DBackpropFilterWithBias') == \
+      'convolution and matmul'
+  assert category('_MklNativeFusedBatchNormGradV3') == 'normalisation'
+  assert category('Sum') == 'softmax and reductions'
+  assert category('Cast') == 'casts'
+  assert category('_MklTranspose') == 'data movement'
+  assert category('ReluGrad') == 'elementwise and other'
+
+
+def test_steps_profile_and_pipeline_of_a_smoke_model(tmp_path):
+  out = tmp_path / 'roofline.json'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.bench_roofline', '--noroof',
+       '--models=c2f_volumetric', '--preset=smoke', '--steps=2',
+       '--warmup_steps=1', '--profile_models=c2f_volumetric',
+       '--pipeline_batches=2', f'--out={out}'],
+      cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  results = json.loads(out.read_text())
+  paths = [row['path'] for row in results['steps']]
+  assert paths == ['fast', 'float32']
+  for row in results['steps']:
+    assert row['model'] == 'c2f_volumetric' and row['batch_size'] == 2
+    assert row['train_gflop_per_example'] > 0
+    assert row['cpu_seconds_per_step'] > 0 and row['examples_per_second'] > 0
+  fast = results['steps'][0]
+  assert fast['precision'] in ('mixed_bfloat16', 'float32', 'mixed_float16')
+  assert results['steps'][1]['precision'] == 'float32'
+  assert results['speedup_reference'] == 'float32'
+  assert results['speedups']['c2f_volumetric'] > 0
+  (profile,) = results['profiles']
+  assert profile['ms_per_step_by_category']['convolution and matmul'] > 0
+  (pipeline,) = results['pipelines']
+  assert pipeline['cpu_ms_per_example'] > 0
+  assert 'Speed-up of the fast path over float32' in proc.stdout
