@@ -10,7 +10,7 @@ from trainers import checkpoints
 from trainers import train_lib
 from zoo import base
 from zoo import registry
-from zoo.layers.normalization import FusedBatchNorm
+from zoo.layers.normalization import BatchNormalization
 
 # One model of each paper (the contract test runs every registered model).
 MODELS = ['c2f_volumetric', 'lifting_deep', 'metrabs']
@@ -63,7 +63,7 @@ def test_bfloat16_training_then_float32_fine_tuning(name, tiny_data,
   assert keras.mixed_precision.global_policy().name == 'float32'  # restored
   # bfloat16 compute in the convolutions and normalisations, float32 state.
   convs = [l for l in _layers(model) if isinstance(l, keras.layers.Conv2D)]
-  norms = [l for l in _layers(model) if isinstance(l, FusedBatchNorm)]
+  norms = [l for l in _layers(model) if isinstance(l, BatchNormalization)]
   assert convs and all(l.compute_dtype == 'bfloat16' for l in convs)
   assert all(l.compute_dtype == 'bfloat16' for l in norms)
   assert all(v.dtype == 'float32' for v in model.weights)

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import keras
 
-from zoo.layers.normalization import PACKAGE, FusedBatchNorm
+from zoo.layers.normalization import PACKAGE, BatchNormalization
 
 
 def _conv_block(filters: int, kernel: int, batch_norm: bool, name: str):
   layers = [keras.layers.Conv2D(filters, kernel, padding='same',
                                 use_bias=not batch_norm, name=f'{name}_conv')]
   if batch_norm:
-    layers.append(FusedBatchNorm(name=f'{name}_bn'))
+    layers.append(BatchNormalization(name=f'{name}_bn'))
   layers.append(keras.layers.ReLU(name=f'{name}_relu'))
   return layers
 

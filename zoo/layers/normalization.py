@@ -7,7 +7,7 @@ mixed_bfloat16, cost more than the convolutions around them (a batch-64
 16x16x64 block, forward and backward: 41 ms for Keras' layer against 5 ms
 for the fused op; BENCHMARKS.md, "Training speed").
 
-`FusedBatchNorm` is a drop-in subclass with the same variables (gamma, beta,
+`BatchNormalization` here is a drop-in subclass with the same variables (gamma, beta,
 moving_mean, moving_variance, float32), the same config and the same maths:
 normalisation by the biased batch variance in training, by the moving
 statistics otherwise, moving averages updated with `momentum` from the
@@ -16,6 +16,11 @@ biased batch variance, as the Keras layer does. It runs TensorFlow's
 accumulates its statistics in float32 and returns the input's dtype, so the
 activations stay in the compute dtype. Inputs other than 4D channels-last
 (and masks, renorm, synchronised BN) fall back to the Keras layer.
+
+It keeps Keras' class name on purpose: a `.weights.h5` file names the
+members of a list of layers after their class (`batch_normalization`,
+`batch_normalization_1`, ...), so the name keeps every weights file written
+with Keras' layer loadable, and the other way round.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ PACKAGE = 'pose3d_zoo'  # the Keras serialisation package of every zoo layer
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class FusedBatchNorm(keras.layers.BatchNormalization):
+class BatchNormalization(keras.layers.BatchNormalization):
   """keras.layers.BatchNormalization computed by one fused op (see module)."""
 
   def _fusable(self, inputs, mask) -> bool:

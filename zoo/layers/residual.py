@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import keras
 
-from zoo.layers.normalization import PACKAGE, FusedBatchNorm
+from zoo.layers.normalization import PACKAGE, BatchNormalization
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -27,7 +27,7 @@ class ConvBNReLU(keras.layers.Layer):
     self.kernel_size = int(kernel_size)
     self.conv = keras.layers.Conv2D(self.filters, self.kernel_size,
                                     padding='same', name='conv')
-    self.bn = FusedBatchNorm(name='bn')
+    self.bn = BatchNormalization(name='bn')
 
   def build(self, input_shape):
     self.conv.build(input_shape)
@@ -56,11 +56,11 @@ class Residual(keras.layers.Layer):
                        f'filters // 2 channels), got {filters}')
     self.filters = int(filters)
     half = self.filters // 2
-    self.bn1 = FusedBatchNorm(name='bn1')
+    self.bn1 = BatchNormalization(name='bn1')
     self.conv1 = keras.layers.Conv2D(half, 1, name='conv1')
-    self.bn2 = FusedBatchNorm(name='bn2')
+    self.bn2 = BatchNormalization(name='bn2')
     self.conv2 = keras.layers.Conv2D(half, 3, padding='same', name='conv2')
-    self.bn3 = FusedBatchNorm(name='bn3')
+    self.bn3 = BatchNormalization(name='bn3')
     self.conv3 = keras.layers.Conv2D(self.filters, 1, name='conv3')
     self.skip = None  # a 1x1 conv, created in build() when widths differ
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import keras
 
-from zoo.layers.normalization import FusedBatchNorm
+from zoo.layers.normalization import BatchNormalization
 
 # Block counts of the standard basic-block ResNets.
 BLOCK_COUNTS = {'resnet18': (2, 2, 2, 2), 'resnet34': (3, 4, 6, 3)}
@@ -29,7 +29,7 @@ def _conv_bn(x, filters: int, kernel: int, stride: int, dilation: int,
   x = keras.layers.Conv2D(filters, kernel, strides=stride, padding='same',
                           dilation_rate=dilation, use_bias=False,
                           kernel_initializer='he_normal', name=name + '_conv')(x)
-  x = FusedBatchNorm(
+  x = BatchNormalization(
       momentum=0.9, epsilon=1e-5, name=name + '_bn',
       gamma_initializer='zeros' if zero_gamma else 'ones')(x)
   if relu:

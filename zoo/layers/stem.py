@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import keras
 
-from zoo.layers.normalization import FusedBatchNorm
+from zoo.layers.normalization import BatchNormalization
 from zoo.layers.residual import PACKAGE, Residual
 
 
@@ -27,7 +27,7 @@ class Stem(keras.layers.Layer):
     self.mid_channels = int(mid_channels)
     self.conv = keras.layers.Conv2D(self.conv_channels, 7, strides=2,
                                     padding='same', name='conv')
-    self.bn = FusedBatchNorm(name='bn')
+    self.bn = BatchNormalization(name='bn')
     self.res1 = Residual(self.mid_channels, name='res1')
     self.pool = keras.layers.MaxPooling2D(2, name='pool')
     self.res2 = Residual(self.mid_channels, name='res2')

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from zoo.layers.normalization import FusedBatchNorm
+from zoo.layers.normalization import BatchNormalization
 
 
 def _numpy_train_step(x, gamma, beta, moving_mean, moving_var, momentum, eps):
@@ -25,7 +25,7 @@ def float32_policy():
 
 
 def _layer(channels, rng, **kwargs):
-  layer = FusedBatchNorm(**kwargs)
+  layer = BatchNormalization(**kwargs)
   layer.build((None, 5, 6, channels))
   layer.gamma.assign(rng.uniform(0.5, 2., channels).astype(np.float32))
   layer.beta.assign(rng.normal(0., 1., channels).astype(np.float32))
@@ -102,7 +102,7 @@ def test_bfloat16_policy_keeps_activations_in_bfloat16():
 
 
 def test_other_ranks_fall_back_to_keras(float32_policy):
-  layer = FusedBatchNorm()
+  layer = BatchNormalization()
   x = np.random.default_rng(4).normal(0., 1., (8, 3)).astype(np.float32)
   y = layer(x, training=True).numpy()
   np.testing.assert_allclose(y.mean(0), layer.beta.numpy(), atol=1e-5)
