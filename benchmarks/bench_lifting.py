@@ -18,13 +18,12 @@ Measures
     0.5-2 m high, aimed at the pelvis), perspective also with 2D pixel noise.
 
 Usage:
-  python benchmarks/bench_lifting.py [--num_fit_poses=100000]
+  python -m benchmarks.bench_lifting [--num_fit_poses=100000]
       [--prior=PATH (load instead of fitting)] [--save_prior=PATH]
       [--batch=4096] [--num_eval=2000] [--num_reference=20] [--quick]
 """
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 import time
@@ -33,7 +32,6 @@ from absl import app
 from absl import flags
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from zoo import geometry  # noqa: E402
 from zoo import metrics  # noqa: E402

@@ -43,9 +43,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# The repository root: the server subprocess runs from it.
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO not in sys.path:
-  sys.path.insert(0, _REPO)
 
 import tensorflow as tf  # noqa: E402
 

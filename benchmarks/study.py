@@ -33,8 +33,8 @@ paper's ablation can be run at the same budget:
   the coordinate_regression baseline).
 
 Then, for each claim this data can test, STUDY.md puts the paper's numbers
-(the implementation reference REFERENCE.md, sections 2-4, and the papers;
-quoted in PAPER_CLAIMS) next to ours and says whether
+(from the papers' tables, quoted in
+PAPER_CLAIMS) next to ours and says whether
 the claim held here: "held" when the model the paper favours is better by
 more than --tie_fraction (2 %) of the other's value, "did not hold" when it
 is worse by more, "inconclusive" in between, "not tested" when a run is
@@ -43,7 +43,7 @@ data are synthetic and the budgets small: only the direction of each
 comparison is meaningful, not the absolute numbers.
 
 Usage:
-  python benchmarks/study.py [--preset=cpu] [--steps=N] [--seconds=S]
+  python -m benchmarks.study [--preset=cpu] [--steps=N] [--seconds=S]
       [--models=all|NAME,...] [--workdir_root=runs/study_cpu]
       [--reuse_root=DIR]... [--no_train] [--out_dir=.]
       [--truncation_margin=0.8] [--speed_batch=32] [--seed=0] [--data_seed=0]
@@ -68,7 +68,6 @@ import time
 import traceback
 from typing import Any, Callable, Mapping, Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
@@ -686,7 +685,7 @@ def train_run(name: str, preset: str, workdir: str, *, steps: int | None,
   from trainers import train_lib
   overrides = model_overrides(name, preset)
   callbacks = [time_budget_callback(seconds)] if seconds else []
-  command = [os.path.basename(sys.executable), 'benchmarks/study.py',
+  command = [os.path.basename(sys.executable), '-m', 'benchmarks.study',
              f'--preset={preset}', f'--models={name}']
   train_lib.train(base_model(name), preset=preset, workdir=workdir,
                   data=data, steps=steps, seed=seed, data_seed=data_seed,
@@ -839,7 +838,7 @@ def study_result(name: str, preset: str, workdir: str, source: str,
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
-      prog='benchmarks/study.py',
+      prog='python -m benchmarks.study',
       description='Train and evaluate every zoo model at one budget; write '
                   'STUDY.md with the papers\' claims checked.')
   parser.add_argument('--preset', default='cpu',
@@ -958,7 +957,7 @@ def run_study(args: argparse.Namespace, argv: Sequence[str] = ()
                 if steps is not None and not args.seconds
                 and r.get('steps') != steps]
   setup = {
-      'command': shlex.join(['python', 'benchmarks/study.py', *argv]),
+      'command': shlex.join(['python', '-m', 'benchmarks.study', *argv]),
       'date': datetime.datetime.now().astimezone().isoformat(
           timespec='seconds'),
       'preset': preset, 'budget': budget, 'steps': steps,

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import export_test_model  # noqa: E402,F401  (registers 'export_test')

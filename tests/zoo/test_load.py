@@ -16,8 +16,6 @@ import sys
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                '..', 'trainers'))
 import publish_fixture  # noqa: E402
 
 import zoo  # noqa: E402

@@ -4,7 +4,7 @@ Metric-scale truncation-robust heatmaps: a backbone (ResNet-50 v2, stride 32,
 256 px crops -> 8x8 features) and one 1x1 convolution to J 2D-heatmap logits
 and D x J metric 3D-heatmap logits. The 3D volume spans a `box_size_mm` cube
 around the person in all three axes, so joints cut off by the crop border are
-still inside it. Numbers from REFERENCE.md section 4 and the released code's
+still inside it. Numbers from the paper and its released code's
 defaults (box 2200 mm, D = 8, mean-relative 3D loss, absolute loss weight 0.1
 after 5000 steps, lr 2.121e-4, weight decay 3e-3, batch 32).
 """
