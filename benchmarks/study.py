@@ -817,8 +817,7 @@ def study_result(name: str, preset: str, workdir: str, source: str,
   result['config_differences'] = config_differences(
       trained, model_config(name, preset))
   result['data_dir'] = os.path.abspath(data_dir)
-  flip_test = bool(metrics.get('flip_test', getattr(config, 'flip_test',
-                                                    False)))
+  flip_test = bool(metrics.get('flip_test', config.flip_test))
   from trainers import evaluation
   result['run_mpjpe_mm'] = metrics.get('mpjpe_mm')
   result.update(evaluation.evaluate_model(

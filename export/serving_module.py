@@ -14,7 +14,7 @@ with named inputs, dimension 0 the batch, float32 outputs. Signatures:
 - `serving_bytes`: image_bytes string [B] (encoded JPEG/PNG/GIF/BMP; images may
   differ in size, each is decoded and cropped on its own with tf.map_fn),
   boxes, intrinsics -> the same outputs.
-- Extra model-specific signatures from an optional model method
+- Extra model-specific signatures from the model's hook (zoo.base.PoseModel)
   `extra_serving_signatures() -> {name: (fn, [tf.TensorSpec(..., name=...)])}`
   where `fn(*tensors)` returns a dict of tensors (e.g. lifting_deep's `lift`).
 
@@ -150,10 +150,7 @@ class PoseServingModule(tf.Module):
                                      flip_test=self._flip_test)
 
   def _extra_signatures(self) -> dict[str, tuple[Callable, Sequence]]:
-    method = getattr(self._model, EXTRA_SIGNATURES_METHOD, None)
-    if method is None:
-      return {}
-    extra = dict(method() or {})
+    extra = dict(self._model.extra_serving_signatures() or {})
     for sig_name, value in extra.items():
       if sig_name in (DEFAULT_SIGNATURE, BYTES_SIGNATURE):
         raise ValueError(f'{EXTRA_SIGNATURES_METHOD}() of model '

@@ -43,7 +43,6 @@ import tensorflow as tf
 
 from zoo import fileio
 from zoo import skeleton as skel
-from zoo.config import AugmentConfig
 from zoo.data import pipeline
 from zoo.data import records
 
@@ -60,10 +59,7 @@ _log = logging.getLogger('zoo.predict')
 def crop_settings(model) -> tuple[int, float]:
   """(crop side S px, box margin) a model was trained and evaluated with."""
   config = model.config
-  margin = getattr(getattr(config, 'augment', None), 'box_margin', None)
-  if margin is None:
-    margin = AugmentConfig.box_margin
-  return int(config.input_size), float(margin)
+  return int(config.input_size), float(config.augment.box_margin)
 
 
 def crop_images(model, images, boxes_xywh, intrinsics) -> dict[str, tf.Tensor]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from zoo.config import AugmentConfig, TrainConfig
+from zoo.config import AugmentConfig, ModelConfig, TrainConfig
 
 # Backbones by name: keras.applications models, or zoo.layers.resnet.
 KERAS_BACKBONES = ('resnet50v2', 'resnet50', 'mobilenetv3small',
@@ -37,7 +37,7 @@ def _paper_augment() -> AugmentConfig:
 
 
 @dataclasses.dataclass
-class MetrabsConfig:
+class MetrabsConfig(ModelConfig):
   """Architecture, loss and reconstruction settings (paper defaults)."""
   input_size: int = 256                 # crop side S (px)
   num_joints: int = 17                  # H36M-17
