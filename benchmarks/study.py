@@ -63,7 +63,6 @@ import os
 import platform
 import shlex
 import sys
-import tempfile
 import time
 import traceback
 from typing import Any, Callable, Mapping, Sequence
@@ -580,18 +579,11 @@ def write_chart(study: Mapping[str, Any], path: str) -> None:
                f'{study["setup"]["budget"]}, embedded synthetic test split',
                fontsize=11)
   fig.tight_layout()
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix='.study', suffix='.png', dir=directory)
-  os.close(fd)
   try:
-    fig.savefig(tmp, dpi=110, format='png')
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    with fileio.atomic_path(path, suffix='.png') as tmp:
+      fig.savefig(tmp, dpi=110, format='png')
   finally:
     plt.close(fig)
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 # ----------------------------------------------------------------------------

@@ -8,16 +8,16 @@ import tensorflow as tf
 
 def keras_outputs(model, signature: str, inputs: dict) -> dict[str, np.ndarray]:
   """What a signature must return, computed on the Keras model directly."""
-  from zoo import predict as predict_lib
+  from zoo import inference
   if signature == 'serving_default':
-    out = predict_lib.predict_in_image(model, inputs['images'],
+    out = inference.predict_in_image(model, inputs['images'],
                                        inputs['boxes'], inputs['intrinsics'])
   elif signature == 'serving_bytes':
     rows = []
     for encoded, box, k in zip(inputs['image_bytes'], inputs['boxes'],
                                inputs['intrinsics']):
       image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-      rows.append(predict_lib.predict_in_image(model, image[None], box[None],
+      rows.append(inference.predict_in_image(model, image[None], box[None],
                                                k[None]))
     out = {key: tf.concat([r[key] for r in rows], 0) for key in rows[0]}
   else:
