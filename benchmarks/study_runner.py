@@ -17,7 +17,10 @@ import time
 import traceback
 from typing import Any, Mapping, Sequence
 
+import keras
 import numpy as np
+import tensorflow as tf
+import tqdm
 
 from benchmarks.study_claims import BUDGET_MODEL
 from benchmarks.study_claims import CHART_FILE
@@ -33,6 +36,9 @@ from benchmarks.study_claims import model_overrides
 from benchmarks.study_claims import parse_models
 from benchmarks.study_report import render_markdown
 from benchmarks.study_report import write_chart
+from trainers import checkpoints
+from trainers import evaluation
+from trainers import train_lib
 from trainers.train_lib import METRICS_FILE
 from zoo import config as config_lib
 from zoo import fileio
@@ -106,7 +112,6 @@ def find_run(name: str, preset: str, reuse_roots: Sequence[str]
 def time_budget_callback(seconds: float):
   """A Keras callback that stops training `seconds` after the first step
   (which traces and compiles the model, so it is not counted)."""
-  import keras
 
   class TimeBudget(keras.callbacks.Callback):
 
@@ -128,7 +133,6 @@ def train_run(name: str, preset: str, workdir: str, *, steps: int | None,
               seconds: float | None, seed: int, data: str, data_seed: int,
               progress: bool) -> None:
   """Trains `name` into `workdir` (resuming an unfinished run there)."""
-  from trainers import train_lib
   overrides = model_overrides(name, preset)
   callbacks = [time_budget_callback(seconds)] if seconds else []
   command = [os.path.basename(sys.executable), '-m', 'benchmarks.study',
@@ -182,8 +186,6 @@ def load_run(name: str, workdir: str):
   """(model with the run's newest weights, its config, data directory, the
   config as trained: before `prepare` fills run-time fields such as a
   prior's path)."""
-  from trainers import checkpoints
-  from trainers import train_lib
   entry = registry.get(base_model(name))
   source = checkpoints.resolve(workdir)
   checkpoints.verify_sha256(source)
@@ -206,7 +208,6 @@ def load_run(name: str, workdir: str):
 def evaluate_truncated(model, config, data_dir: str, *, margin: float,
                        flip_test: bool, progress: bool) -> dict[str, float]:
   """Test-split metrics on crops with box margin `margin`."""
-  from trainers import evaluation
   truncated = config_lib.replace(config, **{'augment.box_margin': margin})
   num = config.train.num_eval_examples
   dataset = evaluation.eval_dataset(data_dir, truncated, num_examples=num)
@@ -225,8 +226,6 @@ def inference_speed(model, config, data_dir: str, *, batch: int,
                     flip_test: bool, min_seconds: float, min_iters: int
                     ) -> dict[str, float]:
   """Examples/s of predict_poses at `batch` on the CPU (after warm-up)."""
-  import tensorflow as tf
-  from trainers import evaluation
   features = next(iter(evaluation.eval_dataset(data_dir, config,
                                                batch_size=batch)))
   inputs = {}
@@ -264,7 +263,6 @@ def study_result(name: str, preset: str, workdir: str, source: str,
       trained, model_config(name, preset))
   result['data_dir'] = os.path.abspath(data_dir)
   flip_test = bool(metrics.get('flip_test', config.flip_test))
-  from trainers import evaluation
   result['run_mpjpe_mm'] = metrics.get('mpjpe_mm')
   result.update(evaluation.evaluate_model(
       model, data_dir, config, flip_test=flip_test, progress=args.progress))
@@ -284,7 +282,6 @@ def study_result(name: str, preset: str, workdir: str, source: str,
 def run_study(args: argparse.Namespace, argv: Sequence[str] = ()
               ) -> dict[str, Any]:
   """Runs the study described by parsed `args`; returns study.json's dict."""
-  import tqdm
   models = parse_models(args.models)
   preset = args.preset
   for name in models:
@@ -398,12 +395,7 @@ def _budget_met(workdir: str, steps: int | None,
 
 
 def _versions() -> str:
-  try:
-    import tensorflow as tf
-    import keras
-    return f'TensorFlow {tf.__version__}, Keras {keras.__version__}'
-  except ImportError:  # pragma: no cover
-    return 'TensorFlow not importable'
+  return f'TensorFlow {tf.__version__}, Keras {keras.__version__}'
 
 
 def _jsonable(value):

@@ -48,8 +48,15 @@ from typing import Any, Mapping, Sequence
 
 from absl import logging
 
+from trainers import checkpoints
+from trainers import evaluation
+from trainers import train_lib
+import zoo
 from zoo import config as config_lib
 from zoo import fileio
+from zoo import registry
+from zoo.data import records
+from zoo.data import synthetic
 
 DEFAULT_PRESET = 'cpu'
 DEFAULT_WORKDIR_ROOT = os.path.join('runs', 'publish')
@@ -82,7 +89,6 @@ class PublishError(RuntimeError):
 def slice_data_dir(spec: Mapping[str, Any] = SLICE_EVAL,
                    progress: bool = False) -> str:
   """A cached synthetic dataset whose test split starts with the slice."""
-  from zoo.data import synthetic
   if spec.get('data', 'synthetic') != 'synthetic' or spec.get(
       'split', 'test') != 'test':
     raise ValueError(f'slice spec must be on the synthetic test split, got '
@@ -97,9 +103,6 @@ def slice_data_dir(spec: Mapping[str, Any] = SLICE_EVAL,
 def evaluate_slice(model, spec: Mapping[str, Any] = SLICE_EVAL,
                    progress: bool = False) -> dict[str, Any]:
   """Metrics of `model` on the fixed slice (trainers.evaluation)."""
-  from trainers import evaluation
-  from zoo.data import records
-  from zoo.data import synthetic
   metrics = evaluation.evaluate_model(
       model, slice_data_dir(spec, progress), model.config,
       flip_test=bool(spec['flip_test']),
@@ -130,7 +133,6 @@ def _dir_bytes(path: str) -> int:
 
 def bundled_sizes(root: str) -> dict[str, int]:
   """Bytes of every bundled checkpoint directory under `root`."""
-  import zoo
   return {name: _dir_bytes(os.path.join(root, name))
           for name in zoo.bundled_models(root)}
 
@@ -172,7 +174,6 @@ def portable_config(config: Mapping[str, Any]
 
   Returns (config dict, dotted names of the fields that were cleared).
   """
-  from trainers import checkpoints
   cleared = []
 
   def clean(values, prefix):
@@ -244,7 +245,6 @@ def _check_size(root: str, name: str, staged: str,
 
 def _finished_run(name: str, preset: str, workdir: str):
   """(source, manifest) of a finished, evaluated synthetic-data run."""
-  from trainers import checkpoints
   if not os.path.isdir(workdir):
     raise PublishError(f'--from_workdir {workdir!r} is not a directory')
   try:
@@ -305,8 +305,6 @@ def later_evaluation(workdir: str, manifest: Mapping[str, Any]
   re-evaluating them is cheaper and more faithful than re-training, and the
   bundled table should show what the zoo's code gives today.
   """
-  from trainers import checkpoints
-  from trainers import evaluation
   path = os.path.join(workdir, evaluation.EVAL_FILE)
   run = manifest.get('metrics') or {}
   if not os.path.exists(path) or not run:
@@ -359,10 +357,6 @@ def publish(name: str, *, preset: str = DEFAULT_PRESET,
     PublishError: the run is unusable or the size limit would be exceeded
       (the previous checkpoint is unchanged).
   """
-  import zoo
-  from trainers import checkpoints
-  from trainers import train_lib
-  from zoo.data import synthetic
 
   entry = train_lib.get_entry(name)
   train_lib.validate_preset(entry, preset)
@@ -483,7 +477,6 @@ def _num(value, digits: int = 1) -> str:
 
 def readme_text(root: str) -> str:
   """The generated README.md of the bundled checkpoints."""
-  import zoo
   manifests = {name: zoo.bundled_manifest(name, root)
                for name in zoo.bundled_models(root)}
   sizes = bundled_sizes(root)
@@ -586,7 +579,6 @@ def readme_text(root: str) -> str:
 
 def write_readme(root: str | None = None) -> str:
   """Writes ROOT/README.md atomically; returns its path."""
-  import zoo
   root = zoo.checkpoints_root(root)
   os.makedirs(root, exist_ok=True)
   path = os.path.join(root, README_FILE)
@@ -606,8 +598,6 @@ def generate_data(names: Sequence[str], preset: str, data_seed: int,
   TensorFlow has run anything in this process (a later model of
   --model=all would otherwise generate after the first one trained).
   """
-  from zoo import registry
-  from zoo.data import synthetic
   sizes = set()
   for name in names:
     try:
