@@ -121,6 +121,19 @@ def perspective_crop(images, intrinsics, boxes_xywh, out_size: int,
           'homography': homography}
 
 
+def poses_to_original(poses: dict[str, tf.Tensor], homography, rotation
+                      ) -> dict[str, tf.Tensor]:
+  """crop_to_original of a decoded pose dict: poses2d_px (source px),
+  poses3d_cam_mm (source camera frame) and poses3d_rel_mm (root-relative,
+  turned with the camera too: the same 3D map), all float32."""
+  poses2d_px, poses3d_cam_mm = crop_to_original(
+      poses['poses2d_px'], poses['poses3d_cam_mm'], homography, rotation)
+  _, poses3d_rel_mm = crop_to_original(
+      poses['poses2d_px'], poses['poses3d_rel_mm'], homography, rotation)
+  return {'poses2d_px': poses2d_px, 'poses3d_cam_mm': poses3d_cam_mm,
+          'poses3d_rel_mm': poses3d_rel_mm}
+
+
 def crop_to_original(poses2d_crop_px, poses3d_crop_cam_mm, homography,
                      rotation) -> tuple[tf.Tensor, tf.Tensor]:
   """Maps crop-frame poses back to the source image / camera.

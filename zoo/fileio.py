@@ -55,18 +55,8 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 
 def atomic_write_text(path: str, text: str) -> None:
   """Writes `text` (UTF-8) to `path` via a temporary file and a rename."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory,
-                             prefix='.tmp-' + os.path.basename(path) + '-')
-  try:
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
+  with atomic_path(path) as tmp:
+    with open(tmp, 'w', encoding='utf-8') as f:
       f.write(text)
       f.flush()
       os.fsync(f.fileno())
-    os.chmod(tmp, 0o666 & ~current_umask())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise

@@ -60,16 +60,11 @@ def predict_crops(model, crops: dict[str, tf.Tensor],
   poses = model.predict_poses({'image': crops['image'],
                                'intrinsics': crops['intrinsics']},
                               flip_test=flip_test)
-  poses2d_px, poses3d_cam_mm = crop_lib.crop_to_original(
-      poses['poses2d_px'], poses['poses3d_cam_mm'], crops['homography'],
-      crops['rotation'])
-  # The root-relative pose turns with the camera too (same 3D map).
-  _, poses3d_rel_mm = crop_lib.crop_to_original(
-      poses['poses2d_px'], poses['poses3d_rel_mm'], crops['homography'],
-      crops['rotation'])
-  return {'poses3d_cam_mm': tf.cast(poses3d_cam_mm, tf.float32),
-          'poses3d_rel_mm': tf.cast(poses3d_rel_mm, tf.float32),
-          'poses2d_px': tf.cast(poses2d_px, tf.float32),
+  back = crop_lib.poses_to_original(poses, crops['homography'],
+                                    crops['rotation'])
+  return {'poses3d_cam_mm': back['poses3d_cam_mm'],
+          'poses3d_rel_mm': back['poses3d_rel_mm'],
+          'poses2d_px': back['poses2d_px'],
           'confidence': tf.cast(poses['confidence'], tf.float32)}
 
 

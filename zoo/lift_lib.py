@@ -483,13 +483,11 @@ def lift_decoupled_tf(model, keypoints2d_px, scores, intrinsics,
                                        config.depth_range_mm)
   poses = decode_lib.poses_from_joints(joints_crop_px, z_mm,
                                        crop['intrinsics'], config, peak)
-  poses2d, cam = crop_lib.crop_to_original(
-      poses['poses2d_px'], poses['poses3d_cam_mm'], crop['homography'],
-      crop['rotation'])
-  _, rel = crop_lib.crop_to_original(
-      poses['poses2d_px'], poses['poses3d_rel_mm'], crop['homography'],
-      crop['rotation'])
-  return {'poses3d_cam_mm': cam, 'poses3d_rel_mm': rel, 'poses2d_px': poses2d,
+  back = crop_lib.poses_to_original(poses, crop['homography'],
+                                    crop['rotation'])
+  return {'poses3d_cam_mm': back['poses3d_cam_mm'],
+          'poses3d_rel_mm': back['poses3d_rel_mm'],
+          'poses2d_px': back['poses2d_px'],
           'confidence': poses['confidence'] * valid}
 
 
