@@ -15,12 +15,11 @@ random cameras (zoo.data.mocap2d), from
 Both lifters see identical views (same seed).
 
 Usage:
-  python benchmarks/bench_lift.py [--num_poses=1000] [--seed=0]
+  python -m benchmarks.bench_lift [--num_poses=1000] [--seed=0]
       [--pixel_noise=2,4,8] [--checkpoint=DIR (decoupled network 2)]
 """
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 import time
@@ -28,7 +27,6 @@ import time
 from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from zoo import lift_lib  # noqa: E402
 from zoo.data import mocap2d  # noqa: E402

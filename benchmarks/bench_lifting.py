@@ -6,7 +6,7 @@ Measures
 - lifting speed: the batched TF lifting (fixed visibility pattern, one matmul
   for the search) in poses/s at --batch and its batch-1 latency; the per-pose
   visibility path (normal equations) in poses/s; the plain per-pose NumPy
-  reference (zoo.lifting_deep.prior.lift_reference) in poses/s;
+  reference (zoo.lifting_deep.reference.lift_reference) in poses/s;
 - accuracy (MPJPE after root alignment and PA-MPJPE, mm) of lifting
   * noise-free orthographic projections of poses sampled from the fitted
     prior (its low-rank part: the isotropic noise term moves joints in depth
@@ -18,13 +18,12 @@ Measures
     0.5-2 m high, aimed at the pelvis), perspective also with 2D pixel noise.
 
 Usage:
-  python benchmarks/bench_lifting.py [--num_fit_poses=100000]
+  python -m benchmarks.bench_lifting [--num_fit_poses=100000]
       [--prior=PATH (load instead of fitting)] [--save_prior=PATH]
       [--batch=4096] [--num_eval=2000] [--num_reference=20] [--quick]
 """
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 import time
@@ -33,12 +32,13 @@ from absl import app
 from absl import flags
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from zoo import geometry  # noqa: E402
 from zoo import metrics  # noqa: E402
 from zoo.data import synthetic  # noqa: E402
+from zoo.lifting_deep import normalise as normalise_lib  # noqa: E402
 from zoo.lifting_deep import prior as prior_lib  # noqa: E402
+from zoo.lifting_deep import reference as reference_lib  # noqa: E402
 
 flags.DEFINE_integer('num_fit_poses', 100_000, 'Motion-capture poses to fit '
                      'on (train split).')
@@ -83,8 +83,8 @@ def _errors(pred, gt) -> tuple[float, float]:
 
 def _ortho(poses_model_mm: np.ndarray, yaw: np.ndarray) -> np.ndarray:
   """Camera-frame (root-relative) poses seen by a level camera at yaw."""
-  cam = np.einsum('ij,njk,nlk->nli', prior_lib.CAMERA_FROM_MODEL,
-                  prior_lib.yaw_matrix(yaw), poses_model_mm)
+  cam = np.einsum('ij,njk,nlk->nli', normalise_lib.CAMERA_FROM_MODEL,
+                  normalise_lib.yaw_matrix(yaw), poses_model_mm)
   return cam - cam[:, :1]
 
 
@@ -136,7 +136,7 @@ def main(argv):
   test = synthetic.poses(max(FLAGS.num_eval, FLAGS.batch), 'test', FLAGS.seed)
   test_rel = test - test[:, :1]
   yaw = rng.uniform(0, 2 * np.pi, len(test))
-  cam = _ortho(prior_lib.to_model_frame(test_rel), yaw)
+  cam = _ortho(normalise_lib.to_model_frame(test_rel), yaw)
   y2d = cam[..., :2].astype(np.float32)
   batch = y2d[:FLAGS.batch]
   print('\nspeed (poses/s; latency = median of one call):')
@@ -167,7 +167,7 @@ def main(argv):
         f'at batch {nfloat}')
   nref = FLAGS.num_reference
   t = time.perf_counter()
-  prior_lib.lift_reference(pr, batch[:nref])
+  reference_lib.lift_reference(pr, batch[:nref])
   ref_rate = nref / (time.perf_counter() - t)
   print(f'  NumPy per-pose reference: {ref_rate:10.1f} poses/s '
         f'(latency {1e3 / ref_rate:.1f} ms per pose)')

@@ -13,7 +13,7 @@ For every model (default: all registered) it
    crop + network + decoding + mapping back, from full uint8 images of
    --image_hw with a person box) at each batch size for
    - `saved_model`: the loaded SavedModel's `serving_default` signature,
-   - `keras_function`: the same function (zoo.predict.predict_in_image) on the
+   - `keras_function`: the same function (zoo.inference.predict_in_image) on the
      Keras model, wrapped in tf.function, in the same process,
    - `keras_eager`: the same, run eagerly (what a notebook user gets);
 3. starts `python -m export.serve` on BASE in a subprocess and sends
@@ -43,9 +43,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# The repository root: the server subprocess runs from it.
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO not in sys.path:
-  sys.path.insert(0, _REPO)
 
 import tensorflow as tf  # noqa: E402
 
@@ -83,13 +82,13 @@ def bench_inference(model, export_dir: str, batch_sizes: Sequence[int],
                     image_hw: tuple[int, int], seconds: float
                     ) -> dict[str, dict[str, Any]]:
   from export import warmup
-  from zoo import predict as predict_lib
+  from zoo import inference
   loaded = tf.saved_model.load(export_dir)
   signature = loaded.signatures['serving_default']
 
   @tf.function(reduce_retracing=True)
   def keras_function(images, boxes, intrinsics):
-    return predict_lib.predict_in_image(model, images, boxes, intrinsics)
+    return inference.predict_in_image(model, images, boxes, intrinsics)
 
   results = {}
   for batch in batch_sizes:
@@ -101,7 +100,7 @@ def bench_inference(model, export_dir: str, batch_sizes: Sequence[int],
                              .numpy(), batch, seconds),
         'keras_function': _rate(lambda: keras_function(*args)[
             'poses3d_cam_mm'].numpy(), batch, seconds),
-        'keras_eager': _rate(lambda: predict_lib.predict_in_image(
+        'keras_eager': _rate(lambda: inference.predict_in_image(
             model, *args)['poses3d_cam_mm'].numpy(), batch, seconds,
                              warmup=1, min_repeats=2),
     }

@@ -9,7 +9,7 @@ Measures
 - motion-capture poses/s of zoo.data.synthetic.poses (one process).
 
 Usage:
-  python benchmarks/bench_synthetic.py [--num_examples=600]
+  python -m benchmarks.bench_synthetic [--num_examples=600]
       [--num_poses=1000000] [--num_workers=0 (all cores)]
 """
 from __future__ import annotations
@@ -23,7 +23,6 @@ import time
 from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from zoo.data import records  # noqa: E402
 from zoo.data import synthetic  # noqa: E402

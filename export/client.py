@@ -265,11 +265,11 @@ def image_inputs(image_path: str, box: str | None = None,
                  signature: str = BYTES_SIGNATURE
                  ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   """(inputs of one request, description of box and intrinsics)."""
-  from zoo import predict as predict_lib
-  image = predict_lib.read_image(image_path)
+  from zoo import inference
+  image = inference.read_image(image_path)
   height, width = image.shape[:2]
-  box_xywh = predict_lib.parse_box(box, height, width)
-  intrinsics, note = predict_lib.make_intrinsics(height, width, focal_px)
+  box_xywh = inference.parse_box(box, height, width)
+  intrinsics, note = inference.make_intrinsics(height, width, focal_px)
   inputs = {'boxes': box_xywh[None].astype(np.float32),
             'intrinsics': intrinsics[None].astype(np.float32)}
   if signature == BYTES_SIGNATURE:
@@ -292,15 +292,15 @@ def keypoint_inputs(keypoints_path: str, image_path: str | None = None,
   The file's persons of one image (zoo.lift_lib.read_keypoints /
   select_persons; COCO-17 mapped to H36M-17); persons with fewer than
   lift_lib.DEFAULT_MIN_JOINTS joints scoring lift_lib.DEFAULT_MIN_SCORE are
-  left out (listed in the description). Intrinsics: zoo.predict's rule for
+  left out (listed in the description). Intrinsics: zoo.inference's rule for
   the image's (or image_size's (W, H)) size.
   """
   from zoo import lift_lib
-  from zoo import predict as predict_lib
+  from zoo import inference
   kfile = lift_lib.read_keypoints(keypoints_path)
   image_hw = None
   if image_path is not None:
-    image_hw = predict_lib.read_image(image_path).shape[:2]
+    image_hw = inference.read_image(image_path).shape[:2]
   elif image_size is not None:
     image_hw = (int(image_size[1]), int(image_size[0]))
   persons = lift_lib.select_persons(kfile, image_path, image_id)
@@ -319,7 +319,7 @@ def keypoint_inputs(keypoints_path: str, image_path: str | None = None,
     if hw is None:
       raise ValueError('the image size is unknown: pass --image or '
                        '--image_size=W,H')
-    k, note = predict_lib.make_intrinsics(hw[0], hw[1], focal_px)
+    k, note = inference.make_intrinsics(hw[0], hw[1], focal_px)
     rows.append(p)
     ks.append(k)
     notes.append(note)

@@ -9,12 +9,12 @@ with named inputs, dimension 0 the batch, float32 outputs. Signatures:
   [B, 3, 3] -> poses3d_cam_mm [B, 17, 3] (the images' camera frame, mm),
   poses3d_rel_mm [B, 17, 3] (root-relative, camera axes), poses2d_px
   [B, 17, 2] (image px), confidence [B, 17]. Cropping, resizing and mapping
-  back happen in the graph (zoo.predict.predict_in_image, i.e.
-  pipeline.perspective_crop + predict_poses + pipeline.crop_to_original).
+  back happen in the graph (zoo.inference.predict_in_image, i.e.
+  zoo.crop.perspective_crop + predict_poses + zoo.crop.crop_to_original).
 - `serving_bytes`: image_bytes string [B] (encoded JPEG/PNG/GIF/BMP; images may
   differ in size, each is decoded and cropped on its own with tf.map_fn),
   boxes, intrinsics -> the same outputs.
-- Extra model-specific signatures from an optional model method
+- Extra model-specific signatures from the model's hook (zoo.base.PoseModel)
   `extra_serving_signatures() -> {name: (fn, [tf.TensorSpec(..., name=...)])}`
   where `fn(*tensors)` returns a dict of tensors (e.g. lifting_deep's `lift`).
 
@@ -30,12 +30,12 @@ from typing import Any, Callable, Sequence
 
 import tensorflow as tf
 
-from zoo import predict as predict_lib
+from zoo import inference
 from zoo.data import records
 
 DEFAULT_SIGNATURE = 'serving_default'
 BYTES_SIGNATURE = 'serving_bytes'
-OUTPUT_KEYS = predict_lib.OUTPUT_KEYS
+OUTPUT_KEYS = inference.OUTPUT_KEYS
 EXTRA_SIGNATURES_METHOD = 'extra_serving_signatures'
 
 IMAGES_SPEC = tf.TensorSpec([None, None, None, 3], tf.uint8, name='images')
@@ -105,7 +105,7 @@ class PoseServingModule(tf.Module):
     super().__init__(name=name or 'pose_serving')
     self._model = model  # not tracked: see __setattr__ below
     self._flip_test = bool(flip_test)
-    self.input_size, self.box_margin = predict_lib.crop_settings(model)
+    self.input_size, self.box_margin = inference.crop_settings(model)
     functions = {
         DEFAULT_SIGNATURE: tf.function(
             self._serve_images,
@@ -142,7 +142,7 @@ class PoseServingModule(tf.Module):
     with tf.control_dependencies(checks):  # validate before any use
       images, boxes, intrinsics = (tf.identity(images), tf.identity(boxes),
                                    tf.identity(intrinsics))
-    return predict_lib.predict_in_image(self._model, images, boxes,
+    return inference.predict_in_image(self._model, images, boxes,
                                         intrinsics, flip_test=self._flip_test)
 
   def _serve_bytes(self, image_bytes, boxes, intrinsics):
@@ -156,7 +156,7 @@ class PoseServingModule(tf.Module):
     def crop_one(args):
       encoded, box, k = args
       image = records.decode_image(encoded)
-      crop = predict_lib.crop_images(self._model, image[None], box[None],
+      crop = inference.crop_images(self._model, image[None], box[None],
                                      k[None])
       return {key: value[0] for key, value in crop.items()}
 
@@ -168,14 +168,11 @@ class PoseServingModule(tf.Module):
             'intrinsics': tf.TensorSpec([3, 3], tf.float32),
             'rotation': tf.TensorSpec([3, 3], tf.float32),
             'homography': tf.TensorSpec([3, 3], tf.float32)})
-    return predict_lib.predict_crops(self._model, crops,
+    return inference.predict_crops(self._model, crops,
                                      flip_test=self._flip_test)
 
   def _extra_signatures(self) -> dict[str, tuple[Callable, Sequence]]:
-    method = getattr(self._model, EXTRA_SIGNATURES_METHOD, None)
-    if method is None:
-      return {}
-    extra = dict(method() or {})
+    extra = dict(self._model.extra_serving_signatures() or {})
     for sig_name, value in extra.items():
       if sig_name in (DEFAULT_SIGNATURE, BYTES_SIGNATURE):
         raise ValueError(f'{EXTRA_SIGNATURES_METHOD}() of model '

@@ -34,7 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 BUILD_NAMES = ('BUILD', 'BUILD.bazel')
 # Directories never part of the source tree (outputs, environments).
 SKIP_DIRS = {'.git', '.venv', 'venv', '__pycache__', '.pytest_cache', 'runs',
-             'workdirs', 'exports', 'node_modules'}
+             'workdirs', 'exports', 'node_modules', 'build', 'dist'}
 # The command-line entry points the project documents; each must be a
 # py_binary (path of its main file).
 EXPECTED_CLIS = (

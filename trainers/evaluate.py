@@ -25,6 +25,7 @@ from absl import app
 from absl import flags
 
 from trainers import common_flags
+from trainers.evaluation import EVAL_FILE
 
 FLAGS = flags.FLAGS
 flags.adopt_module_key_flags(common_flags)  # --help lists the shared flags
@@ -38,9 +39,6 @@ flags.DEFINE_string('out', None, 'Output JSON (default: '
                     'WORKDIR/metrics_eval.json).')
 flags.DEFINE_integer('eval_batch_size', None, 'Batch size (default: the '
                      'config\'s train.batch_size).')
-
-# Where a re-evaluation goes by default (trainers.publish reads it too).
-EVAL_FILE = 'metrics_eval.json'
 
 
 def evaluate_workdir(model: str, workdir: str, *, data: str | None = None,

@@ -33,6 +33,10 @@ import tqdm
 from zoo import metrics as metrics_lib
 
 # Per-example features kept for the metrics (besides the predictions).
+# Where `python -m trainers.evaluate` writes a re-evaluation by default
+# (trainers.publish_lib reads it too).
+EVAL_FILE = 'metrics_eval.json'
+
 _GT_KEYS = ('joints3d_rel_mm', 'joints3d_cam_mm', 'joints2d_px',
             'joint_valid_2d', 'joint_valid_3d', 'joint_in_crop', 'has_3d',
             'action', 'subject', 'source', 'dataset')
@@ -76,7 +80,6 @@ def predict(model, dataset: tf.data.Dataset, *, flip_test: bool = False,
   predict_fn = tf.function(
       lambda inputs: model.predict_poses(inputs, flip_test=flip_test),
       reduce_retracing=True)
-  extra_fn = getattr(model, 'extra_metrics', None)
   poses, truth, extras = {}, {}, {}
   count, steady_count, steady_start = 0, 0, None
   bar = tqdm.tqdm(total=total, unit='ex', desc='eval', dynamic_ncols=True,
@@ -91,10 +94,8 @@ def predict(model, dataset: tf.data.Dataset, *, flip_test: bool = False,
       for key in _GT_KEYS:
         if key in features:
           truth.setdefault(key, []).append(_to_numpy(features[key]))
-      if extra_fn is not None:
-        for key, value in dict(extra_fn(out, features)).items():
-          extras.setdefault(key, []).append(
-              _to_numpy(value).astype(np.float64))
+      for key, value in dict(model.extra_metrics(out, features)).items():
+        extras.setdefault(key, []).append(_to_numpy(value).astype(np.float64))
       batch = int(features['image'].shape[0])
       count += batch
       if steady_start is None:
@@ -200,12 +201,11 @@ def evaluate_model(model, data_dir, config: Any, *,
                    progress: bool = True) -> dict[str, Any]:
   """Predicts the split and returns the metrics (see METRIC_KEYS).
 
-  `flip_test` None takes the config's `flip_test` field when it has one
-  (else False); `num_examples` None takes `config.train.num_eval_examples`
+  `flip_test` None takes the config's `flip_test` (zoo.config.ModelConfig); `num_examples` None takes `config.train.num_eval_examples`
   (None: the whole split).
   """
   if flip_test is None:
-    flip_test = bool(getattr(config, 'flip_test', False))
+    flip_test = bool(config.flip_test)
   if num_examples is None:
     num_examples = config.train.num_eval_examples
   dataset = eval_dataset(data_dir, config, split=split,

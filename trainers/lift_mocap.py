@@ -45,7 +45,7 @@ from trainers import checkpoints
 from zoo import config as config_lib
 from zoo import geometry
 from zoo import lift_lib
-from zoo import predict as predict_lib
+from zoo import inference
 from zoo import registry
 from zoo import skeleton as skel
 from zoo.c2f_volumetric import targets as targets_lib
@@ -77,7 +77,7 @@ def load_poses(split: str, num: int, seed: int,
 def crop_batch(model, views: dict[str, np.ndarray]):
   """(heatmaps x, targets y) of a mocap2d.sample_views batch (in-graph)."""
   config = model.config
-  size, margin = predict_lib.crop_settings(model)
+  size, margin = inference.crop_settings(model)
   crop = lift_lib.keypoint_crop_tf(views['keypoints2d_px'], views['valid'],
                                    views['intrinsics'], size, margin)
   maps = lift_lib.keypoint_heatmaps_tf(crop['keypoints_crop_px'],

@@ -19,6 +19,18 @@ A model implements:
     poses2d_px     [B, 17, 2] crop pixels;
     confidence     [B, 17]   in [0, 1].
 - `backbone` (property): the layers that a fine-tuning user freezes.
+
+A model may override (PoseModel declares each with its default):
+- `predict_poses(inputs, flip_test)`: call + decode (+ the flip test); the
+  default flips at the pose level.
+- `extra_metrics(poses, features)` -> {name: [B] or [B, J] array}: extra
+  per-example evaluation values the evaluator averages (default: none).
+- `extra_serving_signatures()` -> {name: (fn, [tf.TensorSpec(..., name=...)])}:
+  model-specific SavedModel signatures beside serving_default and
+  serving_bytes (default: none).
+
+Its config is a dataclass deriving from zoo.config.ModelConfig (`input_size`,
+`train`, `augment`; `flip_test`, the evaluation's default).
 """
 from __future__ import annotations
 
@@ -68,6 +80,21 @@ class PoseModel(keras.Model):
   @property
   def backbone(self) -> list[keras.layers.Layer]:
     raise NotImplementedError
+
+  # --- optional hooks, with their defaults ----------------------------------
+  def extra_metrics(self, poses: dict[str, Any],
+                    features: dict[str, Any]) -> dict[str, Any]:
+    """Extra per-example evaluation values ([B] or [B, J]; NaN = not
+    counted) computed from decoded `poses` and the ground-truth `features`;
+    the evaluator averages each over its finite entries. Default: none."""
+    del poses, features
+    return {}
+
+  def extra_serving_signatures(self) -> dict[str, tuple[Any, list]]:
+    """Model-specific serving signatures: {name: (fn, [tf.TensorSpec(...,
+    name=...), ...])}, `fn(*tensors)` returning a dict of tensors. Default:
+    none (the exporter always defines serving_default and serving_bytes)."""
+    return {}
 
   # --- helpers shared by all models -------------------------------------
   def predict_poses(self, inputs: dict[str, tf.Tensor],

@@ -1,7 +1,8 @@
 """Config dataclasses shared by every model: training and augmentation.
 
-Each model's own config dataclass (in its paper folder) holds the paper's
-defaults and embeds these; presets are named instances of it.
+Each model's own config dataclass (in its paper folder) derives from
+ModelConfig, holds the paper's defaults and embeds these; presets are named
+instances of it.
 """
 from __future__ import annotations
 
@@ -60,6 +61,18 @@ class TrainConfig:
   # 'h36m=/d/h36m:0.6,mpii=/d/mpii:0.4' (zoo.data.mixture), so a preset can
   # name the data it was made for.
   data: str = ''
+
+
+@dataclasses.dataclass
+class ModelConfig:
+  """What every model's config holds; each model's config dataclass derives
+  from it (and overrides the defaults with its paper's)."""
+  input_size: int = 256              # square crop side, px
+  train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+  augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+  # The evaluation's flip test by default (a config that offers one declares
+  # it as a field; here a plain class attribute, so it is no config field).
+  flip_test = False
 
 
 def replace(config: Any, **overrides) -> Any:

@@ -56,13 +56,16 @@ from typing import Any, Sequence
 import numpy as np
 import tensorflow as tf
 
+from zoo import crop as crop_lib
 from zoo import fileio
 from zoo import geometry
+from zoo import inference
 from zoo import metrics
 from zoo import skeleton as skel
+from zoo import visualize
+from zoo.base import OUTPUT_KEYS
 
 MODELS = ('lifting_deep', 'decoupled_volumetric')
-OUTPUT_KEYS = ('poses3d_cam_mm', 'poses3d_rel_mm', 'poses2d_px', 'confidence')
 # A joint counts as detected when its score is at least this.
 DEFAULT_MIN_SCORE = 0.3
 # A person needs at least this many detected H36M-17 joints to be lifted.
@@ -325,9 +328,8 @@ def check_image_matches(kfile: KeypointsFile, persons: Sequence[Person],
 
 def intrinsics_for(height: int, width: int,
                    focal_px: float | None) -> tuple[np.ndarray, str]:
-  """zoo.predict's rule: --focal or the default field of view."""
-  from zoo import predict as predict_lib
-  return predict_lib.make_intrinsics(height, width, focal_px)
+  """zoo.inference's rule: --focal or the default field of view."""
+  return inference.make_intrinsics(height, width, focal_px)
 
 
 def detected(scores: np.ndarray, min_score: float = DEFAULT_MIN_SCORE
@@ -394,7 +396,7 @@ def keypoint_crop_tf(keypoints2d_px, valid, intrinsics, input_size: int,
                      box_margin: float) -> dict[str, tf.Tensor]:
   """The perspective crop camera around the valid keypoints.
 
-  The same virtual camera as pipeline.perspective_crop for a person box equal
+  The same virtual camera as zoo.crop.perspective_crop for a person box equal
   to the keypoints' extent (geometry.crop_camera_tf at zoom 1 / box_margin).
   Returns intrinsics, rotation, homography [B, 3, 3] and keypoints_crop_px
   [B, 17, 2].
@@ -422,14 +424,13 @@ def keypoint_heatmaps_tf(keypoints_crop_px, valid, config) -> tf.Tensor:
 
 
 def _crop_settings(model) -> tuple[int, float]:
-  from zoo import predict as predict_lib
-  return predict_lib.crop_settings(model)
+  return inference.crop_settings(model)
 
 
 def lift_decoupled_tf(model, keypoints2d_px, scores, intrinsics,
                       min_score: float = DEFAULT_MIN_SCORE,
                       validate: bool = True) -> dict[str, tf.Tensor]:
-  """Decoupled network 2 on keypoints: zoo.predict's OUTPUT_KEYS, batched.
+  """Decoupled network 2 on keypoints: zoo.base's OUTPUT_KEYS, batched.
 
   keypoints2d_px [B, 17, 2] image px (H36M-17), scores [B, 17] (joints
   below min_score are missing: zero heatmap channel), intrinsics [B, 3, 3].
@@ -442,7 +443,6 @@ def lift_decoupled_tf(model, keypoints2d_px, scores, intrinsics,
   """
   from zoo.c2f_volumetric import decode as decode_lib
   from zoo.c2f_volumetric import targets as targets_lib
-  from zoo.data import pipeline
   keypoints2d_px = tf.cast(keypoints2d_px, tf.float32)
   scores = tf.cast(scores, tf.float32)
   intrinsics = tf.cast(intrinsics, tf.float32)
@@ -483,13 +483,11 @@ def lift_decoupled_tf(model, keypoints2d_px, scores, intrinsics,
                                        config.depth_range_mm)
   poses = decode_lib.poses_from_joints(joints_crop_px, z_mm,
                                        crop['intrinsics'], config, peak)
-  poses2d, cam = pipeline.crop_to_original(
-      poses['poses2d_px'], poses['poses3d_cam_mm'], crop['homography'],
-      crop['rotation'])
-  _, rel = pipeline.crop_to_original(
-      poses['poses2d_px'], poses['poses3d_rel_mm'], crop['homography'],
-      crop['rotation'])
-  return {'poses3d_cam_mm': cam, 'poses3d_rel_mm': rel, 'poses2d_px': poses2d,
+  back = crop_lib.poses_to_original(poses, crop['homography'],
+                                    crop['rotation'])
+  return {'poses3d_cam_mm': back['poses3d_cam_mm'],
+          'poses3d_rel_mm': back['poses3d_rel_mm'],
+          'poses2d_px': back['poses2d_px'],
           'confidence': poses['confidence'] * valid}
 
 
@@ -626,8 +624,7 @@ def lift_file(*, model: str, keypoints_path: str, out_dir: str,
   image = None
   image_hw = None
   if image_path is not None:
-    from zoo import predict as predict_lib
-    image = predict_lib.read_image(image_path)
+    image = inference.read_image(image_path)
     image_hw = tuple(image.shape[:2])
   elif image_size is not None:
     width, height = (int(v) for v in image_size)
@@ -698,8 +695,7 @@ def lift_file(*, model: str, keypoints_path: str, out_dir: str,
         name = f'person_{p.index:03d}.png'
         hw = image_size_of(kfile, p, image_hw)
         canvas = image if image is not None else _blank_image(*hw)
-        from zoo import predict as predict_lib
-        predict_lib.save_figure(
+        visualize.save_figure(
             os.path.join(staging, name), canvas, result, None,
             title=f'{model}: person {p.index} (image {p.image_id})')
         moves.append(name)
@@ -731,8 +727,7 @@ def lift_file(*, model: str, keypoints_path: str, out_dir: str,
       'persons': entries,
   }
   if focal_px is None:
-    from zoo import predict as predict_lib
-    doc['default_fov_deg'] = predict_lib.DEFAULT_FOV_DEG
+    doc['default_fov_deg'] = inference.DEFAULT_FOV_DEG
   json_path = os.path.join(out_dir, JSON_FILE)
   fileio.atomic_write_text(json_path, json.dumps(doc, indent=1) + '\n')
   _log.info('Lifted %d of %d persons; wrote %s.', len(results), len(persons),

@@ -7,7 +7,8 @@ optional `valid` [N, J] mask (1 = joint labelled) restricts each pose's mean to
 its valid joints (a pose with no valid joint gives NaN, which the aggregations
 skip). Overall numbers are means over poses, not over actions.
 
-Definitions (REFERENCE.md section 1):
+Definitions (the standard ones of the H36M, MPI-INF-3DHP and MPII
+evaluations):
 - MPJPE: mean joint distance after subtracting each pose's root joint.
 - PA-MPJPE: after the optimal similarity transform (rotation without
   reflection, uniform scale, translation) of the prediction onto the ground

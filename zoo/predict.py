@@ -1,14 +1,7 @@
 """Run a zoo model on a user's image: poses in the image's camera, a picture.
 
-What. `predict_in_image` is the one end-to-end inference path on full images:
-a perspective-correct crop around each person box (zoo.data.pipeline's
-`perspective_crop`, the same crop the evaluator uses), the model's
-`predict_poses`, and the mapping of the crop-frame poses back to the original
-image pixels and camera (`crop_to_original`). The TF Serving export
-(export.serving_module) traces exactly this function, so Python and served
-predictions agree.
-
-The command line
+The command line over zoo.inference (crop, predict, map back; the path the
+TF Serving export traces too) and zoo.visualize (the picture):
 
   python -m zoo.predict --model=NAME [--checkpoint=DIR | --saved_model=DIR]
       --image=PATH [--box=x,y,w,h] [--focal=PX] [--flip_test] --out=DIR
@@ -35,221 +28,23 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from typing import Any, Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from zoo import fileio
 from zoo import skeleton as skel
-from zoo.config import AugmentConfig
-from zoo.data import pipeline
-from zoo.data import records
-
-OUTPUT_KEYS = ('poses3d_cam_mm', 'poses3d_rel_mm', 'poses2d_px', 'confidence')
-DEFAULT_FOV_DEG = 55.  # records.default_intrinsics' default
+from zoo import visualize
+from zoo.inference import DEFAULT_FOV_DEG
+from zoo.inference import export_metadata
+from zoo.inference import make_intrinsics
+from zoo.inference import OUTPUT_KEYS
+from zoo.inference import parse_box
+from zoo.inference import read_image
+from zoo.inference import run_keras
+from zoo.inference import run_saved_model
 
 _log = logging.getLogger('zoo.predict')
-
-
-# ----------------------------------------------------------------------------
-# Inference on full images (also traced by the exporter)
-# ----------------------------------------------------------------------------
-
-def crop_settings(model) -> tuple[int, float]:
-  """(crop side S px, box margin) a model was trained and evaluated with."""
-  config = model.config
-  margin = getattr(getattr(config, 'augment', None), 'box_margin', None)
-  if margin is None:
-    margin = AugmentConfig.box_margin
-  return int(config.input_size), float(margin)
-
-
-def crop_images(model, images, boxes_xywh, intrinsics) -> dict[str, tf.Tensor]:
-  """The model's crop of every image: pipeline.perspective_crop's dict."""
-  size, margin = crop_settings(model)
-  return pipeline.perspective_crop(images, intrinsics, boxes_xywh, size,
-                                   box_margin=margin)
-
-
-def predict_crops(model, crops: dict[str, tf.Tensor],
-                  flip_test: bool = False) -> dict[str, tf.Tensor]:
-  """Predicts on `crop_images` output and maps the poses to the source camera.
-
-  Returns float32 tensors:
-    poses3d_cam_mm [B, 17, 3] source camera frame, mm;
-    poses3d_rel_mm [B, 17, 3] root-relative, axes of the source camera, mm;
-    poses2d_px [B, 17, 2] source image pixels;
-    confidence [B, 17] in [0, 1].
-  """
-  poses = model.predict_poses({'image': crops['image'],
-                               'intrinsics': crops['intrinsics']},
-                              flip_test=flip_test)
-  poses2d_px, poses3d_cam_mm = pipeline.crop_to_original(
-      poses['poses2d_px'], poses['poses3d_cam_mm'], crops['homography'],
-      crops['rotation'])
-  # The root-relative pose turns with the camera too (same 3D map).
-  _, poses3d_rel_mm = pipeline.crop_to_original(
-      poses['poses2d_px'], poses['poses3d_rel_mm'], crops['homography'],
-      crops['rotation'])
-  return {'poses3d_cam_mm': tf.cast(poses3d_cam_mm, tf.float32),
-          'poses3d_rel_mm': tf.cast(poses3d_rel_mm, tf.float32),
-          'poses2d_px': tf.cast(poses2d_px, tf.float32),
-          'confidence': tf.cast(poses['confidence'], tf.float32)}
-
-
-def predict_in_image(model, images, boxes_xywh, intrinsics,
-                     flip_test: bool = False) -> dict[str, tf.Tensor]:
-  """Poses of one person per (image, box), in the images' own camera.
-
-  Args:
-    model: a zoo PoseModel (built, weights loaded).
-    images: uint8 [B, H, W, 3] (or float in [0, 1]) RGB.
-    boxes_xywh: float32 [B, 4] person boxes x, y, w, h (image px).
-    intrinsics: float32 [B, 3, 3] pinhole K of the images (px).
-    flip_test: also predict the mirrored crop and average.
-
-  Returns:
-    dict of OUTPUT_KEYS (see `predict_crops`). Traceable (tf.function).
-  """
-  return predict_crops(model, crop_images(model, images, boxes_xywh,
-                                          intrinsics), flip_test=flip_test)
-
-
-# ----------------------------------------------------------------------------
-# Command-line helpers: image, box, intrinsics
-# ----------------------------------------------------------------------------
-
-def read_image(path: str) -> np.ndarray:
-  """uint8 [H, W, 3] RGB of a JPEG/PNG/GIF/BMP file."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'image {path!r} does not exist')
-  data = tf.io.read_file(path)
-  try:
-    return records.decode_image(data).numpy()
-  except tf.errors.InvalidArgumentError:
-    raise ValueError(f'{path!r} is not a JPEG, PNG, GIF or BMP image') from None
-
-
-def parse_box(text: str | None, height: int, width: int) -> np.ndarray:
-  """'x,y,w,h' (px) -> float32 [4]; None -> the whole image."""
-  if text is None:
-    return np.array([0., 0., width, height], np.float32)
-  try:
-    box = np.array([float(v) for v in text.split(',')], np.float32)
-  except ValueError:
-    box = np.zeros([0], np.float32)
-  if box.shape != (4,) or not np.all(np.isfinite(box)) or np.any(box[2:] <= 0):
-    raise ValueError(f'--box must be x,y,w,h in pixels with w > 0 and h > 0, '
-                     f'got {text!r}')
-  return box
-
-
-def make_intrinsics(height: int, width: int,
-                    focal_px: float | None) -> tuple[np.ndarray, str]:
-  """K for an image and a description of where it came from."""
-  if focal_px is None:
-    k = records.default_intrinsics(height, width, DEFAULT_FOV_DEG)
-    return k, (f'assumed: default field of view {DEFAULT_FOV_DEG:g} deg on '
-               f'the longer image side (focal {k[0, 0]:.1f} px), principal '
-               'point at the image centre; pass --focal=PX for metric depth')
-  if not np.isfinite(focal_px) or focal_px <= 0:
-    raise ValueError(f'--focal must be a positive focal length in pixels, got '
-                     f'{focal_px}')
-  k = np.array([[focal_px, 0, (width - 1) / 2], [0, focal_px, (height - 1) / 2],
-                [0, 0, 1]], np.float32)
-  return k, f'given: focal {focal_px:g} px, principal point at the image centre'
-
-
-# ----------------------------------------------------------------------------
-# Pictures
-# ----------------------------------------------------------------------------
-
-def _limb_colors() -> list[tuple[float, float, float]]:
-  """Matplotlib colours of H36M17.limbs, zoo.visualize's left/right scheme."""
-  from zoo import visualize  # here: OpenCV is only needed for pictures
-  colors = {'left': visualize.LEFT_COLOR, 'right': visualize.RIGHT_COLOR,
-            'center': (90, 90, 90)}  # visualize's white is invisible on white
-  return [tuple(c / 255. for c in colors[visualize.limb_side(skel.H36M17,
-                                                              child)])
-          for _, child in skel.H36M17.limbs]
-
-
-def plot_skeleton_3d(ax, poses3d_mm: np.ndarray, elev: float, azim: float,
-                     title: str) -> None:
-  """One 3D skeleton (camera frame mm) on a matplotlib 3D axis.
-
-  Plotted as (x, z, -y): horizontal, depth and up, so the figure is upright
-  for a camera whose y axis points down.
-  """
-  pts = np.asarray(poses3d_mm, np.float64)
-  xs, ys, zs = pts[:, 0], pts[:, 2], -pts[:, 1]
-  for (parent, child), color in zip(skel.H36M17.limbs, _limb_colors()):
-    ax.plot([xs[parent], xs[child]], [ys[parent], ys[child]],
-            [zs[parent], zs[child]], color=color, linewidth=2)
-  ax.scatter(xs, ys, zs, s=8, color='k')
-  centre = np.array([xs.mean(), ys.mean(), zs.mean()])
-  half = max(np.ptp(xs), np.ptp(ys), np.ptp(zs), 1.) / 2 * 1.1
-  ax.set_xlim(centre[0] - half, centre[0] + half)
-  ax.set_ylim(centre[1] - half, centre[1] + half)
-  ax.set_zlim(centre[2] - half, centre[2] + half)
-  ax.set_box_aspect((1, 1, 1))
-  ax.locator_params(nbins=4)
-  ax.tick_params(labelsize=7)
-  ax.set_xlabel('x (mm)', fontsize=8)
-  ax.set_ylabel('z (mm)', fontsize=8)
-  ax.set_zlabel('-y (mm)', fontsize=8)
-  ax.view_init(elev=elev, azim=azim)
-  ax.set_title(title)
-
-
-def plot_skeleton_2d(ax, image: np.ndarray, poses2d_px: np.ndarray,
-                     box_xywh: np.ndarray | None = None) -> None:
-  """The image with the 2D skeleton (zoo.visualize) and the person box."""
-  from zoo import visualize
-  ax.imshow(visualize.draw_skeleton_2d(image, poses2d_px))
-  if box_xywh is not None:
-    import matplotlib.patches as patches
-    x, y, w, h = box_xywh
-    ax.add_patch(patches.Rectangle((x - 0.5, y - 0.5), w, h, fill=False,
-                                   color='yellow', linestyle='--',
-                                   linewidth=1))
-  ax.set_xlim(-0.5, image.shape[1] - 0.5)
-  ax.set_ylim(image.shape[0] - 0.5, -0.5)
-  ax.set_axis_off()
-
-
-def save_figure(path: str, image: np.ndarray, result: dict[str, np.ndarray],
-                box_xywh: np.ndarray, title: str = '') -> str:
-  """PNG: 2D skeleton over the image + the 3D skeleton from two viewpoints."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  fig = plt.figure(figsize=(15, 5), dpi=100)
-  ax = fig.add_subplot(1, 3, 1)
-  plot_skeleton_2d(ax, image, result['poses2d_px'], box_xywh)
-  ax.set_title('2D (image px)')
-  rel = result['poses3d_rel_mm']
-  plot_skeleton_3d(fig.add_subplot(1, 3, 2, projection='3d'), rel, elev=10.,
-                   azim=-90., title='3D, front (camera view)')
-  plot_skeleton_3d(fig.add_subplot(1, 3, 3, projection='3d'), rel, elev=10.,
-                   azim=0., title='3D, side')
-  if title:
-    fig.suptitle(title)
-  fig.tight_layout(rect=(0, 0, 1, 0.94) if title else None)
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix='.png')
-  os.close(fd)
-  try:
-    fig.savefig(tmp, format='png')
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600
-    os.replace(tmp, path)
-  finally:
-    plt.close(fig)
-    if os.path.exists(tmp):
-      os.remove(tmp)
-  return path
 
 
 # ----------------------------------------------------------------------------
@@ -260,43 +55,6 @@ def load_checkpoint(name: str, checkpoint: str):
   """A zoo model with trained weights (trainers.checkpoints.load_model)."""
   from trainers import checkpoints
   return checkpoints.load_model(name, checkpoint)
-
-
-def run_keras(model, image: np.ndarray, box_xywh: np.ndarray,
-              intrinsics: np.ndarray, flip_test: bool = False
-              ) -> dict[str, np.ndarray]:
-  """predict_in_image on one image; numpy outputs without the batch axis."""
-  out = predict_in_image(model, tf.constant(image[None]),
-                         tf.constant(box_xywh[None]),
-                         tf.constant(intrinsics[None]), flip_test=flip_test)
-  return {k: v.numpy()[0] for k, v in out.items()}
-
-
-def run_saved_model(export_dir: str, image: np.ndarray, box_xywh: np.ndarray,
-                    intrinsics: np.ndarray) -> dict[str, np.ndarray]:
-  """The SavedModel's `serving_default` on one image."""
-  if not os.path.exists(os.path.join(export_dir, 'saved_model.pb')):
-    raise FileNotFoundError(
-        f'{export_dir!r} is not a SavedModel directory (no saved_model.pb); '
-        'pass a version directory such as BASE/NAME/1')
-  loaded = tf.saved_model.load(export_dir)
-  if 'serving_default' not in loaded.signatures:
-    raise ValueError(f'{export_dir} has no serving_default signature; it has '
-                     f'{sorted(loaded.signatures)}')
-  out = loaded.signatures['serving_default'](
-      images=tf.constant(image[None], tf.uint8),
-      boxes=tf.constant(box_xywh[None], tf.float32),
-      intrinsics=tf.constant(intrinsics[None], tf.float32))
-  return {k: out[k].numpy()[0] for k in OUTPUT_KEYS}
-
-
-def export_metadata(export_dir: str) -> dict[str, Any]:
-  """The zoo metadata the exporter stores in assets.extra (or {})."""
-  path = os.path.join(export_dir, 'assets.extra', 'pose3d_zoo.json')
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
-  return {}
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
@@ -372,9 +130,9 @@ def predict_file(*, model: str | None, image_path: str, out_dir: str,
               for k in OUTPUT_KEYS})
   json_path = os.path.join(out_dir, 'poses.json')
   write_json_atomic(json_path, doc)
-  png_path = save_figure(os.path.join(out_dir, 'poses.png'), image, result,
-                         box_xywh,
-                         title=f'{model}: {os.path.basename(image_path)}')
+  png_path = visualize.save_figure(os.path.join(out_dir, 'poses.png'), image, result,
+                                   box_xywh,
+                                   title=f'{model}: {os.path.basename(image_path)}')
   _log.info('Wrote %s and %s.', json_path, png_path)
   return dict(doc, json_path=json_path, png_path=png_path)
 

@@ -1,17 +1,21 @@
 """Pictures of poses: 2D skeletons drawn over images, contact sheets.
 
-Used by the synthetic dataset's preview and by prediction pictures, so that a
+Used by the synthetic dataset's preview and by prediction pictures
+(`save_figure`: the 2D skeleton over the image and the 3D skeleton from two
+viewpoints), so that a
 person can see data and predictions. Left limbs are drawn in one colour and
 right limbs in another (the only place where colour marks a side); the
 default colours read the same in RGB and BGR images.
 """
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import cv2
 import numpy as np
 
+from zoo import fileio
 from zoo import skeleton as skel
 
 # Channel-order independent defaults: green, magenta, white.
@@ -106,3 +110,84 @@ def contact_sheet(images: Sequence[np.ndarray], columns: int = 4,
                     0.42, color, width, cv2.LINE_AA)
     sheet[y:y + h, x:x + w] = tile
   return sheet
+
+
+# ----------------------------------------------------------------------------
+# Prediction pictures (matplotlib): 2D over the image, 3D from two viewpoints
+# ----------------------------------------------------------------------------
+
+def _limb_colors() -> list[tuple[float, float, float]]:
+  """Matplotlib colours of H36M17.limbs, the left/right scheme above."""
+  colors = {'left': LEFT_COLOR, 'right': RIGHT_COLOR,
+            'center': (90, 90, 90)}  # CENTER_COLOR is invisible on white
+  return [tuple(c / 255. for c in colors[limb_side(skel.H36M17, child)])
+          for _, child in skel.H36M17.limbs]
+
+
+def plot_skeleton_3d(ax, poses3d_mm: np.ndarray, elev: float, azim: float,
+                     title: str) -> None:
+  """One 3D skeleton (camera frame mm) on a matplotlib 3D axis.
+
+  Plotted as (x, z, -y): horizontal, depth and up, so the figure is upright
+  for a camera whose y axis points down.
+  """
+  pts = np.asarray(poses3d_mm, np.float64)
+  xs, ys, zs = pts[:, 0], pts[:, 2], -pts[:, 1]
+  for (parent, child), color in zip(skel.H36M17.limbs, _limb_colors()):
+    ax.plot([xs[parent], xs[child]], [ys[parent], ys[child]],
+            [zs[parent], zs[child]], color=color, linewidth=2)
+  ax.scatter(xs, ys, zs, s=8, color='k')
+  centre = np.array([xs.mean(), ys.mean(), zs.mean()])
+  half = max(np.ptp(xs), np.ptp(ys), np.ptp(zs), 1.) / 2 * 1.1
+  ax.set_xlim(centre[0] - half, centre[0] + half)
+  ax.set_ylim(centre[1] - half, centre[1] + half)
+  ax.set_zlim(centre[2] - half, centre[2] + half)
+  ax.set_box_aspect((1, 1, 1))
+  ax.locator_params(nbins=4)
+  ax.tick_params(labelsize=7)
+  ax.set_xlabel('x (mm)', fontsize=8)
+  ax.set_ylabel('z (mm)', fontsize=8)
+  ax.set_zlabel('-y (mm)', fontsize=8)
+  ax.view_init(elev=elev, azim=azim)
+  ax.set_title(title)
+
+
+def plot_skeleton_2d(ax, image: np.ndarray, poses2d_px: np.ndarray,
+                     box_xywh: np.ndarray | None = None) -> None:
+  """The image with the 2D skeleton (draw_skeleton_2d) and the person box."""
+  ax.imshow(draw_skeleton_2d(image, poses2d_px))
+  if box_xywh is not None:
+    import matplotlib.patches as patches
+    x, y, w, h = box_xywh
+    ax.add_patch(patches.Rectangle((x - 0.5, y - 0.5), w, h, fill=False,
+                                   color='yellow', linestyle='--',
+                                   linewidth=1))
+  ax.set_xlim(-0.5, image.shape[1] - 0.5)
+  ax.set_ylim(image.shape[0] - 0.5, -0.5)
+  ax.set_axis_off()
+
+
+def save_figure(path: str, image: np.ndarray, result: dict[str, np.ndarray],
+                box_xywh: np.ndarray, title: str = '') -> str:
+  """PNG: 2D skeleton over the image + the 3D skeleton from two viewpoints."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  fig = plt.figure(figsize=(15, 5), dpi=100)
+  ax = fig.add_subplot(1, 3, 1)
+  plot_skeleton_2d(ax, image, result['poses2d_px'], box_xywh)
+  ax.set_title('2D (image px)')
+  rel = result['poses3d_rel_mm']
+  plot_skeleton_3d(fig.add_subplot(1, 3, 2, projection='3d'), rel, elev=10.,
+                   azim=-90., title='3D, front (camera view)')
+  plot_skeleton_3d(fig.add_subplot(1, 3, 3, projection='3d'), rel, elev=10.,
+                   azim=0., title='3D, side')
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout(rect=(0, 0, 1, 0.94) if title else None)
+  try:
+    with fileio.atomic_path(path, suffix='.png') as tmp:
+      fig.savefig(tmp, format='png')
+  finally:
+    plt.close(fig)
+  return path

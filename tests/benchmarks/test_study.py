@@ -1,5 +1,5 @@
-"""benchmarks/study.py: the report is produced and its verdicts follow from
-the numbers.
+"""benchmarks/study.py (and study_claims, study_report, study_runner): the
+report is produced and its verdicts follow from the numbers.
 
 One smoke-preset study of two models (c2f_volumetric and metrabs, the
 truncation pair) trains into a temporary directory and is then re-run
@@ -17,6 +17,9 @@ import numpy as np
 import pytest
 
 from benchmarks import study
+from benchmarks import study_claims
+from benchmarks import study_report
+from benchmarks import study_runner
 from zoo import metrics as metrics_lib
 
 MODELS = ('c2f_volumetric', 'metrabs')
@@ -141,50 +144,50 @@ def _result(value, steps=100, key='mpjpe_mm'):
 
 
 def test_judge_verdicts():
-  claim = next(c for c in study.PAPER_CLAIMS if c.key == 'c2f_vs_naive')
-  held = study.judge(claim, {'c2f_volumetric': _result(80.),
+  claim = next(c for c in study_claims.PAPER_CLAIMS if c.key == 'c2f_vs_naive')
+  held = study_claims.judge(claim, {'c2f_volumetric': _result(80.),
                              'volumetric_stacked': _result(100.)})
   assert held.status == 'held'
   assert held.relative == pytest.approx(0.2)
   assert held.ours == (80., 100.)
-  line = study.claim_line(held)
+  line = study_report.claim_line(held)
   assert line.startswith('**HELD**')
   assert 'c2f_volumetric 80.0 mm vs volumetric_stacked 100.0 mm' in line
   assert '20.0 % better for c2f_volumetric' in line
   # The paper's relative gain, computed from its numbers (69.8 vs 80.1).
   assert f'({100 * (80.1 - 69.8) / 80.1:.1f} % better)' in line
-  worse = study.judge(claim, {'c2f_volumetric': _result(100.),
+  worse = study_claims.judge(claim, {'c2f_volumetric': _result(100.),
                               'volumetric_stacked': _result(80.)})
   assert worse.status == 'did not hold'
-  assert '25.0 % worse for c2f_volumetric' in study.claim_line(worse)
-  tie = study.judge(claim, {'c2f_volumetric': _result(99.),
+  assert '25.0 % worse for c2f_volumetric' in study_report.claim_line(worse)
+  tie = study_claims.judge(claim, {'c2f_volumetric': _result(99.),
                             'volumetric_stacked': _result(100.)})
   assert tie.status == 'inconclusive'
-  assert study.judge(claim, {'c2f_volumetric': _result(99.),
+  assert study_claims.judge(claim, {'c2f_volumetric': _result(99.),
                              'volumetric_stacked': _result(100.)},
                      tie_fraction=0.005).status == 'held'
-  missing = study.judge(claim, {'c2f_volumetric': _result(80.)})
+  missing = study_claims.judge(claim, {'c2f_volumetric': _result(80.)})
   assert missing.status == 'not tested'
-  assert 'volumetric_stacked' in study.claim_line(missing)
-  nan = study.judge(claim, {'c2f_volumetric': _result(80.),
+  assert 'volumetric_stacked' in study_report.claim_line(missing)
+  nan = study_claims.judge(claim, {'c2f_volumetric': _result(80.),
                             'volumetric_stacked': _result(float('nan'))})
   assert nan.status == 'not tested'
-  unequal = study.judge(claim, {'c2f_volumetric': _result(80., steps=10),
+  unequal = study_claims.judge(claim, {'c2f_volumetric': _result(80., steps=10),
                                 'volumetric_stacked': _result(100.)})
   assert any('unequal training budgets' in n for n in unequal.notes)
 
 
 def test_judge_stand_in_and_nested_metric():
-  claim = next(c for c in study.PAPER_CLAIMS
+  claim = next(c for c in study_claims.PAPER_CLAIMS
                if c.key == 'volumetric_vs_regression')
-  v = study.judge(claim, {'volumetric_stacked': _result(90.),
+  v = study_claims.judge(claim, {'volumetric_stacked': _result(90.),
                           'coordinate_regression': _result(95.)})
   assert v.better == 'volumetric_stacked' and v.status == 'held'
   assert any('stands in' in n for n in v.notes)
-  claim = next(c for c in study.PAPER_CLAIMS
+  claim = next(c for c in study_claims.PAPER_CLAIMS
                if c.key == 'truncation_robustness')
   key = 'truncated.outside_inside_ratio'
-  v = study.judge(claim, {'metrabs': _result(1.5, key=key),
+  v = study_claims.judge(claim, {'metrabs': _result(1.5, key=key),
                           'c2f_volumetric': _result(1.2, key=key)})
   assert v.status == 'did not hold'
 
@@ -203,7 +206,7 @@ def test_truncation_stats_against_direct_computation():
   truth = {'has_3d': np.array([1, 1, 1, 1, 1, 0], np.float32),
            'joint_valid_3d': valid_3d, 'joint_valid_2d': np.ones((n, j)),
            'joint_in_crop': in_crop, 'joints3d_rel_mm': gt}
-  out = study.truncation_stats({'poses3d_rel_mm': pred}, truth)
+  out = study_runner.truncation_stats({'poses3d_rel_mm': pred}, truth)
   errors = np.linalg.norm(pred - gt, axis=-1)
   outside_means, inside_means, n_out, n_all = [], [], 0, 0
   for i in range(5):  # example 5 has no 3D label
@@ -230,20 +233,20 @@ def test_truncation_stats_against_direct_computation():
 
 def test_pseudo_models_and_model_list():
   from zoo.c2f_volumetric import config as c2f_config
-  nofusion = study.model_config('lifting_deep_nofusion', 'smoke')
+  nofusion = study_claims.model_config('lifting_deep_nofusion', 'smoke')
   assert nofusion.fusion is False
-  single = study.model_config('volumetric_single', 'smoke')
-  base = study.model_config('c2f_volumetric', 'smoke')
+  single = study_claims.model_config('volumetric_single', 'smoke')
+  base = study_claims.model_config('c2f_volumetric', 'smoke')
   assert single.num_stacks == 1
   assert tuple(single.depth_schedule) == (base.num_depth_bins,)
   c2f_config.validate(single, 'volumetric')
-  names = study.all_models()
+  names = study_claims.all_models()
   assert {'c2f_volumetric', 'metrabs', 'lifting_deep_nofusion',
           'volumetric_single'} <= set(names)
-  assert study.parse_models('metrabs, lifting_deep_nofusion') == [
+  assert study_claims.parse_models('metrabs, lifting_deep_nofusion') == [
       'metrabs', 'lifting_deep_nofusion']
   with pytest.raises(ValueError, match='valid choices'):
-    study.parse_models('nope')
+    study_claims.parse_models('nope')
   assert study.main(FAST + ['--models=nope']) == 2
 
 
@@ -259,25 +262,25 @@ def test_find_run_checks_model_preset_and_ablation(tmp_path):
 
   make('lifting_deep_smoke', 'lifting_deep', 'smoke', {'fusion': False})
   # The registered model's run must not be its ablation ...
-  found, skipped = study.find_run('lifting_deep', 'smoke', [str(tmp_path)])
+  found, skipped = study_runner.find_run('lifting_deep', 'smoke', [str(tmp_path)])
   assert found is None and 'lifting_deep_nofusion' in skipped[0]
   # ... which is what the pseudo-model looks for.
   make('lifting_deep_nofusion', 'lifting_deep', 'smoke', {'fusion': False})
-  found, _ = study.find_run('lifting_deep_nofusion', 'smoke', [str(tmp_path)])
+  found, _ = study_runner.find_run('lifting_deep_nofusion', 'smoke', [str(tmp_path)])
   assert found == str(tmp_path / 'lifting_deep_nofusion')
   make('metrabs', 'metrabs', 'cpu')
-  found, skipped = study.find_run('metrabs', 'smoke', [str(tmp_path)])
+  found, skipped = study_runner.find_run('metrabs', 'smoke', [str(tmp_path)])
   assert found is None and "preset 'cpu'" in skipped[0]
   make('coordinate_regression', 'c2f_volumetric', 'smoke')
-  found, skipped = study.find_run('coordinate_regression', 'smoke',
+  found, skipped = study_runner.find_run('coordinate_regression', 'smoke',
                                   [str(tmp_path)])
   assert found is None and "run of 'c2f_volumetric'" in skipped[0]
 
 
 def test_config_differences_name_what_changed_since_a_run():
   from zoo import config as config_lib
-  now = study.model_config('c2f_volumetric', 'smoke')
-  assert study.config_differences(now, now) == []
+  now = study_claims.model_config('c2f_volumetric', 'smoke')
+  assert study_claims.config_differences(now, now) == []
   # A run from before a preset change (here: two augmentation fields and
   # the steps), written as the run's config.json and read back.
   old = config_lib.replace(now, **{'augment.hue_delta': 0.25,
@@ -285,21 +288,21 @@ def test_config_differences_name_what_changed_since_a_run():
                                    'train.steps': 7})
   old = config_lib.from_dict(type(now), json.loads(json.dumps(
       config_lib.to_dict(old))))
-  diffs = study.config_differences(old, now)
+  diffs = study_claims.config_differences(old, now)
   assert diffs == [
       f'augment.hue_delta=0.25 (preset: {now.augment.hue_delta!r})',
       'augment.saturation_range=[0.5, 1.5] (preset: '
       f'{list(now.augment.saturation_range)!r})',
       f'train.steps=7 (preset: {now.train.steps!r})']
   # A path the run filled in (lifting_deep's prior) is not a difference.
-  lifting = study.model_config('lifting_deep', 'smoke')
-  assert study.config_differences(
+  lifting = study_claims.model_config('lifting_deep', 'smoke')
+  assert study_claims.config_differences(
       config_lib.replace(lifting, prior_path='/cache/prior.npz'),
       lifting) == []
 
 
 def test_time_budget_callback_stops_training():
-  callback = study.time_budget_callback(0.)
+  callback = study_runner.time_budget_callback(0.)
 
   class FakeModel:
     stop_training = False

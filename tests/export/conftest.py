@@ -14,14 +14,16 @@ import dataclasses
 import os
 import sys
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import export_test_model  # noqa: E402,F401  (registers 'export_test')
+# Re-exported: the export tests import assert_close from here.
+from export_helpers import assert_close  # noqa: E402,F401
+from export_helpers import extra_cases  # noqa: E402
+from export_helpers import keras_outputs  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -31,41 +33,6 @@ class Exported:
   models: dict                 # name -> Keras model (the exported weights)
   # name -> signature -> list of (inputs, keras outputs), numpy
   cases: dict[str, dict[str, list[tuple[dict, dict]]]]
-
-
-def keras_outputs(model, signature: str, inputs: dict) -> dict[str, np.ndarray]:
-  """What a signature must return, computed on the Keras model directly."""
-  from zoo import predict as predict_lib
-  if signature == 'serving_default':
-    out = predict_lib.predict_in_image(model, inputs['images'],
-                                       inputs['boxes'], inputs['intrinsics'])
-  elif signature == 'serving_bytes':
-    rows = []
-    for encoded, box, k in zip(inputs['image_bytes'], inputs['boxes'],
-                               inputs['intrinsics']):
-      image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-      rows.append(predict_lib.predict_in_image(model, image[None], box[None],
-                                               k[None]))
-    out = {key: tf.concat([r[key] for r in rows], 0) for key in rows[0]}
-  else:
-    fn, specs = model.extra_serving_signatures()[signature]
-    out = fn(*[tf.constant(inputs[s.name]) for s in specs])
-  return {k: np.asarray(v) for k, v in out.items()}
-
-
-def extra_cases(signature: str, specs) -> list[dict]:
-  """Requests beyond the warm-up ones: odd sizes, bigger batches."""
-  from export import warmup
-  names = sorted(s.name for s in specs)
-  if signature == 'serving_default':
-    return [warmup.image_request(3, 97, 131, seed=11)]
-  if signature == 'serving_bytes':
-    return [warmup.bytes_request([(61, 45), (90, 120), (33, 70)], seed=12,
-                                 formats=('png', 'jpeg'))]
-  assert names, signature
-  if names == ['intrinsics', 'keypoints2d_px', 'scores']:
-    return [warmup.keypoints_request(3, 200, 150, seed=14)]
-  return [warmup.spec_request(specs, 3, seed=13)]
 
 
 @pytest.fixture(scope='session')
@@ -111,20 +78,6 @@ def exported(tmp_path_factory) -> Exported:
         for sig in specs}
     models[name] = model
   return Exported(base, names, models, cases)
-
-
-def assert_close(actual: dict, expected: dict, what: str,
-                 rtol: float = 1e-3) -> None:
-  """Outputs agree to ~1e-3 relative (scaled by each output's magnitude)."""
-  assert sorted(actual) == sorted(expected), (what, sorted(actual),
-                                              sorted(expected))
-  for key, want in expected.items():
-    got = np.asarray(actual[key])
-    assert got.dtype == np.float32, (what, key, got.dtype)
-    assert got.shape == want.shape, (what, key, got.shape, want.shape)
-    scale = max(float(np.max(np.abs(want))), 1.)
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale,
-                               err_msg=f'{what}: output {key!r}')
 
 
 # ----------------------------------------------------------------------------

@@ -16,14 +16,14 @@ import tensorflow as tf
 from zoo import base
 from zoo import registry
 from zoo import skeleton as skel
-from zoo.config import AugmentConfig, TrainConfig
+from zoo.config import AugmentConfig, ModelConfig, TrainConfig
 
 NAME = 'export_test'
 J = skel.NUM_JOINTS
 
 
 @dataclasses.dataclass
-class ExportTestConfig:
+class ExportTestConfig(ModelConfig):
   input_size: int = 32
   filters: int = 4
   train: TrainConfig = dataclasses.field(default_factory=TrainConfig)

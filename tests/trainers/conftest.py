@@ -1,10 +1,8 @@
 """Shared fixtures of the trainer tests: a tiny dataset and one trained run."""
 import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import trainer_test_model  # noqa: E402  (registers 'trainer_test')

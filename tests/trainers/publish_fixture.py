@@ -1,7 +1,7 @@
 """One smoke-preset bundled checkpoint in a temporary root, made once per
 process and shared by tests/trainers/test_publish.py and tests/zoo/test_load.py.
 
-It goes through the real path: trainers.publish.publish trains the `smoke`
+It goes through the real path: trainers.publish_lib.publish trains the `smoke`
 preset of MODEL on the embedded synthetic data, then bundles it. MODEL is
 lifting_deep, the model whose weights must carry its pose prior (a bundled
 checkpoint must load with no prior file and no prior fit).
@@ -41,7 +41,7 @@ def published() -> Published:
   """The shared published checkpoint (created on first use)."""
   global _published
   if _published is None:
-    from trainers import publish
+    from trainers import publish_lib
     from zoo import registry
     from zoo.data import synthetic
     # Generate the training data in this process first: the trainer's
@@ -54,9 +54,9 @@ def published() -> Published:
     atexit.register(shutil.rmtree, base, ignore_errors=True)
     root = os.path.join(base, 'checkpoints')
     runs = os.path.join(base, 'runs')
-    manifest = publish.publish(MODEL, preset=PRESET, workdir_root=runs,
-                               checkpoints_root=root, progress=False,
-                               command='pytest publish_fixture')
+    manifest = publish_lib.publish(MODEL, preset=PRESET, workdir_root=runs,
+                                   checkpoints_root=root, progress=False,
+                                   command='pytest publish_fixture')
     _published = Published(root, os.path.join(runs, f'{MODEL}_{PRESET}'),
                            MODEL, manifest)
   return _published

@@ -9,6 +9,7 @@ import pytest
 
 import publish_fixture
 from trainers import publish
+from trainers import publish_lib
 
 
 @pytest.fixture(scope='module')
@@ -50,7 +51,7 @@ def test_manifest_records_what_the_issue_asks(published):
   assert m['size_bytes'] == os.path.getsize(published.weights)
   # The fixed slice.
   s = m['slice_eval']
-  assert {k: s[k] for k in publish.SLICE_EVAL} == publish.SLICE_EVAL
+  assert {k: s[k] for k in publish_lib.SLICE_EVAL} == publish_lib.SLICE_EVAL
   assert s['num_eval_examples'] == 64 and s['mpjpe_mm'] > 0
   from zoo.data import synthetic
   assert s['generator_version'] == synthetic.GENERATOR_VERSION
@@ -80,7 +81,7 @@ def test_portable_config_clears_machine_paths():
   config = {'prior_path': '/home/a/prior.npz', 'backbone_weights': '/w.h5',
             'input_size': 32, 'name_dir': None,
             'train': {'log_dir': '/tmp/x', 'steps': 3}}
-  clean, cleared = publish.portable_config(config)
+  clean, cleared = publish_lib.portable_config(config)
   assert clean == {'prior_path': None, 'backbone_weights': None,
                    'input_size': 32, 'name_dir': None,
                    'train': {'log_dir': None, 'steps': 3}}
@@ -88,29 +89,29 @@ def test_portable_config_clears_machine_paths():
 
 
 def test_publish_command_records_only_non_default_flags():
-  assert publish.publish_command('metrabs', 'cpu', 2500, 2500) == (
+  assert publish_lib.publish_command('metrabs', 'cpu', 2500, 2500) == (
       'python -m trainers.publish --model=metrabs')
-  assert publish.publish_command('metrabs', 'smoke', 7, 3) == (
+  assert publish_lib.publish_command('metrabs', 'smoke', 7, 3) == (
       'python -m trainers.publish --model=metrabs --preset=smoke --steps=7')
 
 
 def test_rejects_runs_that_do_not_fit(published, tmp_path):
   root = str(tmp_path / 'root')
-  with pytest.raises(publish.PublishError, match="preset is 'smoke', not 'cpu'"):
-    publish.publish(published.name, preset='cpu',
-                    from_workdir=published.workdir, checkpoints_root=root)
-  with pytest.raises(publish.PublishError, match="holds model 'lifting_deep'"):
-    publish.publish('metrabs', preset='smoke', from_workdir=published.workdir,
-                    checkpoints_root=root)
-  with pytest.raises(publish.PublishError, match='--steps'):
-    publish.publish(published.name, preset='smoke', steps=5,
-                    from_workdir=published.workdir, checkpoints_root=root)
-  with pytest.raises(publish.PublishError, match='not a directory'):
-    publish.publish(published.name, preset='smoke',
-                    from_workdir=str(tmp_path / 'missing'),
-                    checkpoints_root=root)
+  with pytest.raises(publish_lib.PublishError, match="preset is 'smoke', not 'cpu'"):
+    publish_lib.publish(published.name, preset='cpu',
+                        from_workdir=published.workdir, checkpoints_root=root)
+  with pytest.raises(publish_lib.PublishError, match="holds model 'lifting_deep'"):
+    publish_lib.publish('metrabs', preset='smoke', from_workdir=published.workdir,
+                        checkpoints_root=root)
+  with pytest.raises(publish_lib.PublishError, match='--steps'):
+    publish_lib.publish(published.name, preset='smoke', steps=5,
+                        from_workdir=published.workdir, checkpoints_root=root)
+  with pytest.raises(publish_lib.PublishError, match='not a directory'):
+    publish_lib.publish(published.name, preset='smoke',
+                        from_workdir=str(tmp_path / 'missing'),
+                        checkpoints_root=root)
   with pytest.raises(ValueError, match='unknown model'):
-    publish.publish('no_such_model', checkpoints_root=root)
+    publish_lib.publish('no_such_model', checkpoints_root=root)
   assert not os.path.exists(os.path.join(root, published.name))
 
 
@@ -130,8 +131,8 @@ def test_a_run_unlike_the_preset_is_said_so(published, tmp_path):
   with open(path, 'w') as f:
     json.dump(run, f)
   root = str(tmp_path / 'root')
-  m = publish.publish(published.name, preset='smoke', from_workdir=workdir,
-                      checkpoints_root=root, progress=False)
+  m = publish_lib.publish(published.name, preset='smoke', from_workdir=workdir,
+                          checkpoints_root=root, progress=False)
   expected = [f'lift_noise={preset_value + 0.5!r} (preset: {preset_value!r})']
   assert m['config_unlike_preset'] == expected
   saved = json.load(open(os.path.join(root, published.name,
@@ -154,10 +155,10 @@ def test_failed_publish_keeps_the_previous_checkpoint(published, tmp_path,
   def fail(*args, **kwargs):
     raise RuntimeError('injected failure while evaluating the slice')
 
-  monkeypatch.setattr(publish, 'evaluate_slice', fail)
+  monkeypatch.setattr(publish_lib, 'evaluate_slice', fail)
   with pytest.raises(RuntimeError, match='injected failure'):
-    publish.publish(published.name, preset='smoke',
-                    from_workdir=published.workdir, checkpoints_root=root)
+    publish_lib.publish(published.name, preset='smoke',
+                        from_workdir=published.workdir, checkpoints_root=root)
   assert _snapshot(os.path.join(root, published.name)) == before
   assert not _hidden(root)  # the staging directory is gone
 
@@ -165,10 +166,10 @@ def test_failed_publish_keeps_the_previous_checkpoint(published, tmp_path,
 def test_size_limit_fails_the_publish(published, tmp_path):
   root = publish_fixture.copy_root(published, str(tmp_path))
   before = _snapshot(os.path.join(root, published.name))
-  with pytest.raises(publish.PublishError, match='over the 0.001 MB limit'):
-    publish.publish(published.name, preset='smoke',
-                    from_workdir=published.workdir, checkpoints_root=root,
-                    max_total_bytes=1000)
+  with pytest.raises(publish_lib.PublishError, match='over the 0.001 MB limit'):
+    publish_lib.publish(published.name, preset='smoke',
+                        from_workdir=published.workdir, checkpoints_root=root,
+                        max_total_bytes=1000)
   assert _snapshot(os.path.join(root, published.name)) == before
   assert not _hidden(root)
 
@@ -179,9 +180,9 @@ def test_republish_replaces_the_checkpoint_and_readme(published, tmp_path):
   stale = os.path.join(root, published.name, 'stale.txt')
   open(stale, 'w').write('old')
   os.remove(os.path.join(root, 'README.md'))
-  manifest = publish.publish(published.name, preset='smoke',
-                             from_workdir=published.workdir,
-                             checkpoints_root=root, progress=False)
+  manifest = publish_lib.publish(published.name, preset='smoke',
+                                 from_workdir=published.workdir,
+                                 checkpoints_root=root, progress=False)
   assert not os.path.exists(stale)
   assert manifest['sha256'] == published.manifest['sha256']
   assert abs(manifest['slice_eval']['mpjpe_mm'] -
@@ -200,7 +201,7 @@ def test_recover_after_a_kill_between_the_renames(published, tmp_path):
   os.makedirs(os.path.join(root, f'.tmp-{published.name}-abc'))
   import zoo
   assert zoo.bundled_models(root) == []
-  publish.recover(root, published.name)
+  publish_lib.recover(root, published.name)
   assert _snapshot(final) == before
   assert not _hidden(root)
 
@@ -223,15 +224,15 @@ def test_a_later_evaluation_of_the_same_weights_is_published(published,
   with open(path, 'w') as f:
     json.dump(later, f)
   root = str(tmp_path / 'root')
-  m = publish.publish(published.name, preset='smoke', from_workdir=workdir,
-                      checkpoints_root=root, progress=False)
+  m = publish_lib.publish(published.name, preset='smoke', from_workdir=workdir,
+                          checkpoints_root=root, progress=False)
   assert m['metrics']['mpjpe_mm'] == run['mpjpe_mm'] + 1.
   assert m['metrics']['train_seconds'] == run['train_seconds']  # the run's
   assert 'trainers.evaluate' in m['metrics_source']
   # Measured on fewer examples: not the run's setting, so not used.
   with open(path, 'w') as f:
     json.dump(dict(later, num_eval_examples=4), f)
-  m = publish.publish(published.name, preset='smoke', from_workdir=workdir,
-                      checkpoints_root=root, progress=False)
+  m = publish_lib.publish(published.name, preset='smoke', from_workdir=workdir,
+                          checkpoints_root=root, progress=False)
   assert m['metrics'] == run
   assert m['metrics_source'] == "the training run's own evaluation"

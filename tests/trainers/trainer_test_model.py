@@ -17,7 +17,7 @@ import tensorflow as tf
 from zoo import base
 from zoo import registry
 from zoo import skeleton as skel
-from zoo.config import AugmentConfig, TrainConfig
+from zoo.config import AugmentConfig, ModelConfig, TrainConfig
 from zoo.data import records
 
 NAME = 'trainer_test'
@@ -35,7 +35,7 @@ def _train_config(**kwargs) -> TrainConfig:
 
 
 @dataclasses.dataclass
-class TinyConfig:
+class TinyConfig(ModelConfig):
   input_size: int = 32
   filters: int = 4
   flip_test: bool = False

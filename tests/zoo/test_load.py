@@ -16,8 +16,6 @@ import sys
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                '..', 'trainers'))
 import publish_fixture  # noqa: E402
 
 import zoo  # noqa: E402
@@ -88,9 +86,9 @@ def test_bundled_checkpoint_matches_its_manifest(name, no_prior_fit):
 
 @pytest.mark.skipif(not BUNDLED, reason='no bundled checkpoint yet')
 def test_bundled_checkpoints_fit_the_size_limit():
-  from trainers import publish
-  sizes = publish.bundled_sizes(zoo.checkpoints_root())
-  assert sum(sizes.values()) < publish.MAX_TOTAL_BYTES, sizes
+  from trainers import publish_lib
+  sizes = publish_lib.bundled_sizes(zoo.checkpoints_root())
+  assert sum(sizes.values()) < publish_lib.MAX_TOTAL_BYTES, sizes
   readme = open(os.path.join(zoo.checkpoints_root(), 'README.md')).read()
   assert 'not Human3.6M' in readme
   for name in BUNDLED:

@@ -1,4 +1,5 @@
-"""Tests of zoo.predict: the full-image inference path and the command line
+"""Tests of zoo.inference (the full-image inference path) and zoo.predict (the
+command line
 (poses.json and the picture, from a checkpoint and from a SavedModel)."""
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from zoo import inference
 from zoo import predict
 from zoo import registry
 from zoo import skeleton as skel
@@ -52,11 +54,11 @@ def test_predict_in_image_maps_crop_poses_back(workdir):
   boxes = np.array([[10, 5, 40, 50], [30, 20, 25, 45]], np.float32)
   k = np.stack([records.default_intrinsics(70, 90)] * 2)
   k[1, 0, 2] += 7.  # an off-centre principal point
-  out = predict.predict_in_image(model, images, boxes, k)
-  size, margin = predict.crop_settings(model)
+  out = inference.predict_in_image(model, images, boxes, k)
+  size, margin = inference.crop_settings(model)
   assert size == model.config.input_size
   assert margin == model.config.augment.box_margin
-  crops = predict.crop_images(model, images, boxes, k)
+  crops = inference.crop_images(model, images, boxes, k)
   crop_poses = model.predict_poses({'image': crops['image'],
                                     'intrinsics': crops['intrinsics']})
   h_inv = np.linalg.inv(crops['homography'].numpy().astype(np.float64))
@@ -71,7 +73,7 @@ def test_predict_in_image_maps_crop_poses_back(workdir):
   np.testing.assert_allclose(out['poses3d_cam_mm'], cam, rtol=1e-4, atol=1e-2)
   np.testing.assert_allclose(out['poses3d_rel_mm'], rel, rtol=1e-4, atol=1e-2)
   np.testing.assert_allclose(out['confidence'], crop_poses['confidence'])
-  for key in predict.OUTPUT_KEYS:
+  for key in inference.OUTPUT_KEYS:
     assert out[key].dtype == tf.float32
   # Rotating by R^T keeps distances: the root-relative pose's bone lengths
   # are those of the crop-frame prediction.
@@ -82,24 +84,24 @@ def test_predict_in_image_maps_crop_poses_back(workdir):
 
 
 def test_parse_box_and_intrinsics():
-  np.testing.assert_array_equal(predict.parse_box(None, 10, 20),
+  np.testing.assert_array_equal(inference.parse_box(None, 10, 20),
                                 [0, 0, 20, 10])
-  np.testing.assert_array_equal(predict.parse_box('1,2,3.5,4', 10, 20),
+  np.testing.assert_array_equal(inference.parse_box('1,2,3.5,4', 10, 20),
                                 [1, 2, 3.5, 4])
   for bad in ('1,2,3', '1,2,0,4', 'a,b,c,d', '1,2,3,nan'):
     with pytest.raises(ValueError, match='--box'):
-      predict.parse_box(bad, 10, 20)
-  k, note = predict.make_intrinsics(100, 200, None)
+      inference.parse_box(bad, 10, 20)
+  k, note = inference.make_intrinsics(100, 200, None)
   np.testing.assert_allclose(k, records.default_intrinsics(100, 200))
   # 55 deg field of view on the longer side.
   np.testing.assert_allclose(2 * np.degrees(np.arctan(100 / k[0, 0])), 55.,
                              rtol=1e-5)
   assert 'assumed' in note and '55' in note
-  k, note = predict.make_intrinsics(100, 200, 321.)
+  k, note = inference.make_intrinsics(100, 200, 321.)
   assert k[0, 0] == k[1, 1] == 321. and 'given' in note
   np.testing.assert_allclose(k[:2, 2], [99.5, 49.5])
   with pytest.raises(ValueError, match='--focal'):
-    predict.make_intrinsics(100, 200, -1.)
+    inference.make_intrinsics(100, 200, -1.)
 
 
 def _check_outputs(out_dir: str, image_hw) -> dict:
@@ -148,7 +150,7 @@ def test_cli_checkpoint_and_saved_model_agree(workdir, image_path, tmp_path,
                        f'--image={image_path}', '--box=5,10,60,80',
                        '--focal=120', f'--out={out_ckpt2}']) == 0
   doc_ckpt2 = _check_outputs(out_ckpt2, (100, 80))
-  for key in predict.OUTPUT_KEYS:
+  for key in inference.OUTPUT_KEYS:
     scale = max(1., np.abs(doc_ckpt2[key]).max())
     np.testing.assert_allclose(doc_sm[key], doc_ckpt2[key], rtol=1e-3,
                                atol=2e-3 * scale, err_msg=key)

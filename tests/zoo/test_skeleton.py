@@ -1,10 +1,10 @@
-"""Tests for zoo/skeleton.py against the tables in REFERENCE.md section 1."""
+"""Tests for zoo/skeleton.py against joint tables spelled out here by hand."""
 import numpy as np
 import pytest
 
 from zoo import skeleton as skel
 
-# REFERENCE.md: H36M-17 (idx: joint, parent).
+# H36M-17, the usual 17-joint subset of Human3.6M (idx: joint, parent).
 H36M_TABLE = [
     ('pelvis', -1), ('right_hip', 0), ('right_knee', 1), ('right_ankle', 2),
     ('left_hip', 0), ('left_knee', 4), ('left_ankle', 5), ('spine', 0),

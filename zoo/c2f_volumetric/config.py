@@ -44,7 +44,7 @@ def _paper_train() -> config_lib.TrainConfig:
 
 
 @dataclasses.dataclass
-class C2FConfig:
+class C2FConfig(config_lib.ModelConfig):
   """Settings of the coarse-to-fine volumetric models (paper defaults)."""
   # Geometry of input and output.
   input_size: int = 256              # square crop side, px

@@ -9,42 +9,25 @@
   x-y, 32 depth bins (62.5 mm each over +-1000 mm; the paper's Table 1 also
   has a d = 32 volume), 64 features (stem 32 / 64), hourglass depth 3, 2
   stacks (c2f d = 1, 32; naive 32, 32), Adam 3e-3 with cosine decay, batch
-  64, 2200 steps (2400 until session 6). Not the paper's: the auxiliary integral L1 loss
-  (integral_loss_weight 1, C2FConfig) and soft-argmax decoding with that
-  loss's softmax. With the MSE alone the early runs stayed at the mean-pose
-  baseline after 2500 steps (2D error 10.6 px); with the integral loss the
-  same 2D error came after 800 steps (BENCHMARKS.md).
-  Why 64 px and batch 64: on 2 cores the run is compute-bound and the loss
-  was still falling at the end of every budget tried, so what wins is the
-  number of examples seen per minute. At 128 px (batch 16, 2500 steps) the
-  run reached 207.1 mm; at 96 px (3800 steps, same time) 192.1 mm; 4-minute
-  probes at 64 px gave batch 16 237.3 mm, batch 32 233.9, batch 64 227.3,
-  batch 128 258.8 (too few steps), 96 features 245.1, sigma 1 235.2
-  (BENCHMARKS.md). The full 64 px run reached 165.3 mm, but 108.5 mm on the
-  training split: it no longer under-fits, it fails to generalise to the
-  test subjects' clothes. Hence appearance augmentation beyond the paper's:
-  random RGB channel permutation (color_permute_prob 1), grayscale 0.1 and
-  synthetic occluders 0.3 (as MeTRAbs): 139.4 mm, 136.1 mm with the paper's
-  flip test, which the evaluation now uses by default (C2FConfig.flip_test);
-  a second run of this preset gave 142.3 mm (one run's spread is ~6 mm).
-  The three were added together; their shares are not separated (channel
-  permutation alone made no difference in a 1200-step 96 px probe, before
-  the network over-fitted). Session 5: the remaining train/test gap was the
-  subjects, not the examples (new poses of the training subjects 124.7 mm,
-  the test subjects 141.2 mm), and 2600 steps instead of 2400 did not help
-  (143.8 mm); a continuous hue rotation (+-0.5 of the colour circle) and
-  saturation jitter (0.6-1.4) narrowed that gap from 16.5 to 10.8 mm
-  (137.5 mm; S9, in a green top, from 143.9 to 134.0 mm) and are in the
-  preset: 135.8 mm for the exact command, 139.3 mm with --seed=1
-  (BENCHMARKS.md). Session 6: the flip test averaged the two volumes'
-  logits before the soft-argmax, which scored worse than no flip test at
-  all; it now averages their probability volumes (decode.decode_flip_pair):
-  the same two sets of weights give 129.4 and 132.9 mm. With that margin
-  on accuracy the preset trades some for time: 2200 steps instead of 2400,
-  because on a slow host the 2400-step command took 19.5-20 minutes with
-  data generation (BENCHMARKS.md). Probes that did not help at equal steps: 16 or 8
-  depth bins, the integral loss alone, bfloat16 (no speed-up on this model),
-  XLA (slower on this CPU).
+  64, 2200 steps.
+  Not the paper's, and why:
+  - the auxiliary integral L1 loss (integral_loss_weight 1, C2FConfig) and
+    soft-argmax decoding with that loss's softmax: with the MSE alone a
+    small network this short stays at the mean-pose baseline;
+  - 64 px and batch 64: on 2 cores the run is compute-bound and the loss is
+    still falling at the end of the budget, so what wins is the number of
+    examples seen per minute (larger crops, smaller or larger batches and
+    wider layers all scored worse at equal time);
+  - appearance augmentation (random RGB channel permutation, grayscale 0.1,
+    synthetic occluders 0.3 as in MeTRAbs, a continuous hue rotation of
+    +-0.5 of the colour circle and saturation jitter 0.6-1.4): without it
+    the network fits the training subjects' clothes and fails to generalise
+    to the test subjects';
+  - the flip test (C2FConfig.flip_test) averages the two probability
+    volumes (decode.decode_flip_pair) before the soft-argmax.
+  Probes that did not help at equal steps: 16 or 8 depth bins, the integral
+  loss alone, bfloat16 (no speed-up on this model), XLA (slower on this
+  CPU). The measured figures are in BENCHMARKS.md.
   Coordinate regression: one hourglass of the same width, pooled to 8x8
   before the dense layer. Decoupled: one stack per network.
 - smoke: a few steps in seconds (64 crop, 16^2 x 8 volume, 16 features,

@@ -22,12 +22,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 import tensorflow as tf
 
+from zoo import fileio
 from zoo import skeleton as skel
 
 FORMAT_VERSION = 1
@@ -55,8 +55,13 @@ INT_FIELDS = ('frame', 'image/height', 'image/width')
 REQUIRED = ('image/encoded', 'joints2d_px', 'intrinsics', 'box_xywh')
 
 
+# The field of view (deg, on the longer image side) assumed for images
+# without calibration.
+DEFAULT_FOV_DEG = 55.
+
+
 def default_intrinsics(height: int, width: int,
-                       fov_deg: float = 55.) -> np.ndarray:
+                       fov_deg: float = DEFAULT_FOV_DEG) -> np.ndarray:
   """A pinhole guess for uncalibrated images: horizontal-ish FOV on the longer side."""
   focal = max(height, width) / 2 / np.tan(np.deg2rad(fov_deg) / 2)
   return np.array([[focal, 0, (width - 1) / 2], [0, focal, (height - 1) / 2],
@@ -238,10 +243,8 @@ def write_manifest(out_dir: str, manifest: Mapping[str, Any],
   manifest.setdefault('skeleton', {'name': skel.H36M17.name,
                                    'joint_names': list(skel.H36M17.joint_names),
                                    'parents': list(skel.H36M17.parents)})
-  fd, tmp = tempfile.mkstemp(dir=out_dir, suffix='.json.tmp')
-  with os.fdopen(fd, 'w') as f:
-    json.dump(manifest, f, indent=2, sort_keys=True)
-  os.replace(tmp, os.path.join(out_dir, name))
+  fileio.atomic_write_text(os.path.join(out_dir, name),
+                           json.dumps(manifest, indent=2, sort_keys=True))
 
 
 def read_manifest(data_dir: str, name: str = 'manifest.json') -> dict:

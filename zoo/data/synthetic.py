@@ -46,6 +46,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from zoo import fileio
 from zoo import skeleton as skel
 from zoo import visualize
 from zoo.data import motion
@@ -318,12 +319,7 @@ def preview(path: str, num_examples: int = 16, seed: int = 0,
   ok, png = cv2.imencode('.png', sheet)
   if not ok:
     raise RuntimeError('PNG encoding failed')
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix='.png.tmp')
-  with os.fdopen(fd, 'wb') as f:
-    f.write(png.tobytes())
-  os.replace(tmp, path)
+  fileio.atomic_write_bytes(path, png.tobytes())
   return sheet
 
 

@@ -22,7 +22,8 @@ from zoo import registry
 from zoo.lifting_deep.config import LiftingDeepConfig
 from zoo.lifting_deep.model import LiftingDeep
 from zoo.lifting_deep.presets import presets
-from zoo.lifting_deep.prior import LiftingLayer, PosePrior
+from zoo.lifting_deep.layer import LiftingLayer
+from zoo.lifting_deep.prior import PosePrior
 
 # Part of the cache file name: bump when fitting changes for the same inputs.
 PRIOR_FIT_VERSION = 1

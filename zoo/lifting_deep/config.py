@@ -28,7 +28,7 @@ def _paper_train() -> config_lib.TrainConfig:
 
 
 @dataclasses.dataclass
-class LiftingDeepConfig:
+class LiftingDeepConfig(config_lib.ModelConfig):
   """Settings of the lifting_deep model (paper defaults)."""
   # Geometry.
   input_size: int = 368              # square crop side, px

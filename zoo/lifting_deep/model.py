@@ -32,7 +32,8 @@ from zoo import metrics as metrics_lib
 from zoo import skeleton as skel
 from zoo.layers.cpm import CPMStage, CPMStage1, CPMTrunk
 from zoo.lifting_deep.config import LiftingDeepConfig, validate
-from zoo.lifting_deep.prior import LiftingLayer, PosePrior
+from zoo.lifting_deep.layer import LiftingLayer
+from zoo.lifting_deep.prior import PosePrior
 
 PACKAGE = 'pose3d_zoo'
 J = skel.NUM_JOINTS

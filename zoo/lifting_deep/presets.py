@@ -11,9 +11,8 @@
   3x3 trunk of 32 channels, 3 stages of three 5x5 convs of 32 channels, with
   BatchNorm; prior 3 x 25 fitted on 50,000 poses (+ mirrored), 80 angles;
   Adam 1e-3, batch 16, 3,000 steps (about 0.39 CPU-seconds per step of the
-  model alone, i.e. roughly 15 minutes on 2 idle cores). Measured on a
-  shared machine with 3,000 training examples: 2D error 27 px after 300
-  steps, 15.5 px (PCKh 0.20) after 1,000 steps, loss still falling.
+  model alone, i.e. roughly 15 minutes on 2 idle cores; BENCHMARKS.md has
+  the measured figures).
 - smoke: seconds (32 px input, 8 x 8 maps, 2 stages, 8 channels, a 2 x 4
   prior fitted on 2,000 poses, 16 angles), for tests.
 """

@@ -4,7 +4,7 @@ Metric-scale truncation-robust heatmaps: a backbone (ResNet-50 v2, stride 32,
 256 px crops -> 8x8 features) and one 1x1 convolution to J 2D-heatmap logits
 and D x J metric 3D-heatmap logits. The 3D volume spans a `box_size_mm` cube
 around the person in all three axes, so joints cut off by the crop border are
-still inside it. Numbers from REFERENCE.md section 4 and the released code's
+still inside it. Numbers from the paper and its released code's
 defaults (box 2200 mm, D = 8, mean-relative 3D loss, absolute loss weight 0.1
 after 5000 steps, lr 2.121e-4, weight decay 3e-3, batch 32).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from zoo.config import AugmentConfig, TrainConfig
+from zoo.config import AugmentConfig, ModelConfig, TrainConfig
 
 # Backbones by name: keras.applications models, or zoo.layers.resnet.
 KERAS_BACKBONES = ('resnet50v2', 'resnet50', 'mobilenetv3small',
@@ -37,7 +37,7 @@ def _paper_augment() -> AugmentConfig:
 
 
 @dataclasses.dataclass
-class MetrabsConfig:
+class MetrabsConfig(ModelConfig):
   """Architecture, loss and reconstruction settings (paper defaults)."""
   input_size: int = 256                 # crop side S (px)
   num_joints: int = 17                  # H36M-17

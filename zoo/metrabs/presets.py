@@ -10,8 +10,8 @@
   (a stride-32 backbone would give 4x4 at 128 px, too coarse); D = 8 over the
   same 2200 mm cube. The last stage keeps 128 channels: at 256 the dilated
   stage made a step about 4x slower here. AdamW 1e-3 (from scratch), cosine
-  decay, batch 32, 2000 steps, the absolute loss from step 500. Truncation augmentation is stronger than the
-  paper's (shift 25 % of the box, occluders p = 0.3) so that the test on
+  decay, batch 32, 2000 steps, the absolute loss from step 500. Truncation
+  augmentation is stronger than the paper's (shift 25 % of the box, occluders p = 0.3) so that the test on
   truncated crops exercises it. Same dataset size as the c2f cpu preset
   (20k / 1k) so both share the cached data.
 - smoke: a tiny ResNet at 64 px (4x4 heatmaps, D = 4), 3 steps, the absolute

@@ -35,7 +35,7 @@ TEMPLATE = np.array([
     [0, -490, -20], [0, -610, 10], [0, -720, 40], [150, -490, 30],
     [300, -300, 120], [330, -80, 150], [-150, -490, -30], [-290, -290, -90],
     [-320, -70, -40]], np.float64)
-# H36M-17 joints in the 32-joint motion files (REFERENCE.md section 1).
+# H36M-17 joints in the 32-joint motion files (the usual 17-joint subset).
 H36M32_KEEP = [0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27]
 
 

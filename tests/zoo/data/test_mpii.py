@@ -1,7 +1,7 @@
 """Tests for zoo/data/mpii.py on tiny fixtures in pose-hg-train's HDF5 format.
 
-The joint map is spelled out here from the MPII and H36M joint orders in
-REFERENCE.md (not taken from zoo.skeleton), and the crop and default camera
+The joint map is spelled out here from the published MPII and H36M joint
+orders (not taken from zoo.skeleton), and the crop and default camera
 are recomputed by hand.
 """
 import json

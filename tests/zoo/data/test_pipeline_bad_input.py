@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -21,8 +20,6 @@ import tensorflow as tf  # noqa: E402
 
 from zoo.data import pipeline  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
-    os.path.dirname(os.path.abspath(__file__)))), 'trainers'))
 import trainer_test_model as tiny  # noqa: E402  (the tiny record writer)
 
 CROP = 16

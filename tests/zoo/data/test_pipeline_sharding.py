@@ -8,7 +8,6 @@ of them, once.
 from __future__ import annotations
 
 import os
-import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -19,8 +18,6 @@ import tensorflow as tf  # noqa: E402
 
 from zoo.data import pipeline  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
-    os.path.dirname(os.path.abspath(__file__)))), 'trainers'))
 import trainer_test_model as tiny  # noqa: E402  (the tiny record writer)
 
 

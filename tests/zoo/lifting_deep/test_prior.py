@@ -1,4 +1,5 @@
-"""Tests for zoo/lifting_deep/prior.py: fit, import, distribution, lifting."""
+"""Tests for the pose prior (zoo/lifting_deep/prior.py and its normalise,
+fitting, lifting, layer modules): fit, import, distribution, lifting."""
 import os
 
 import numpy as np
@@ -9,7 +10,11 @@ import tensorflow as tf
 from zoo import geometry
 from zoo import skeleton as skel
 from zoo.data import synthetic
+from zoo.lifting_deep import fitting as fitting_lib
+from zoo.lifting_deep import layer as layer_lib
+from zoo.lifting_deep import normalise as normalise_lib
 from zoo.lifting_deep import prior as prior_lib
+from zoo.lifting_deep import reference as reference_lib
 
 J = skel.NUM_JOINTS
 
@@ -22,8 +27,8 @@ def fitted():
 
 
 def _ortho(poses_model, yaw):
-  cam = np.einsum('ij,njk,nlk->nli', prior_lib.CAMERA_FROM_MODEL,
-                  prior_lib.yaw_matrix(yaw), poses_model)
+  cam = np.einsum('ij,njk,nlk->nli', normalise_lib.CAMERA_FROM_MODEL,
+                  normalise_lib.yaw_matrix(yaw), poses_model)
   return cam - cam[:, :1]
 
 
@@ -55,7 +60,7 @@ def test_fit_recovers_planted_low_rank_structure():
   base = synthetic.poses(400, 'train', seed=5).astype(np.float64)
   base = base - base[:, :1]
   # Two well separated planted means (a standing and a most different pose).
-  unit, _ = prior_lib.normalise(base)
+  unit, _ = normalise_lib.normalise(base)
   dist = np.linalg.norm((unit - unit[0]).reshape(len(unit), -1), axis=1)
   means = np.stack([unit[0], unit[np.argmax(dist)]])
   # Per component a random 2-dim subspace (root coordinates kept at zero).
@@ -73,7 +78,7 @@ def test_fit_recovers_planted_low_rank_structure():
   flat = means.reshape(2, -1)[comp] + np.einsum('nb,nbd->nd', coeff,
                                                 bases[comp])
   yaw = rng.uniform(0, 2 * np.pi, n)
-  poses = prior_lib._rotate_yaw(flat.reshape(n, J, 3), yaw) * 1700.
+  poses = normalise_lib._rotate_yaw(flat.reshape(n, J, 3), yaw) * 1700.
   fitted = prior_lib.PosePrior.fit(poses, num_components=2, num_basis=2,
                                    mirror_poses=False, em_iterations=30,
                                    progress=False)
@@ -83,7 +88,7 @@ def test_fit_recovers_planted_low_rank_structure():
     errs = []
     for k in range(2):
       theta = _yaw_fit(fitted.mean[k], means[c])
-      errs.append(np.abs(prior_lib._rotate_yaw(fitted.mean[k][None],
+      errs.append(np.abs(normalise_lib._rotate_yaw(fitted.mean[k][None],
                                                np.array([theta]))[0]
                          - means[c]).max())
     k = int(np.argmin(errs))
@@ -91,7 +96,7 @@ def test_fit_recovers_planted_low_rank_structure():
     assert fitted.weights[k] == pytest.approx(0.65 if c == 0 else 0.35,
                                               abs=0.05)
     theta = _yaw_fit(fitted.mean[k], means[c])
-    fb = prior_lib._rotate_yaw(fitted.basis[k], np.full(2, theta))
+    fb = normalise_lib._rotate_yaw(fitted.basis[k], np.full(2, theta))
     fb = fb.reshape(2, -1)
     # Planted basis vectors lie in the fitted span (cosines of principal
     # angles near 1) and the standard deviations match.
@@ -111,18 +116,18 @@ def test_fit_rejects_bad_input():
 
 
 def test_mirror_swaps_sides_and_negates_x():
-  poses = prior_lib.normalise(synthetic.poses(5, 'train'))[0]
-  m = prior_lib.mirror(poses)
+  poses = normalise_lib.normalise(synthetic.poses(5, 'train'))[0]
+  m = normalise_lib.mirror(poses)
   np.testing.assert_allclose(m[:, 4, 0], -poses[:, 1, 0])  # l-hip <- r-hip
   np.testing.assert_allclose(m[:, 4, 1:], poses[:, 1, 1:])
-  np.testing.assert_allclose(prior_lib.mirror(m), poses)
+  np.testing.assert_allclose(normalise_lib.mirror(m), poses)
 
 
 def test_greedy_k_centres_picks_one_centre_per_cluster():
   rng = np.random.default_rng(0)
   blobs = np.concatenate([rng.normal(size=(200, 3)) * 0.1 + c
                           for c in ([0, 0, 0], [5, 0, 0], [0, 5, 0])])
-  chosen = prior_lib.greedy_k_centres(blobs, 3)
+  chosen = fitting_lib.greedy_k_centres(blobs, 3)
   assert sorted(np.round(blobs[chosen] / 5).astype(int).tolist()) == \
       [[0, 0, 0], [0, 1, 0], [1, 0, 0]]
 
@@ -160,7 +165,7 @@ def test_from_official_mat_round_trips_fixture(tmp_path):
   default = prior_lib.PosePrior.from_official_mat(path)
   ref = np.sqrt(np.sum(skel.mean_bone_lengths_mm().astype(np.float64) ** 2))
   assert default.scale_mm == pytest.approx(
-      ref / np.mean(prior_lib.limb_norm(mean)))
+      ref / np.mean(normalise_lib.limb_norm(mean)))
 
 
 def test_from_official_mat_orthonormalises_keeping_covariance(tmp_path):
@@ -248,11 +253,11 @@ def test_lift_matches_numpy_reference(fitted):
   gt = _ortho(_low_rank_samples(fitted, 3, rng) * fitted.scale_mm,
               rng.uniform(0, 2 * np.pi, 3))
   y = gt[..., :2] + rng.normal(size=(3, J, 2)) * 10.
-  ref = prior_lib.lift_reference(fitted, y, num_angles=24)
+  ref = reference_lib.lift_reference(fitted, y, num_angles=24)
   np.testing.assert_allclose(fitted.lift(y, refine=False, num_angles=24),
                              ref, atol=0.05)
   vis = (rng.random((3, J)) > 0.2).astype(np.float32)
-  ref = prior_lib.lift_reference(fitted, y, visibility=vis, num_angles=24)
+  ref = reference_lib.lift_reference(fitted, y, visibility=vis, num_angles=24)
   np.testing.assert_allclose(
       fitted.lift(y, visibility=vis, refine=False, num_angles=24), ref,
       atol=0.05)
@@ -307,7 +312,7 @@ def test_lifting_layer_matches_prior_and_round_trips_weights(tmp_path,
                                                              fitted):
   pattern = np.ones(J, np.float32)
   pattern[[0, 7, 9]] = 0.
-  layer = prior_lib.LiftingLayer(2, 8, pattern=pattern, lift_noise=0.05,
+  layer = layer_lib.LiftingLayer(2, 8, pattern=pattern, lift_noise=0.05,
                                  prior=fitted)
   assert not layer.trainable_weights
   rng = np.random.default_rng(7)
@@ -327,7 +332,7 @@ def test_lifting_layer_matches_prior_and_round_trips_weights(tmp_path,
   model = keras.Model(inp, layer(inp)['poses3d_mm'])
   path = str(tmp_path / 'lift.weights.h5')
   model.save_weights(path)
-  fresh = prior_lib.LiftingLayer.from_config(layer.get_config())
+  fresh = layer_lib.LiftingLayer.from_config(layer.get_config())
   model2 = keras.Model(inp, fresh(inp)['poses3d_mm'])
   model2.load_weights(path)
   np.testing.assert_allclose(model2(y).numpy(), out['poses3d_mm'].numpy(),
