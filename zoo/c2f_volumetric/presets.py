@@ -26,8 +26,10 @@
   - the flip test (C2FConfig.flip_test) averages the two probability
     volumes (decode.decode_flip_pair) before the soft-argmax.
   Probes that did not help at equal steps: 16 or 8 depth bins, the integral
-  loss alone, bfloat16 (no speed-up on this model), XLA (slower on this
-  CPU). The measured figures are in BENCHMARKS.md.
+  loss alone, XLA for the whole model (slower on this CPU: oneDNN's
+  convolutions are lost; only the loss terms are compiled). The measured
+  figures are in BENCHMARKS.md. The trainer's default precision (auto)
+  runs this preset in mixed_bfloat16 on CPUs with bfloat16 instructions.
   Coordinate regression: one hourglass of the same width, pooled to 8x8
   before the dense layer. Decoupled: one stack per network.
 - smoke: a few steps in seconds (64 crop, 16^2 x 8 volume, 16 features,
