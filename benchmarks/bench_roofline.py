@@ -33,7 +33,6 @@ Speeds drift on a shared machine: compare the paths' ratios within one run.
 """
 from __future__ import annotations
 
-import collections
 import json
 import os
 import subprocess
@@ -65,32 +64,6 @@ flags.DEFINE_string('out', None, 'Also write the results as JSON here.')
 flags.DEFINE_string('one', None, 'Internal: one measurement in this process '
                     '(roof | step:MODEL:PATH | profile:MODEL | '
                     'pipeline:MODEL); prints one RESULT line.')
-
-# Op types (as the profiler names them, oneDNN's _Mkl prefixes removed) by
-# category, for the profile breakdown.
-CATEGORIES = (
-    ('convolution and matmul', ('Conv2D', 'FusedConv2D', 'Conv2DBackpropInput',
-                                'Conv2DBackpropFilter',
-                                'Conv2DBackpropFilterWithBias',
-                                'DepthwiseConv2dNative', 'MatMul',
-                                'BatchMatMulV2', 'FusedMatMul', 'Einsum',
-                                'DepthwiseConv2dNativeBackpropInput',
-                                'DepthwiseConv2dNativeBackpropFilter')),
-    ('normalisation', ('FusedBatchNormV3', 'FusedBatchNormEx',
-                       'FusedBatchNormGradV3', 'FusedBatchNormGradEx')),
-    ('softmax and reductions', ('Softmax', 'Sum', 'Max', 'Mean', 'Prod',
-                                'ArgMax', 'Min', 'SoftmaxGrad')),
-    ('casts', ('Cast',)),
-    ('data movement', ('Transpose', 'Tile', 'ConcatV2', 'Pack', 'Reshape',
-                       'GatherV2', 'StridedSlice', 'StridedSliceGrad',
-                       'BroadcastTo', 'Slice', 'Pad', 'MaxPool',
-                       'MaxPoolGrad', 'ResizeNearestNeighbor',
-                       'ResizeNearestNeighborGrad')),
-)
-# Executor and XLA runtime events that contain kernels rather than being one.
-_WRAPPERS = frozenset({'Run', 'Process', 'Start', 'Done', 'Await',
-                       'ExecuteAsyncOnStream', 'Execute'})
-
 
 # ----------------------------------------------------------------------------
 # Measurements (each runs in its own process, in the tree on sys.path)
@@ -200,20 +173,9 @@ def _step(model_name: str, path: str) -> dict:
           'gflop_per_cpu_second': flops * batch * steps / cpu / 1e9}
 
 
-def _category(op_type: str) -> str:
-  if op_type.startswith('_Mkl'):
-    op_type = op_type[len('_Mkl'):]
-  if op_type.startswith('Native'):
-    op_type = op_type[len('Native'):]
-  for name, types in CATEGORIES:
-    if op_type in types:
-      return name
-  return 'elementwise and other'
-
-
 def _profile(model_name: str) -> dict:
   import tensorflow as tf
-  from tensorflow.tsl.profiler.protobuf import xplane_pb2
+  from benchmarks import profile_ops  # this tree only (not --baseline_tree)
   _, train_function, iterator, _, _, _, _ = _setup(model_name, 'fast')
   for _ in range(FLAGS.warmup_steps):
     logs = train_function(iterator)
@@ -225,37 +187,9 @@ def _profile(model_name: str) -> dict:
     logs = train_function(iterator)
   float(logs['loss'])
   tf.profiler.experimental.stop()
-  path = None
-  for root, _, files in os.walk(logdir):
-    for name in files:
-      if name.endswith('.xplane.pb'):
-        path = os.path.join(root, name)
-  space = xplane_pb2.XSpace()
-  with open(path, 'rb') as f:
-    space.ParseFromString(f.read())
-  by_category = collections.Counter()
-  by_op = collections.Counter()
-  for plane in space.planes:
-    if not plane.name.startswith('/host:CPU'):
-      continue
-    for line in plane.lines:
-      for event in line.events:
-        name = plane.event_metadata[event.metadata_id].name
-        op_type = name.rsplit(':', 1)[-1]
-        ms = event.duration_ps / 1e9 / steps
-        if op_type == 'Execute':  # an XLA cluster: the compiled loss
-          by_category['XLA-compiled loss'] += ms
-        elif ':' in name and op_type not in _WRAPPERS and not \
-            op_type.strip().startswith('__'):
-          # "scope/op_name:OpType" events are kernels.
-          category = _category(op_type)
-          if category == 'elementwise and other' and \
-              '/adam/' in name.lower():
-            category = 'optimizer'
-          by_category[category] += ms
-          by_op[op_type] += ms
-  return {'model': model_name, 'ms_per_step_by_category': dict(by_category),
-          'top_ops_ms_per_step': dict(by_op.most_common(12))}
+  by_category, by_op = profile_ops.summarise(logdir, steps)
+  return {'model': model_name, 'ms_per_step_by_category': by_category,
+          'top_ops_ms_per_step': by_op}
 
 
 def _pipeline(model_name: str) -> dict:
