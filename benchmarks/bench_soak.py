@@ -31,20 +31,21 @@ import time
 from absl import app
 from absl import flags
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO not in sys.path:
-  sys.path.insert(0, _REPO)
-
 FLAGS = flags.FLAGS
-flags.DEFINE_string('model', 'c2f_volumetric', 'registered model name')
-flags.DEFINE_string('workdir', None, 'weights to export (default: the '
-                    'bundled checkpoint zoo/checkpoints/MODEL)')
-flags.DEFINE_integer('clients', 8, 'client threads (half gRPC, half REST)')
-flags.DEFINE_float('seconds', 60., 'how long the clients send requests')
-flags.DEFINE_float('swap_at', 0.5, 'fraction of --seconds at which version 2 '
-                   'appears (a value >= 1: no swap)')
-flags.DEFINE_list('image_hw', ['240', '320'], 'request image height,width')
-flags.DEFINE_string('out', None, 'write the results here as JSON')
+
+
+def _define_flags() -> None:
+  """The command line's flags, defined only when run as a program (tests
+  import the helpers below next to other modules' flags)."""
+  flags.DEFINE_string('model', 'c2f_volumetric', 'registered model name')
+  flags.DEFINE_string('workdir', None, 'weights to export (default: the '
+                      'bundled checkpoint zoo/checkpoints/MODEL)')
+  flags.DEFINE_integer('clients', 8, 'client threads (half gRPC, half REST)')
+  flags.DEFINE_float('seconds', 60., 'how long the clients send requests')
+  flags.DEFINE_float('swap_at', 0.5, 'fraction of --seconds at which version '
+                     '2 appears (a value >= 1: no swap)')
+  flags.DEFINE_list('image_hw', ['240', '320'], 'request image height,width')
+  flags.DEFINE_string('out', None, 'write the results here as JSON')
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -230,4 +231,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

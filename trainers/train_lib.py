@@ -774,9 +774,9 @@ def _train(entry, config, preset, workdir, own_dir, chief, dist, data_info,
   metrics = {'model': entry.name, 'preset': preset, 'steps': state.step}
   if source_counts is not None:
     metrics['train_examples_per_source'] = source_counts.counts()
-  metrics.update(evaluation.evaluate_model(model, data_info.test_data, config,
-                                           flip_test=flip_test,
-                                           progress=progress))
+  metrics.update(evaluation.evaluate_model(
+      _float32_model(entry, config, model, workdir), data_info.test_data,
+      config, flip_test=flip_test, progress=progress))
   if steps_done > 0:
     metrics['train_seconds'] = train_seconds
     metrics['train_examples_per_second'] = state.steady_examples_per_second()
@@ -809,6 +809,27 @@ def _train(entry, config, preset, workdir, own_dir, chief, dist, data_info,
   print(evaluation.format_report(metrics), flush=True)
   result.metrics, result.manifest = metrics, manifest
   return result
+
+
+def _float32_model(entry, config, model, workdir: str):
+  """The model to evaluate: `model` itself under float32, else a float32
+  model with the final weights file's weights.
+
+  Evaluation is in float32 whatever the training precision, so a run's
+  metrics are what `trainers.evaluate`, `zoo.predict` and an export (all
+  float32) get from the same weights.
+  """
+  if keras.mixed_precision.global_policy().name == 'float32':
+    return model
+  previous = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy('float32')
+  try:
+    float_model = checkpoints.build_model(entry, config)
+  finally:
+    keras.mixed_precision.set_global_policy(previous)
+  checkpoints.load_weights(float_model,
+                           os.path.join(workdir, checkpoints.WEIGHTS_FILE))
+  return float_model
 
 
 def _skip_keras_symbolic_build(model) -> None:
