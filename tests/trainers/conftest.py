@@ -22,4 +22,5 @@ def trained_run(tiny_data, tmp_path_factory):
   return train_lib.train(trainer_test_model.NAME, preset='smoke',
                          workdir=workdir, data=tiny_data, steps=4,
                          strategy='default', seed=1, deterministic=True,
-                         progress=False, command='pytest trained_run')
+                         progress=False, precision='float32',
+                         command='pytest trained_run')

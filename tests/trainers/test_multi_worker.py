@@ -39,7 +39,7 @@ from zoo.data import pipeline
 result = train_lib.train(
     tiny.NAME, preset='smoke', workdir=workdir, data=data, steps=4,
     strategy=strategy, seed=3, deterministic=True, progress=False,
-    run_evaluation=False, baseline=False,
+    run_evaluation=False, baseline=False, precision='float32',
     overrides={'train.batch_size': 4, 'train.checkpoint_every': 2})
 np.savez(out + '.npz', *[v.numpy() for v in result.model.weights])
 

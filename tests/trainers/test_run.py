@@ -342,7 +342,7 @@ from trainers import train_lib
 data, workdir = sys.argv[1], sys.argv[2]
 data = tiny.write_dataset(workdir + '/data4', num_train=4, num_test=4)
 common = dict(preset='smoke', data=data, steps=2, seed=3, deterministic=True,
-              progress=False, baseline=False,
+              progress=False, baseline=False, precision='float32',
               overrides={'train.optimizer': 'sgd', 'train.learning_rate': 0.1,
                          'augment.enabled': False, 'train.batch_size': 4})
 mirrored = train_lib.train(tiny.NAME, workdir=workdir + '/m',

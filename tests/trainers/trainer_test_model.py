@@ -161,9 +161,12 @@ def write_dataset(out_dir: str, num_train: int = 16, num_test: int = 8,
 
 def train(workdir, data, **kwargs):
   """trainers.train_lib.train of this model: smoke preset, default strategy,
-  seed 1, deterministic input, no progress bar, no evaluation unless asked."""
+  seed 1, deterministic input, no progress bar, no evaluation unless asked,
+  float32 unless asked (these tests compare numbers; the precision tests
+  choose theirs)."""
   from trainers import train_lib  # local: this module is imported by conftest
   kwargs.setdefault('run_evaluation', False)
+  kwargs.setdefault('precision', 'float32')
   return train_lib.train(NAME, preset='smoke', workdir=str(workdir),
                          data=data, strategy='default', seed=1,
                          deterministic=True, progress=False, **kwargs)
