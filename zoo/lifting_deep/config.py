@@ -54,6 +54,12 @@ class LiftingDeepConfig(config_lib.ModelConfig):
   landmarks: str = 'argmax'          # per-stage landmarks: argmax (paper) |
                                      # soft_argmax (differentiable)
   soft_argmax_beta: float = 50.      # softmax(beta * maps) for soft-argmax
+  # Auxiliary integral loss (not in the paper, whose loss is the belief-map
+  # MSE): per stage, the L1 between the soft-argmax of softmax(
+  # soft_argmax_beta * maps) and the labelled joint, in fractions of the
+  # map side (zoo.heatmaps.integral_l1), times this weight. It trains the
+  # sub-cell landmark position that the lifting reads.
+  integral_loss_weight: float = 0.
   lift_gradients: bool = False       # back-propagate through the lifting
   # The pose prior and its lifting.
   num_components: int = 3
@@ -98,6 +104,9 @@ def validate(config: LiftingDeepConfig) -> None:
   if len(tuple(c.fusion_init)) != 2:
     raise ValueError(f'fusion_init must be (w_cnn, w_proj), got '
                      f'{c.fusion_init!r}')
+  if c.integral_loss_weight < 0 or c.soft_argmax_beta <= 0:
+    raise ValueError(f'need integral_loss_weight >= 0 and soft_argmax_beta > '
+                     f'0; got {c.integral_loss_weight}, {c.soft_argmax_beta}')
   if c.belief_sigma_px <= 0 or c.centre_sigma_px <= 0:
     raise ValueError('belief_sigma_px and centre_sigma_px must be > 0')
   if c.num_components < 1 or c.num_basis < 1 or c.num_angles < 1:

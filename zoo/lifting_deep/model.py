@@ -307,7 +307,8 @@ class LiftingDeep(base.PoseModel):
 
   def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
                    training=True):
-    """Sum over stages of 0.5 * sum of squared belief-map errors (CPM).
+    """Sum over stages of 0.5 * sum of squared belief-map errors (CPM),
+    plus config.integral_loss_weight times each stage's integral L1.
 
     Only 2D labels are used (the 3D model is the prior, fitted on motion
     capture), so 2D-only examples train the CPM like any other. A joint
@@ -319,11 +320,20 @@ class LiftingDeep(base.PoseModel):
     channel_weight = tf.concat(
         [tf.cast(y['valid'], tf.float32),
          tf.ones_like(y['valid'][..., :1], tf.float32)], -1)[:, None, None]
+    c = self.config
+    # integral_l1 takes volumes: the maps as [B, H, W, 1, 14], the labels
+    # as (x, y, 0) cells; a depth of 1 leaves z out.
+    joints_vox = tf.pad(tf.cast(y['joints_hm'], tf.float32),
+                        [[0, 0], [0, 0], [0, 1]])
     total = 0.
-    for t in range(self.config.num_stages):
-      diff = tf.cast(y_pred[f'beliefs_{t}'], tf.float32) - target
-      per_example = 0.5 * tf.reduce_sum(tf.square(diff) * channel_weight,
-                                        [1, 2, 3])
+    for t in range(c.num_stages):
+      maps = tf.cast(y_pred[f'beliefs_{t}'], tf.float32)
+      per_example = 0.5 * tf.reduce_sum(
+          tf.square(maps - target) * channel_weight, [1, 2, 3])
+      if c.integral_loss_weight:
+        per_example += c.integral_loss_weight * heatmaps.integral_l1(
+            maps[..., None, :NUM_CPM], joints_vox, c.soft_argmax_beta,
+            valid_xy=y['valid'])
       total += base.distributed_mean(per_example, sample_weight)
     if self.losses:
       total += tf.add_n([tf.cast(l, tf.float32) for l in self.losses])

@@ -223,3 +223,40 @@ def test_gradients_through_lifting_are_optional(smoke_config):
       assert grad is not None and float(tf.reduce_max(tf.abs(grad))) > 0
     else:
       assert grad is None or float(tf.reduce_max(tf.abs(grad))) == 0
+
+
+def test_integral_loss_adds_the_soft_argmax_l1_of_every_stage(smoke_config):
+  """loss(w) - loss(0) = w * sum over stages of the batch mean of
+  sum_j (|x - x*| + |y - y*|) / (map side * 14), soft-argmax under
+  softmax(soft_argmax_beta * maps), computed here in NumPy."""
+  from zoo import config as config_lib
+  weight, beta = 3., 7.
+  config = config_lib.replace(smoke_config, integral_loss_weight=weight,
+                              soft_argmax_beta=beta)
+  model = registry.get('lifting_deep').build(config)
+  feats = _features(2, config.input_size, seed=2)
+  x, y = model.targets({k: tf.constant(v) for k, v in feats.items()})
+  y['valid'] = tf.constant(np.r_[np.ones(14), np.r_[np.ones(10), np.zeros(4)]]
+                           .reshape(2, 14), tf.float32)
+  outputs = model(x)
+  with_term = float(model.compute_loss(x, y, outputs))
+  model.config = config_lib.replace(config, integral_loss_weight=0.)
+  without = float(model.compute_loss(x, y, outputs))
+  side = config.heatmap_size
+  want = 0.
+  cells = np.arange(side, dtype=np.float64)
+  for t in range(config.num_stages):
+    maps = outputs[f'beliefs_{t}'].numpy().astype(np.float64)[..., :14]
+    logits = beta * maps
+    p = np.exp(logits - logits.max((1, 2), keepdims=True))
+    p /= p.sum((1, 2), keepdims=True)
+    xs = np.einsum('bhwj,w->bj', p, cells)
+    ys = np.einsum('bhwj,h->bj', p, cells)
+    err = (np.abs(xs - y['joints_hm'].numpy()[..., 0])
+           + np.abs(ys - y['joints_hm'].numpy()[..., 1])) / side
+    want += np.mean(np.sum(err * y['valid'].numpy(), -1) / 14)
+  assert with_term - without == pytest.approx(weight * want, rel=1e-4)
+  assert want > 0
+  with pytest.raises(ValueError, match='integral_loss_weight'):
+    registry.get('lifting_deep').build(
+        config_lib.replace(smoke_config, integral_loss_weight=-1.))
