@@ -1,9 +1,12 @@
 """Convolutional Pose Machine stages (Wei et al. 2016), as Lifting from the
 Deep uses them.
 
-- `CPMTrunk`: the image CNN: `num_pools` blocks of (k x k conv + ReLU, 3x3/2
-  max-pool), i.e. stride 2**num_pools (paper: three 9x9 convs of 128
-  channels, stride 8, 368 px -> 46 x 46).
+- `CPMTrunk`: the image CNN: `num_pools` blocks of (`convs_per_pool` k x k
+  convs + ReLU, 3x3/2 max-pool), i.e. stride 2**num_pools (paper: three 9x9
+  convs of 128 channels, stride 8, 368 px -> 46 x 46), then `post_convs`
+  k x k convs at the output stride (CPM's VGG trunk has several convs per
+  resolution and more after its last pool; the defaults 1 and 0 are the
+  paper's three-conv trunk).
 - `CPMStage1`: stage 1's belief maps from trunk features: 5x5 conv (32), 9x9
   conv (512), 1x1 conv (512), 1x1 conv to the belief channels.
 - `CPMStage`: a later stage t >= 2: a 5x5 conv (32) of the shared trunk
@@ -55,21 +58,34 @@ class CPMTrunk(_Sequence):
   """Image -> features at stride 2**num_pools ([B, S/2^p, S/2^p, channels])."""
 
   def __init__(self, channels: int = 128, kernel_size: int = 9,
-               num_pools: int = 3, batch_norm: bool = False, **kwargs):
+               num_pools: int = 3, batch_norm: bool = False,
+               convs_per_pool: int = 1, post_convs: int = 0, **kwargs):
     super().__init__(**kwargs)
-    if channels < 1 or kernel_size < 1 or num_pools < 1:
-      raise ValueError(f'CPMTrunk needs channels, kernel_size, num_pools >= 1;'
-                       f' got {channels}, {kernel_size}, {num_pools}')
+    if (channels < 1 or kernel_size < 1 or num_pools < 1
+        or convs_per_pool < 1 or post_convs < 0):
+      raise ValueError(
+          f'CPMTrunk needs channels, kernel_size, num_pools, convs_per_pool '
+          f'>= 1 and post_convs >= 0; got {channels}, {kernel_size}, '
+          f'{num_pools}, {convs_per_pool}, {post_convs}')
     self.channels = int(channels)
     self.kernel_size = int(kernel_size)
     self.num_pools = int(num_pools)
     self.batch_norm = bool(batch_norm)
+    self.convs_per_pool = int(convs_per_pool)
+    self.post_convs = int(post_convs)
+    # With the defaults the layer list is the three-conv trunk's exactly, so
+    # weights saved before these options existed still load.
     self.blocks = []
     for i in range(self.num_pools):
-      self.blocks += _conv_block(self.channels, self.kernel_size,
-                                 self.batch_norm, f'conv{i + 1}')
+      for k in range(self.convs_per_pool):
+        suffix = '' if k == 0 else f'_{k + 1}'
+        self.blocks += _conv_block(self.channels, self.kernel_size,
+                                   self.batch_norm, f'conv{i + 1}{suffix}')
       self.blocks.append(keras.layers.MaxPooling2D(3, 2, padding='same',
                                                    name=f'pool{i + 1}'))
+    for k in range(self.post_convs):
+      self.blocks += _conv_block(self.channels, self.kernel_size,
+                                 self.batch_norm, f'post{k + 1}')
 
   def build(self, input_shape):
     self._build_seq(self.blocks, tuple(input_shape))
@@ -87,7 +103,9 @@ class CPMTrunk(_Sequence):
   def get_config(self):
     return {**super().get_config(), 'channels': self.channels,
             'kernel_size': self.kernel_size, 'num_pools': self.num_pools,
-            'batch_norm': self.batch_norm}
+            'batch_norm': self.batch_norm,
+            'convs_per_pool': self.convs_per_pool,
+            'post_convs': self.post_convs}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

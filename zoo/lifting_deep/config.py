@@ -40,6 +40,8 @@ class LiftingDeepConfig(config_lib.ModelConfig):
   num_stages: int = 6
   trunk_channels: int = 128
   trunk_kernel: int = 9
+  trunk_convs_per_pool: int = 1      # k x k convs before each max-pool
+  trunk_post_convs: int = 0          # k x k convs after the last pool
   separate_stage1_trunk: bool = True  # CPM: stage 1 has its own image CNN
   stage1_mid_channels: int = 512
   feature_channels: int = 32         # per-stage 5x5 conv of trunk features

@@ -165,11 +165,10 @@ class LiftingDeep(base.PoseModel):
     validate(config)
     c = config
     nb = c.num_belief_maps
-    self.trunk = CPMTrunk(c.trunk_channels, c.trunk_kernel, c.num_pools,
-                          c.batch_norm, name='trunk')
-    self.stage1_trunk = (CPMTrunk(c.trunk_channels, c.trunk_kernel,
-                                  c.num_pools, c.batch_norm,
-                                  name='stage1_trunk')
+    trunk_args = (c.trunk_channels, c.trunk_kernel, c.num_pools,
+                  c.batch_norm, c.trunk_convs_per_pool, c.trunk_post_convs)
+    self.trunk = CPMTrunk(*trunk_args, name='trunk')
+    self.stage1_trunk = (CPMTrunk(*trunk_args, name='stage1_trunk')
                          if c.separate_stage1_trunk else None)
     self.stages = [CPMStage1(nb, c.feature_channels, c.stage1_mid_channels,
                              c.trunk_kernel, c.batch_norm, name='stage_1')]

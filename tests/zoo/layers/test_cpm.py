@@ -36,3 +36,21 @@ def test_configs_round_trip():
                 CPMStage(15, 16, 7, 5, 8, False)):
     clone = type(layer).from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
+
+
+def test_deeper_trunk_adds_convs_per_resolution_and_after_the_last_pool():
+  trunk = CPMTrunk(8, 3, num_pools=2, batch_norm=True, convs_per_pool=2,
+                   post_convs=1)
+  out = trunk(tf.random.uniform([2, 32, 32, 3]), training=False)
+  assert out.shape == (2, 8, 8, 8)
+  convs = [l for l in trunk.blocks if isinstance(l, keras.layers.Conv2D)]
+  assert [c.name for c in convs] == ['conv1_conv', 'conv1_2_conv',
+                                     'conv2_conv', 'conv2_2_conv',
+                                     'post1_conv']
+  # The defaults keep the three-conv trunk's layer list (saved weights load).
+  plain = CPMTrunk(8, 3, num_pools=2, batch_norm=True)
+  assert [l.name for l in plain.blocks] == [
+      'conv1_conv', 'conv1_bn', 'conv1_relu', 'pool1',
+      'conv2_conv', 'conv2_bn', 'conv2_relu', 'pool2']
+  clone = CPMTrunk.from_config(trunk.get_config())
+  assert clone.get_config() == trunk.get_config()
