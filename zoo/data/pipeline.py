@@ -412,8 +412,12 @@ _RGB_PERMUTATIONS = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1],
 
 
 def _augment_params(key: tf.Tensor, box_xywh: tf.Tensor, input_size: int,
-                    augment: AugmentConfig) -> dict[str, tf.Tensor]:
-  """Per-example crop / colour / occlusion parameters, stateless in `key`."""
+                    augment: AugmentConfig, zoom: tf.Tensor | None = None
+                    ) -> dict[str, tf.Tensor]:
+  """Per-example crop / colour / occlusion parameters, stateless in `key`.
+
+  `zoom`: `_crop_zoom(key, augment)` where the caller has it already.
+  """
   if not augment.enabled:
     params = {'zoom': tf.constant(1.), 'rotation_rad': tf.constant(0.),
               'shift_px': tf.zeros([2]), 'flip': tf.constant(False),
@@ -422,7 +426,7 @@ def _augment_params(key: tf.Tensor, box_xywh: tf.Tensor, input_size: int,
   seeds = tf.random.experimental.stateless_split(key, num=8)
   uniform = lambda i, shape=(), lo=0., hi=1.: tf.random.stateless_uniform(
       shape, seeds[i], minval=lo, maxval=hi)
-  zoom = _crop_zoom(key, augment)
+  zoom = _crop_zoom(key, augment) if zoom is None else zoom
   sigma = np.deg2rad(augment.rotation_deg)
   angle = tf.clip_by_value(
       tf.random.stateless_normal((), seeds[1], stddev=sigma),
@@ -551,12 +555,13 @@ def _example_stage(seed: int, input_size: int, augment: AugmentConfig,
   def fn(index, source):
     path, record_index, serialized = source
     key = tf.stack([tf.constant(seed, tf.int64), index])
+    zoom = _crop_zoom(key, augment)
     max_decode_ratio = _max_decode_ratio(
-        input_size, augment.box_margin,
-        _crop_zoom(key, augment)) if fast_decode else None
+        input_size, augment.box_margin, zoom) if fast_decode else None
     parsed, image, ratio, ok, reason = _validated(
         path, record_index, serialized, stop, max_decode_ratio)
-    params = _augment_params(key, parsed['box_xywh'], input_size, augment)
+    params = _augment_params(key, parsed['box_xywh'], input_size, augment,
+                             zoom)
     image = image[None]
     intrinsics, rotation, homography = crop_lib.crop_geometry(
         image, parsed['intrinsics'][None], parsed['box_xywh'][None],
