@@ -540,7 +540,7 @@ def _validated(path: tf.Tensor, record_index: tf.Tensor,
 
 
 def _example_stage(seed: int, input_size: int, augment: AugmentConfig,
-                   stop: bool = True, fast_decode: bool = True):
+                   stop: bool = True, fast_decode: bool = False):
   """Parse, validate, decode, draw parameters, crop: one example.
 
   The warp runs per example, right after decoding: measured cheaper than one
@@ -676,7 +676,7 @@ def make_dataset(data, split: str, *, input_size: int, batch_size: int,
                  bad_records: BadRecords | None = None,
                  num_input_pipelines: int = 1,
                  input_pipeline_id: int = 0,
-                 fast_decode: bool = True) -> tf.data.Dataset:
+                 fast_decode: bool = False) -> tf.data.Dataset:
   """Batched, cropped, augmented features of a zoo TFRecord dataset.
 
   Args:
@@ -712,8 +712,10 @@ def make_dataset(data, split: str, *, input_size: int, batch_size: int,
     fast_decode: decode a JPEG at 1/2, 1/4 or 1/8 scale (libjpeg's DCT
       scaling) where the crop still gets at least MIN_SOURCE_PX_PER_CROP_PX
       decoded pixels per crop pixel; labels are the same either way (the
-      warp maps the full-resolution geometry into the reduced image). False:
-      every image decodes at full resolution.
+      warp maps the full-resolution geometry into the reduced image). False
+      (default): every image decodes at full resolution. It pays for large
+      stored images; on the embedded 320 px data it does not (BENCHMARKS.md,
+      the input pipeline of issue 16).
 
   Returns:
     tf.data.Dataset of `map_fn(features)` (or the features dict).

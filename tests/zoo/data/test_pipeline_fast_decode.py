@@ -239,7 +239,8 @@ def test_undecodable_jpeg_is_a_bad_record_with_fast_decode(tmp_path):
   bad = pipeline.BadRecords(log=False)
   out = list(pipeline.make_dataset(path, 'train', input_size=16,
                                    batch_size=1, training=False,
-                                   on_bad_record='skip', bad_records=bad))
+                                   on_bad_record='skip', bad_records=bad,
+                                   fast_decode=True))
   assert not out
   (reason,) = bad.records.values()
   assert 'does not decode' in reason, reason
