@@ -60,8 +60,15 @@ def crop_geometry(images, intrinsics, boxes_xywh, out_size, box_margin, zoom,
   return mpx @ new_k @ m3, m3 @ rotation, mpx @ homography
 
 
-def warp(images, homography, out_size: int, fill_value: float = 0.):
+def warp(images, homography, out_size: int, fill_value: float = 0.,
+         source_ratio=None):
   """Bilinear warp by `homography` (source px -> output px).
+
+  `source_ratio` (None, or a scalar / [B] integer tensor r): `images` are the
+  source images reduced to 1/r of each side (a scaled JPEG decode,
+  zoo.data.records.decode_image_reduced), where source pixel u sits at
+  (u + 0.5) / r - 0.5; `homography` still maps full-resolution source px, so
+  the crop and its geometry are those of the full image.
 
   Returns (float32 [B, S, S, 3] in the units of `images`, scale to [0, 1]):
   the caller multiplies by the scale, so it can fuse that with a colour gain.
@@ -70,6 +77,15 @@ def warp(images, homography, out_size: int, fill_value: float = 0.):
   # normalised so that its [2, 2] entry is 1. Inverted in float64: H has
   # entries of very different magnitude.
   inverse = tf.linalg.inv(tf.cast(homography, tf.float64))
+  if source_ratio is not None:  # then full-resolution px -> reduced px
+    inv_r = 1. / tf.cast(source_ratio, tf.float64)
+    inv_r = tf.broadcast_to(inv_r, tf.shape(inverse)[:1])
+    offset = 0.5 * inv_r - 0.5
+    zero, one = tf.zeros_like(inv_r), tf.ones_like(inv_r)
+    reduce = tf.stack([tf.stack([inv_r, zero, offset], -1),
+                       tf.stack([zero, inv_r, offset], -1),
+                       tf.stack([zero, zero, one], -1)], -2)
+    inverse = reduce @ inverse
   inverse = inverse / inverse[:, 2:3, 2:3]
   transforms = tf.cast(tf.reshape(inverse, [-1, 9])[:, :8], tf.float32)
   scale = 1. / 255. if images.dtype == tf.uint8 else 1.

@@ -354,10 +354,15 @@ def _problems(example: dict[str, tf.Tensor],
   return groups
 
 
-def _image_size_check(image: tf.Tensor, example: dict[str, tf.Tensor]
+def _image_size_check(full_size: tf.Tensor, example: dict[str, tf.Tensor]
                       ) -> tuple[tf.Tensor, Callable[[], tf.Tensor]]:
-  """The decoded image has the size the record states (0 = not stated)."""
-  shape = tf.shape(image, out_type=tf.int64)
+  """The decoded image has the size the record states (0 = not stated).
+
+  `full_size` [2]: (height, width) of the image at full resolution (a
+  reduced JPEG decode reports the size its header states,
+  records.decode_image_reduced), so the check is exact at any decode ratio.
+  """
+  shape = tf.cast(full_size, tf.int64)
   height, width = example['image/height'], example['image/width']
   ok = tf.logical_and(tf.logical_or(height <= 0, shape[0] == height),
                       tf.logical_or(width <= 0, shape[1] == width))
@@ -407,8 +412,12 @@ _RGB_PERMUTATIONS = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1],
 
 
 def _augment_params(key: tf.Tensor, box_xywh: tf.Tensor, input_size: int,
-                    augment: AugmentConfig) -> dict[str, tf.Tensor]:
-  """Per-example crop / colour / occlusion parameters, stateless in `key`."""
+                    augment: AugmentConfig, zoom: tf.Tensor | None = None
+                    ) -> dict[str, tf.Tensor]:
+  """Per-example crop / colour / occlusion parameters, stateless in `key`.
+
+  `zoom`: `_crop_zoom(key, augment)` where the caller has it already.
+  """
   if not augment.enabled:
     params = {'zoom': tf.constant(1.), 'rotation_rad': tf.constant(0.),
               'shift_px': tf.zeros([2]), 'flip': tf.constant(False),
@@ -417,7 +426,7 @@ def _augment_params(key: tf.Tensor, box_xywh: tf.Tensor, input_size: int,
   seeds = tf.random.experimental.stateless_split(key, num=8)
   uniform = lambda i, shape=(), lo=0., hi=1.: tf.random.stateless_uniform(
       shape, seeds[i], minval=lo, maxval=hi)
-  zoom = uniform(0, (), *augment.scale_range)
+  zoom = _crop_zoom(key, augment) if zoom is None else zoom
   sigma = np.deg2rad(augment.rotation_deg)
   angle = tf.clip_by_value(
       tf.random.stateless_normal((), seeds[1], stddev=sigma),
@@ -451,6 +460,33 @@ def _augment_params(key: tf.Tensor, box_xywh: tf.Tensor, input_size: int,
   return params
 
 
+def _crop_zoom(key: tf.Tensor, augment: AugmentConfig) -> tf.Tensor:
+  """The crop zoom `_augment_params` draws for `key` (known before decoding:
+  it picks the decode scale)."""
+  if not augment.enabled:
+    return tf.constant(1.)
+  seed = tf.random.experimental.stateless_split(key, num=8)[0]
+  return tf.random.stateless_uniform((), seed, minval=augment.scale_range[0],
+                                     maxval=augment.scale_range[1])
+
+
+# The fast decode keeps at least this many decoded source pixels per crop
+# pixel (per side), so the bilinear warp still downsamples.
+MIN_SOURCE_PX_PER_CROP_PX = 2.
+
+
+def _max_decode_ratio(input_size: int, box_margin: float, zoom: tf.Tensor):
+  """For records.parse_and_decode_checked: the largest reduction of the
+  stored image that leaves MIN_SOURCE_PX_PER_CROP_PX per crop pixel. The
+  crop spans box_margin * longer box side / zoom source px (zoo.crop)."""
+  def fn(parsed):
+    box = parsed['box_xywh']
+    side = tf.maximum(box[2], box[3])  # NaN / <= 0: no reduction
+    source_px_per_crop_px = side * box_margin / (input_size * zoom)
+    return source_px_per_crop_px / MIN_SOURCE_PX_PER_CROP_PX
+  return fn
+
+
 # ----------------------------------------------------------------------------
 # Per-example and per-batch stages
 # ----------------------------------------------------------------------------
@@ -461,31 +497,37 @@ _KEEP = ('joints2d_px', 'joints3d_cam_mm', 'joint_valid_2d', 'joint_valid_3d',
 
 
 def _validated(path: tf.Tensor, record_index: tf.Tensor,
-               serialized: tf.Tensor, stop: bool
+               serialized: tf.Tensor, stop: bool,
+               max_decode_ratio: Callable | None = None
                ) -> tuple[dict[str, tf.Tensor], tf.Tensor, tf.Tensor,
-                          tf.Tensor]:
+                          tf.Tensor, tf.Tensor]:
   """Parses and checks one record and decodes its image.
 
-  Returns (parsed, image uint8 [H, W, 3], ok, reason). With `stop`, a bad
+  `max_decode_ratio`: see records.parse_and_decode_checked (None: full
+  resolution). Returns (parsed, image uint8 [h, w, 3], decode ratio r (the
+  image is 1/r of the stored one; int32), ok, reason). With `stop`, a bad
   record raises (naming check, file and record). Otherwise a bad record's
   image is replaced by a 1x1 black one and its geometry fields by harmless
   values (identity camera, unit box), so the example stage runs through and
   the record is dropped by the caller's filter on `ok`.
   """
-  parsed, num_values, image, parsed_ok, parse_reason, decoded = (
-      records.parse_and_decode_checked(serialized))
+  (parsed, num_values, image, parsed_ok, parse_reason, decoded, ratio,
+   full_size) = records.parse_and_decode_checked(serialized,
+                                                 max_decode_ratio)
   ok, reason = _enforce(_parse_problems(parsed_ok, parse_reason, parsed,
                                         num_values), path, record_index, stop)
   if stop:
     with tf.control_dependencies([ok]):  # nothing uses a bad record first
       parsed = {k: tf.identity(v) for k, v in parsed.items()}
       image, decoded = tf.identity(image), tf.identity(decoded)
-  size_ok, size_reason = _enforce(_decode_problems(decoded, image, parsed),
+      full_size = tf.identity(full_size)
+  size_ok, size_reason = _enforce(_decode_problems(decoded, full_size,
+                                                   parsed),
                                   path, record_index, stop)
   if stop:
     with tf.control_dependencies([size_ok]):
       image = tf.identity(image)
-    return parsed, image, ok, reason
+    return parsed, image, ratio, ok, reason
   size_ok = tf.logical_or(tf.logical_not(ok), size_ok)
   reason = tf.where(ok, size_reason, reason)
   ok = tf.logical_and(ok, size_ok)
@@ -493,31 +535,40 @@ def _validated(path: tf.Tensor, record_index: tf.Tensor,
   for name, value in safe.items():
     parsed[name] = tf.where(ok, parsed[name], value)
   image = tf.cond(ok, lambda: image, lambda: tf.zeros([1, 1, 3], tf.uint8))
-  return parsed, image, ok, reason
+  ratio = tf.where(ok, ratio, 1)
+  return parsed, image, ratio, ok, reason
 
 
 def _example_stage(seed: int, input_size: int, augment: AugmentConfig,
-                   stop: bool = True):
+                   stop: bool = True, fast_decode: bool = False):
   """Parse, validate, decode, draw parameters, crop: one example.
 
   The warp runs per example, right after decoding: measured cheaper than one
   warp per batch (the decoded image is still in cache, and no padded batch of
-  source images is built). Without `stop` the output also holds 'bad/ok',
-  'bad/reason', 'bad/path' and 'bad/index' for the skip filter.
+  source images is built). With `fast_decode`, a JPEG whose crop spans many
+  source pixels per crop pixel decodes at 1/2, 1/4 or 1/8 scale
+  (`_max_decode_ratio`); the warp maps the same full-resolution geometry
+  into it, so labels are unchanged. Without `stop` the output also holds
+  'bad/ok', 'bad/reason', 'bad/path' and 'bad/index' for the skip filter.
   """
 
   def fn(index, source):
     path, record_index, serialized = source
-    parsed, image, ok, reason = _validated(path, record_index, serialized,
-                                           stop)
     key = tf.stack([tf.constant(seed, tf.int64), index])
-    params = _augment_params(key, parsed['box_xywh'], input_size, augment)
+    zoom = _crop_zoom(key, augment)
+    max_decode_ratio = _max_decode_ratio(
+        input_size, augment.box_margin, zoom) if fast_decode else None
+    parsed, image, ratio, ok, reason = _validated(
+        path, record_index, serialized, stop, max_decode_ratio)
+    params = _augment_params(key, parsed['box_xywh'], input_size, augment,
+                             zoom)
     image = image[None]
     intrinsics, rotation, homography = crop_lib.crop_geometry(
         image, parsed['intrinsics'][None], parsed['box_xywh'][None],
         input_size, augment.box_margin, params['zoom'], params['rotation_rad'],
         params['shift_px'], params['flip'])
-    pixels, scale = crop_lib.warp(image, homography, input_size)
+    pixels, scale = crop_lib.warp(image, homography, input_size,
+                                  source_ratio=ratio if fast_decode else None)
     # The [0, 1] scaling is fused into the colour gain.
     image = pixels * (params['gain'] * scale)
     if augment.enabled and augment.color_gain[1] > 1:
@@ -624,7 +675,8 @@ def make_dataset(data, split: str, *, input_size: int, batch_size: int,
                  on_bad_record: str = 'stop',
                  bad_records: BadRecords | None = None,
                  num_input_pipelines: int = 1,
-                 input_pipeline_id: int = 0) -> tf.data.Dataset:
+                 input_pipeline_id: int = 0,
+                 fast_decode: bool = False) -> tf.data.Dataset:
   """Batched, cropped, augmented features of a zoo TFRecord dataset.
 
   Args:
@@ -657,6 +709,13 @@ def make_dataset(data, split: str, *, input_size: int, batch_size: int,
       `input_pipeline_id`. By file when there are at least as many files as
       pipelines, else by example (then `seed` is required and must be the
       same on every worker). The choice is logged.
+    fast_decode: decode a JPEG at 1/2, 1/4 or 1/8 scale (libjpeg's DCT
+      scaling) where the crop still gets at least MIN_SOURCE_PX_PER_CROP_PX
+      decoded pixels per crop pixel; labels are the same either way (the
+      warp maps the full-resolution geometry into the reduced image). False
+      (default): every image decodes at full resolution. It pays for large
+      stored images; on the embedded 320 px data it does not (BENCHMARKS.md,
+      the input pipeline of issue 16).
 
   Returns:
     tf.data.Dataset of `map_fn(features)` (or the features dict).
@@ -738,7 +797,8 @@ def make_dataset(data, split: str, *, input_size: int, batch_size: int,
   if num_input_pipelines > 1:
     ds = ds.map(lambda index, item: (
         index * num_input_pipelines + input_pipeline_id, item))
-  ds = ds.map(_with_source(_example_stage(seed, input_size, augment, stop)),
+  ds = ds.map(_with_source(_example_stage(seed, input_size, augment, stop,
+                                          fast_decode)),
               num_parallel_calls=num_parallel_calls)
   if not stop:
     ds = _drop_bad(ds, bad_records)
@@ -773,12 +833,12 @@ def _parse_problems(parsed_ok: tf.Tensor, parse_reason: tf.Tensor,
   return groups
 
 
-def _decode_problems(decoded: tf.Tensor, image: tf.Tensor,
+def _decode_problems(decoded: tf.Tensor, full_size: tf.Tensor,
                      parsed: dict[str, tf.Tensor]
                      ) -> list[tuple[tf.Tensor, Callable[[], tf.Tensor]]]:
-  """Image data that does not decode; the decoded size (`_image_size_check`)
-  where it does."""
-  size_ok, size_messages = _image_size_check(image, parsed)
+  """Image data that does not decode; the decoded size at full resolution
+  (`_image_size_check`) where it does."""
+  size_ok, size_messages = _image_size_check(full_size, parsed)
   return [(decoded[None], lambda: tf.constant([
       'field image/encoded does not decode (corrupt image data between '
       'intact start and end markers)'])),

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -193,6 +193,53 @@ def decode_image(encoded: tf.Tensor) -> tf.Tensor:
   return image
 
 
+# The scales libjpeg decodes to in the DCT domain (1/r of each side), besides
+# full resolution.
+REDUCED_DECODE_RATIOS = (2, 4, 8)
+_JPEG_MAGIC = b'\xff\xd8\xff'
+
+
+def decode_image_reduced(encoded: tf.Tensor, max_ratio: tf.Tensor
+                         ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """`decode_image`, of JPEG bytes at a reduced scale where allowed.
+
+  JPEG bytes decode at 1/r of each side for the largest r of
+  REDUCED_DECODE_RATIOS with r <= `max_ratio` (float scalar): libjpeg's
+  DCT-domain scaling, cheaper than a full decode by about the pixels it
+  skips. The output is ceil(H / r) x ceil(W / r), and its pixel v covers full
+  resolution pixels r v .. r v + r - 1, i.e. full-resolution pixel u sits at
+  (u + 0.5) / r - 0.5 (zoo.crop.warp's `source_ratio` maps a crop there).
+  Other formats, and max_ratio < 2 (or NaN), decode as `decode_image`.
+
+  Returns (image uint8 [h, w, 3], ratio int32 (1 at full resolution),
+  full_size int32 [2]: (H, W) at full resolution, from the JPEG header where
+  reduced, so a check of the stored size stays exact).
+  """
+  is_jpeg = tf.strings.substr(encoded, 0, 3) == _JPEG_MAGIC
+  max_ratio = tf.cast(max_ratio, tf.float32)
+  choice = tf.reduce_sum(tf.cast(
+      max_ratio >= tf.constant(REDUCED_DECODE_RATIOS, tf.float32), tf.int32))
+  choice = tf.where(is_jpeg, choice, 0)
+
+  def full():
+    image = decode_image(encoded)
+    return image, tf.constant(1), tf.shape(image)[:2]
+
+  def reduced(ratio):
+    def fn():
+      image = tf.io.decode_jpeg(encoded, channels=3, ratio=ratio)
+      return (image, tf.constant(ratio),
+              tf.io.extract_jpeg_shape(encoded)[:2])
+    return fn
+
+  image, ratio, full_size = tf.switch_case(
+      choice, [full] + [reduced(r) for r in REDUCED_DECODE_RATIOS])
+  image.set_shape([None, None, 3])
+  ratio.set_shape([])
+  full_size.set_shape([2])
+  return image, ratio, full_size
+
+
 class ShardedWriter:
   """Writes examples round-robin into `num_shards` files, atomically.
 
@@ -320,26 +367,43 @@ def _parse_fallback() -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
   return parsed, {name: tf.constant(0, tf.int32) for name in _LENIENT_SPEC}
 
 
-def parse_and_decode_checked(serialized: tf.Tensor
-                             ) -> tuple[dict[str, tf.Tensor],
-                                        dict[str, tf.Tensor], tf.Tensor,
-                                        tf.Tensor, tf.Tensor, tf.Tensor]:
+class DecodedRecord(NamedTuple):
+  """What `parse_and_decode_checked` returns (see there)."""
+  parsed: dict[str, tf.Tensor]
+  num_values: dict[str, tf.Tensor]
+  image: tf.Tensor          # uint8 [h, w, 3], 1/ratio of the stored image
+  parsed_ok: tf.Tensor      # bool
+  parse_reason: tf.Tensor   # string, '' where parsed_ok
+  decoded: tf.Tensor        # bool
+  ratio: tf.Tensor          # int32: the image is decoded at 1/ratio
+  full_size: tf.Tensor      # int32 [2]: (height, width) at full resolution
+
+
+def parse_and_decode_checked(serialized: tf.Tensor,
+                             max_decode_ratio: Callable[
+                                 [dict[str, tf.Tensor]], tf.Tensor] | None
+                             = None) -> DecodedRecord:
   """`parse_example_lenient` + `decode_image` that never raise.
 
-  Returns (parsed, num_values, image, parsed_ok, parse_reason, decoded):
+  `max_decode_ratio`: None decodes at full resolution; else a function of the
+  parsed record giving the largest allowed reduction of a JPEG
+  (`decode_image_reduced`), evaluated inside the "try" (it must not raise).
+
+  Returns a DecodedRecord:
   - parsed_ok False: the bytes are not a tf.train.Example, or a field is
     stored with the wrong value type; `parse_reason` says which (built only
     then); `parsed` / `num_values` hold zeros.
   - decoded False: image/encoded does not decode (e.g. garbage between
-    intact markers); `image` is then 1x1 black.
+    intact markers); `image` is then 1x1 black (ratio 1, full_size 1x1).
   One in-graph "try" covers both for a good record; a second one, run only
   when it fails, tells the two apart.
   """
   tried = tf.data.Dataset.from_tensors(serialized).map(
-      lambda s: _parse_decode(s))
+      lambda s: _parse_decode(s, max_decode_ratio))
   parsed0, counts0 = _parse_fallback()
-  parsed, num_values, image, ok = _first_or(
-      tried, (parsed0, counts0, tf.zeros([1, 1, 3], tf.uint8),
+  parsed, num_values, (image, ratio, full_size), ok = _first_or(
+      tried, (parsed0, counts0, (tf.zeros([1, 1, 3], tf.uint8),
+                                 tf.constant(1), tf.ones([2], tf.int32)),
               tf.constant(False)))
   image.set_shape([None, None, 3])
 
@@ -353,13 +417,19 @@ def parse_and_decode_checked(serialized: tf.Tensor
   decoded = ok
   reason = tf.cond(parsed_ok, lambda: tf.constant(''),
                    lambda: _wrong_value_types(serialized))
-  return parsed, num_values, image, parsed_ok, reason, decoded
+  return DecodedRecord(parsed, num_values, image, parsed_ok, reason, decoded,
+                       ratio, full_size)
 
 
-def _parse_decode(serialized: tf.Tensor):
+def _parse_decode(serialized: tf.Tensor, max_decode_ratio=None):
   parsed, num_values = parse_example_lenient(serialized)
-  return (parsed, num_values, decode_image(parsed['image/encoded']),
-          tf.constant(True))
+  encoded = parsed['image/encoded']
+  if max_decode_ratio is None:
+    image = decode_image(encoded)
+    decoded = (image, tf.constant(1), tf.shape(image)[:2])
+  else:
+    decoded = decode_image_reduced(encoded, max_decode_ratio(parsed))
+  return parsed, num_values, decoded, tf.constant(True)
 
 
 # ----------------------------------------------------------------------------
