@@ -194,6 +194,24 @@ def portable_config(config: Mapping[str, Any]
   return clean(dict(config), ''), cleared
 
 
+def portable_command(command: str | None) -> str | None:
+  """The training command without paths of the training machine.
+
+  An absolute path given as a flag's value (`--workdir=/home/me/runs/x`)
+  becomes a placeholder named after the flag (`--workdir=WORKDIR`): the
+  bundle records what was run, not where.
+  """
+  if not command:
+    return command
+  words = []
+  for word in shlex.split(command):
+    flag, sep, value = word.partition('=')
+    if sep and flag.startswith('--') and os.path.isabs(value):
+      word = f'{flag}={flag.lstrip("-").upper()}'
+    words.append(word)
+  return shlex.join(words)
+
+
 def differences_from_preset(config: Mapping[str, Any], config_class: type,
                             preset_config: Any) -> list[str]:
   """zoo.config.differences of a run's config (a dict) from a preset's,
@@ -400,7 +418,7 @@ def publish(name: str, *, preset: str = DEFAULT_PRESET,
       'config': config,
       'config_fields_cleared': cleared,
       'config_unlike_preset': unlike,
-      'command': run.get('command'),
+      'command': portable_command(run.get('command')),
       'publish_command': publish_command(name, preset, run.get('steps'),
                                          default_steps),
       'steps': run.get('steps'),
