@@ -198,15 +198,18 @@ def portable_command(command: str | None) -> str | None:
   """The training command without paths of the training machine.
 
   An absolute path given as a flag's value (`--workdir=/home/me/runs/x`)
-  becomes a placeholder named after the flag (`--workdir=WORKDIR`): the
-  bundle records what was run, not where.
+  becomes a placeholder named after the flag (`--workdir=WORKDIR`), and an
+  interpreter named by its absolute path its file name: the bundle records
+  what was run, not where.
   """
   if not command:
     return command
   words = []
-  for word in shlex.split(command):
+  for i, word in enumerate(shlex.split(command)):
     flag, sep, value = word.partition('=')
-    if sep and flag.startswith('--') and os.path.isabs(value):
+    if i == 0 and os.path.isabs(word):  # the interpreter, e.g. a venv's
+      word = os.path.basename(word)
+    elif sep and flag.startswith('--') and os.path.isabs(value):
       word = f'{flag}={flag.lstrip("-").upper()}'
     words.append(word)
   return shlex.join(words)

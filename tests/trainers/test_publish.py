@@ -239,7 +239,7 @@ def test_a_later_evaluation_of_the_same_weights_is_published(published,
 
 
 def test_portable_command_hides_absolute_paths_of_the_training_machine():
-  command = ('python -m trainers.run --model=lifting_deep '
+  command = ('/opt/venv/bin/python -m trainers.run --model=lifting_deep '
              '--workdir=/home/someone/runs/x --seed=1 --data=runs/rel '
              '--noprogress')
   assert publish_lib.portable_command(command) == (
