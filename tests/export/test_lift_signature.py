@@ -19,7 +19,13 @@ NAME = 'decoupled_volumetric'
 
 
 @pytest.fixture(scope='module')
-def export(tmp_path_factory):
+def export(exported, tmp_path_factory):
+  """(Keras model, BASE, BASE/NAME/1): the session's export of NAME (see
+  conftest.py), or, when POSE3D_EXPORT_TEST_MODELS leaves it out, a fresh
+  one."""
+  if NAME in exported.models:
+    return (exported.models[NAME], exported.base,
+            os.path.join(exported.base, NAME, '1'))
   from trainers import checkpoints
   from zoo import registry
   entry = registry.get(NAME)

@@ -1,6 +1,10 @@
 """The bfloat16 fast path of the trainer, per paper: bfloat16 compute where
-intended, float32 losses and outputs, finite smoke steps, and checkpoints
-that move between float32 and bfloat16 in both directions."""
+intended, float32 losses and outputs, finite smoke steps of the trainer's
+compiled step, and weights that move between float32 and bfloat16 in both
+directions. Fine-tuning across precisions through the trainer's --init_from
+(which loads weights the same way whatever the model) runs on lifting_deep,
+the model whose non-trainable lifting constants are rebuilt in the build's
+precision."""
 import keras
 import numpy as np
 import pytest
@@ -53,11 +57,36 @@ def _layers(model):
     stack.extend(layer._layers)  # pylint: disable=protected-access
 
 
+@pytest.fixture(scope='module')
+def bf16_runs(tiny_data, tmp_path_factory):
+  """name -> (workdir, TrainResult, losses) of a 2-step mixed_bfloat16 run,
+  trained once per model and shared by the tests below."""
+  runs = {}
+
+  def get(name):
+    if name not in runs:
+      workdir = tmp_path_factory.mktemp(f'bf16_{name}')
+      runs[name] = (workdir,) + _train(name, tiny_data, workdir,
+                                       'mixed_bfloat16')
+    return runs[name]
+
+  return get
+
+
+def _close_on_average(actual, expected):
+  """Raw outputs agree on average up to bfloat16 rounding. (Not decoded
+  poses: an argmax of a barely trained volume, or lifting_deep's choice
+  among its prior's rotations, may jump under bfloat16 rounding.)"""
+  for a, b in zip(tf.nest.flatten(actual), tf.nest.flatten(expected)):
+    a, b = np.asarray(a), np.asarray(b)
+    assert np.all(np.isfinite(a)) and np.all(np.isfinite(b))
+    scale = max(1e-3, float(np.abs(b).max()))
+    assert np.abs(a - b).mean() <= 0.05 * scale
+
+
 @pytest.mark.parametrize('name', MODELS)
-def test_bfloat16_training_then_float32_fine_tuning(name, tiny_data,
-                                                    tmp_path):
-  result, losses = _train(name, tiny_data, tmp_path / 'bf16',
-                          'mixed_bfloat16')
+def test_bfloat16_training_and_weights_in_both_precisions(name, bf16_runs):
+  workdir, result, losses = bf16_runs(name)
   model = result.model
   assert losses and all(np.isfinite(losses))
   assert keras.mixed_precision.global_policy().name == 'float32'  # restored
@@ -81,29 +110,50 @@ def test_bfloat16_training_then_float32_fine_tuning(name, tiny_data,
   # to bfloat16 rounding.
   entry = registry.get(name)
   float_model = checkpoints.build_model(entry, model.config)
-  checkpoints.load_weights(float_model, str(tmp_path / 'bf16'))
+  checkpoints.load_weights(float_model, str(workdir))
   # (lifting_deep's non-trainable lifting constants are recomputed from its
   # prior at build, in the build's precision.)
   loaded = {w.path: w.numpy() for w in float_model.weights}
   differ = [w.path for w in model.trainable_weights
             if not np.array_equal(w.numpy(), loaded[w.path])]
   assert not differ, differ
-  # (Raw outputs, on average, not decoded poses: an argmax of a barely
-  # trained volume, or lifting_deep's choice among its prior's rotations,
-  # may jump under bfloat16 rounding.)
-  for bf16, f32 in zip(tf.nest.flatten(outputs),
-                       tf.nest.flatten(float_model(x, training=False))):
-    f32 = f32.numpy()
-    assert np.all(np.isfinite(f32))
-    scale = max(1e-3, float(np.abs(f32).max()))
-    assert np.abs(bf16.numpy() - f32).mean() <= 0.05 * scale
+  float_outputs = float_model(x, training=False)
+  _close_on_average(outputs, float_outputs)
 
-  # Fine-tuning the bfloat16 checkpoint in float32, and back.
+  # And back: float32 final weights (as a float32 run writes them) loaded
+  # into a bfloat16 model the way --init_from loads them.
+  float_dir = workdir.parent / f'{workdir.name}_float32'
+  float_dir.mkdir()
+  checkpoints.write_final(str(float_dir), float_model, {
+      'model': name, 'preset': 'smoke', 'steps': 2})
+  previous = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy('mixed_bfloat16')
+  try:
+    bf16_model = checkpoints.build_model(entry, model.config)
+  finally:
+    keras.mixed_precision.set_global_policy(previous)
+  checkpoints.load_init_weights(bf16_model, str(float_dir), name, 'smoke')
+  assert bf16_model.layers[0].compute_dtype == 'bfloat16'
+  loaded = {w.path: w.numpy() for w in bf16_model.weights}
+  differ = [w.path for w in float_model.trainable_weights
+            if not np.array_equal(w.numpy(), loaded[w.path])]
+  assert not differ, differ
+  _close_on_average(bf16_model(x, training=False), float_outputs)
+
+
+def test_fine_tuning_crosses_precisions_through_init_from(bf16_runs,
+                                                          tiny_data,
+                                                          tmp_path):
+  name = 'lifting_deep'
+  workdir, result, _ = bf16_runs(name)
   tuned, losses = _train(name, tiny_data, tmp_path / 'f32', 'float32',
-                         init_from=str(tmp_path / 'bf16'))
+                         init_from=str(workdir))
   assert tuned.model.layers[0].compute_dtype == 'float32'
   assert all(np.isfinite(losses))
+  assert tuned.manifest['init_from']['sha256'] == result.manifest['sha256']
   again, losses = _train(name, tiny_data, tmp_path / 'bf16_again',
                          'mixed_bfloat16', init_from=str(tmp_path / 'f32'))
+  assert again.model.layers[0].compute_dtype == 'bfloat16'
   assert all(np.isfinite(losses))
   assert again.manifest['precision'] == 'mixed_bfloat16'
+  assert again.manifest['init_from']['sha256'] == tuned.manifest['sha256']

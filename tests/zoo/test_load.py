@@ -72,7 +72,10 @@ def _slice_mpjpe(model, spec):
     f'no bundled checkpoint under {zoo.checkpoints_root()} yet (create them '
     'with `python -m trainers.publish --model=all`)'))
 @pytest.mark.parametrize('name', BUNDLED)
-def test_bundled_checkpoint_matches_its_manifest(name, no_prior_fit):
+def test_bundled_checkpoint_matches_its_manifest_and_fine_tunes(
+    name, no_prior_fit, user_data):
+  """Loaded once: re-evaluated on the manifest's slice, then fine-tuned
+  with a frozen backbone (the README's example)."""
   manifest = zoo.bundled_manifest(name)
   assert manifest['model'] == name and manifest['preset'] == 'cpu'
   assert manifest['data']['name'] == 'synthetic'
@@ -82,6 +85,7 @@ def test_bundled_checkpoint_matches_its_manifest(name, no_prior_fit):
   spec = manifest['slice_eval']
   assert abs(_slice_mpjpe(model, spec) - spec['mpjpe_mm']) <= (
       SLICE_TOLERANCE_MM)
+  _finetune_frozen_backbone(model, user_data)
 
 
 @pytest.mark.skipif(not BUNDLED, reason='no bundled checkpoint yet')
@@ -178,18 +182,24 @@ def test_predict_and_export_default_to_the_bundled_checkpoint(
   assert err.count('bundled models: lifting_deep') == 2
 
 
-def _finetune_frozen_backbone(model, tmp_path):
+@pytest.fixture(scope='module')
+def user_data(tmp_path_factory):
+  """A user's zoo-format TFRecords (8 train, 8 test examples), written once
+  for every fine-tuning test."""
+  from zoo.data import synthetic
+  path = str(tmp_path_factory.mktemp('user_tfrecords'))
+  for split in ('train', 'test'):
+    synthetic.generate(path, split, 8, seed=7, num_workers=1,
+                       progress=False)
+  return path
+
+
+def _finetune_frozen_backbone(model, user_data):
   """The README's fine-tuning example, on a user's zoo-format TFRecords:
   freeze the backbone, fit a few steps, check what moved, evaluate."""
   import keras
   from trainers import evaluation
   from zoo.data import pipeline
-  from zoo.data import synthetic
-  user_data = str(tmp_path / 'user_tfrecords')
-  for split in ('train', 'test'):
-    synthetic.generate(user_data, split, 8, seed=7, num_workers=1,
-                       progress=False)
-
   for layer in model.backbone:
     layer.trainable = False
   frozen = {v.path: v.numpy().copy()
@@ -219,16 +229,9 @@ def _finetune_frozen_backbone(model, tmp_path):
   assert np.isfinite(metrics['mpjpe_mm'])
 
 
-def test_finetune_with_frozen_backbone(published, tmp_path):
+def test_finetune_with_frozen_backbone(published, user_data):
   _finetune_frozen_backbone(zoo.load(published.name, root=published.root),
-                            tmp_path)
-
-
-@pytest.mark.skipif(not BUNDLED, reason='no bundled checkpoint yet')
-@pytest.mark.parametrize('name', BUNDLED)
-def test_finetune_bundled_checkpoint_with_frozen_backbone(name, tmp_path,
-                                                          no_prior_fit):
-  _finetune_frozen_backbone(zoo.load(name), tmp_path)
+                            user_data)
 
 
 def test_run_init_from_accepts_a_bundled_directory(published):
