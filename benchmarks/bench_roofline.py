@@ -106,7 +106,8 @@ def _setup(model_name: str, path: str):
   batch, config, data directory) as the trainer builds them."""
   import keras
   import tensorflow as tf
-  from trainers import checkpoints, distribute, train_lib
+  from trainers import distribute, train_lib
+  from zoo import weights as weights_lib
   if path == 'fast':
     distribute.configure_cpu_threads()
     precision, _ = distribute.resolve_precision('auto')
@@ -119,7 +120,7 @@ def _setup(model_name: str, path: str):
   if entry.prepare is not None:
     config = entry.prepare(config, tempfile.mkdtemp(), data.directory)
   keras.utils.set_random_seed(0)
-  model = checkpoints.build_model(entry, config)
+  model = weights_lib.build_model(entry, config)
   model.compile(optimizer=train_lib.make_optimizer(config.train))
   model.optimizer.build(model.trainable_variables)
   train_lib._skip_keras_symbolic_build(model)  # pylint: disable=protected-access

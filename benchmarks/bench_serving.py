@@ -66,16 +66,16 @@ def _rate(fn: Callable[[], Any], items: int, seconds: float,
 
 
 def _load_or_build(name: str, preset: str, checkpoints: str | None):
-  from trainers import checkpoints as ckpt
   from zoo import registry
+  from zoo import weights as weights_lib
   if checkpoints:
-    return ckpt.load_model(name, os.path.join(checkpoints, name))
+    return weights_lib.load_model(name, os.path.join(checkpoints, name))
   entry = registry.get(name)
   config = entry.config(preset)
   if entry.prepare is not None:
     config = entry.prepare(config, tempfile.mkdtemp(prefix='bench_prep_'),
                            None)
-  return ckpt.build_model(entry, config)
+  return weights_lib.build_model(entry, config)
 
 
 def bench_inference(model, export_dir: str, batch_sizes: Sequence[int],

@@ -36,7 +36,6 @@ from benchmarks.study_claims import model_overrides
 from benchmarks.study_claims import parse_models
 from benchmarks.study_report import render_markdown
 from benchmarks.study_report import write_chart
-from trainers import checkpoints
 from trainers import evaluation
 from trainers import train_lib
 from trainers.train_lib import METRICS_FILE
@@ -44,6 +43,7 @@ from zoo import config as config_lib
 from zoo import fileio
 from zoo import metrics as metrics_lib
 from zoo import registry
+from zoo import weights as weights_lib
 
 
 # ----------------------------------------------------------------------------
@@ -187,9 +187,9 @@ def load_run(name: str, workdir: str):
   config as trained: before `prepare` fills run-time fields such as a
   prior's path)."""
   entry = registry.get(base_model(name))
-  source = checkpoints.resolve(workdir)
-  checkpoints.verify_sha256(source)
-  config = checkpoints.config_for(entry, source)
+  source = weights_lib.resolve(workdir)
+  weights_lib.verify_sha256(source)
+  config = weights_lib.config_for(entry, source)
   data = (source.run_config or source.manifest or {}).get('data') or {}
   if data.get('name', train_lib.DATA_SYNTHETIC) == train_lib.DATA_SYNTHETIC:
     data_dir = train_lib.resolve_data(train_lib.DATA_SYNTHETIC, config,
@@ -200,8 +200,8 @@ def load_run(name: str, workdir: str):
   trained = config
   if entry.prepare is not None:  # e.g. re-fit a pose prior whose cache is gone
     config = entry.prepare(config, workdir, data_dir)
-  model = checkpoints.build_model(entry, config)
-  checkpoints.load_weights(model, source, verify=False)
+  model = weights_lib.build_model(entry, config)
+  weights_lib.load_weights(model, source, verify=False)
   return model, config, data_dir, trained
 
 

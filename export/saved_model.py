@@ -50,8 +50,9 @@ import numpy as np
 import tensorflow as tf
 
 from export import serving_module
-from zoo import fileio
 from export import warmup
+from zoo import fileio
+from zoo import weights as weights_lib
 
 METADATA_FILE = 'pose3d_zoo.json'
 MODELS_CONFIG = 'models.config'
@@ -363,9 +364,8 @@ def recover_interrupted(export_base: str) -> None:
 def export_checkpoint(name: str, checkpoint: str, export_base: str, *,
                       preset: str | None = None, **kwargs) -> str:
   """Loads model NAME from a workdir / weights file and exports it."""
-  from trainers import checkpoints
-  model = checkpoints.load_model(name, checkpoint, preset)
-  source = checkpoints.resolve(checkpoint)
+  model = weights_lib.load_model(name, checkpoint, preset)
+  source = weights_lib.resolve(checkpoint)
   meta = {'source': {'path': os.path.abspath(source.path),
                      'kind': source.kind, 'step': source.step,
                      'sha256': (source.manifest or {}).get('sha256'),

@@ -33,10 +33,6 @@ import tqdm
 from zoo import metrics as metrics_lib
 
 # Per-example features kept for the metrics (besides the predictions).
-# Where `python -m trainers.evaluate` writes a re-evaluation by default
-# (trainers.publish_lib reads it too).
-EVAL_FILE = 'metrics_eval.json'
-
 _GT_KEYS = ('joints3d_rel_mm', 'joints3d_cam_mm', 'joints2d_px',
             'joint_valid_2d', 'joint_valid_3d', 'joint_in_crop', 'has_3d',
             'action', 'subject', 'source', 'dataset')

@@ -44,10 +44,11 @@ from tqdm.auto import tqdm
 from trainers import checkpoints
 from zoo import config as config_lib
 from zoo import geometry
-from zoo import lift_lib
 from zoo import inference
+from zoo import lift_lib
 from zoo import registry
 from zoo import skeleton as skel
+from zoo import weights as weights_lib
 from zoo.c2f_volumetric import targets as targets_lib
 from zoo.data import mocap2d
 
@@ -111,7 +112,7 @@ def train(out_dir: str, preset: str = 'lift', steps: int | None = None,
   num_poses = num_poses or config.train.num_train_examples
   batch_size = config.train.batch_size
   tf.keras.utils.set_random_seed(seed)
-  model = checkpoints.build_model(entry, config)
+  model = weights_lib.build_model(entry, config)
   poses = load_poses('train', num_poses, seed, motion_file)
   test_poses = load_poses('test', num_test, seed, motion_file)
   logging.info('Training network 2 of %s (preset %s) on %d motion-capture '

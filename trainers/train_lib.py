@@ -53,7 +53,9 @@ from trainers import distribute
 from trainers import evaluation
 from zoo import config as config_lib
 from zoo import fileio
+from zoo import manifest as manifest_lib
 from zoo import registry
+from zoo import weights as weights_lib
 
 OPTIMIZERS = ('rmsprop', 'adam', 'adamw', 'sgd')
 DATA_SYNTHETIC = 'synthetic'
@@ -596,8 +598,8 @@ def train(model: str, *, preset: str = 'cpu', workdir: str | None = None,
                   'on_bad_record': on_bad_record,
                   'command': _command(command)}
     if chief:
-      checkpoints.atomic_write_json(
-          os.path.join(workdir, checkpoints.RUN_CONFIG_FILE), run_config)
+      fileio.atomic_write_json(
+          os.path.join(workdir, manifest_lib.RUN_CONFIG_FILE), run_config)
 
     previous_policy = distribute.set_precision(precision)
     try:
@@ -618,9 +620,9 @@ def train(model: str, *, preset: str = 'cpu', workdir: str | None = None,
 
 
 def _check_workdir(workdir: str, model: str) -> None:
-  path = os.path.join(workdir, checkpoints.RUN_CONFIG_FILE)
+  path = os.path.join(workdir, manifest_lib.RUN_CONFIG_FILE)
   if os.path.exists(path):
-    previous = checkpoints.read_json(path)
+    previous = fileio.read_json(path)
     if previous.get('model') not in (None, model):
       raise ValueError(f'workdir {workdir} belongs to model '
                        f'{previous["model"]!r}, not {model!r}; choose another '
@@ -634,23 +636,23 @@ def _train(entry, config, preset, workdir, own_dir, chief, dist, data_info,
   from zoo.data import pipeline
   train_cfg = config.train
   keras.utils.set_random_seed(seed)
-  resuming = checkpoints.latest_checkpoint_step(workdir)[0] is not None
+  resuming = weights_lib.latest_checkpoint_step(workdir)[0] is not None
   with dist.scope():
-    model = checkpoints.build_model(entry, config)
+    model = weights_lib.build_model(entry, config)
     if init_from and not resuming:
       # Before compile, so the file's model weights alone are loaded.
       source = checkpoints.load_init_weights(model, init_from, entry.name,
                                              preset)
       run_config['init_from'] = {
           'path': os.path.abspath(source.path), 'model': source.model_name,
-          'step': source.step, 'sha256': checkpoints.source_sha256(source)}
+          'step': source.step, 'sha256': weights_lib.source_sha256(source)}
     model.compile(optimizer=make_optimizer(train_cfg))
     model.optimizer.build(model.trainable_variables)
   _skip_keras_symbolic_build(model)
   if isinstance(dist, tf.distribute.MultiWorkerMirroredStrategy):
     _fix_multi_worker_logs(model)
   ckpt = checkpoints.TrainingCheckpoint(
-      os.path.join(own_dir, checkpoints.CHECKPOINT_DIR), model,
+      os.path.join(own_dir, manifest_lib.CHECKPOINT_DIR), model,
       model.optimizer)
   start_step = _restore(ckpt, workdir, own_dir)
   target = int(train_cfg.steps)
@@ -659,7 +661,7 @@ def _train(entry, config, preset, workdir, own_dir, chief, dist, data_info,
     # A finished run only evaluates: it evaluates the final weights file it
     # wrote, byte for byte, and keeps it (a checkpoint from an older
     # version lacks some batch-norm statistics, module checkpoints).
-    checkpoints.load_weights(model, final)
+    weights_lib.load_weights(model, final)
   if start_step > 0:
     if init_from:
       logging.info('Resuming at step %d; --init_from is ignored.', start_step)
@@ -764,7 +766,7 @@ def _train(entry, config, preset, workdir, own_dir, chief, dist, data_info,
   else:
     manifest = checkpoints.write_final(workdir, model, manifest)
     logging.info('Wrote %s (sha256 %s).',
-                 os.path.join(workdir, checkpoints.WEIGHTS_FILE),
+                 os.path.join(workdir, manifest_lib.WEIGHTS_FILE),
                  manifest['sha256'])
   if not run_evaluation:
     result.manifest = manifest
@@ -802,10 +804,10 @@ def _train(entry, config, preset, workdir, own_dir, chief, dist, data_info,
                                train_cfg.num_train_examples),
         num_eval_examples=train_cfg.num_eval_examples)
   _write_eval_summaries(os.path.join(workdir, 'tb'), metrics, state.step)
-  checkpoints.atomic_write_json(os.path.join(workdir, METRICS_FILE), metrics)
+  fileio.atomic_write_json(os.path.join(workdir, METRICS_FILE), metrics)
   manifest['metrics'] = metrics
-  checkpoints.atomic_write_json(
-      os.path.join(workdir, checkpoints.MANIFEST_FILE), manifest)
+  fileio.atomic_write_json(
+      os.path.join(workdir, manifest_lib.MANIFEST_FILE), manifest)
   print(evaluation.format_report(metrics), flush=True)
   result.metrics, result.manifest = metrics, manifest
   return result
@@ -824,11 +826,11 @@ def _float32_model(entry, config, model, workdir: str):
   previous = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy('float32')
   try:
-    float_model = checkpoints.build_model(entry, config)
+    float_model = weights_lib.build_model(entry, config)
   finally:
     keras.mixed_precision.set_global_policy(previous)
-  checkpoints.load_weights(float_model,
-                           os.path.join(workdir, checkpoints.WEIGHTS_FILE))
+  weights_lib.load_weights(float_model,
+                           os.path.join(workdir, manifest_lib.WEIGHTS_FILE))
   return float_model
 
 
@@ -870,17 +872,17 @@ def _restore(ckpt: checkpoints.TrainingCheckpoint, workdir: str,
     return ckpt.restore_latest()
   # Non-chief workers restore what the chief saved.
   chief_ckpt = checkpoints.TrainingCheckpoint(
-      os.path.join(workdir, checkpoints.CHECKPOINT_DIR),
+      os.path.join(workdir, manifest_lib.CHECKPOINT_DIR),
       ckpt.checkpoint.model, ckpt.checkpoint.optimizer)
   step = chief_ckpt.restore_latest()
   ckpt.step.assign(step)
   return step
 
 
-def _final_weights(workdir: str, step: int) -> checkpoints.Source | None:
+def _final_weights(workdir: str, step: int) -> weights_lib.Source | None:
   """The workdir's final weights file if its manifest is for `step`."""
   try:
-    source = checkpoints.resolve(workdir)
+    source = weights_lib.resolve(workdir)
   except FileNotFoundError:
     return None
   if source.kind != 'h5' or not source.manifest or \
@@ -899,7 +901,7 @@ def _reset_learning_rate(optimizer, learning_rate: float) -> None:
 
 def _previous_metrics(workdir: str) -> dict:
   path = os.path.join(workdir, METRICS_FILE)
-  return checkpoints.read_json(path) if os.path.exists(path) else {}
+  return fileio.read_json(path) if os.path.exists(path) else {}
 
 
 def _write_eval_summaries(logdir: str, metrics: Mapping[str, Any],

@@ -12,11 +12,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import json
 import os
 import re
 import shutil
 import tempfile
-from typing import Iterator
+from typing import Any, Iterator
+
+import numpy as np
 
 
 def current_umask() -> int:
@@ -155,3 +158,32 @@ def exchange_paths(first: str, second: str) -> bool:
   if error in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
     return False
   raise OSError(error, os.strerror(error), first, None, second)
+
+
+# ----------------------------------------------------------------------------
+# JSON
+# ----------------------------------------------------------------------------
+
+def atomic_write_json(path: str, obj: Any) -> None:
+  """Writes `obj` as indented, key-sorted JSON to `path` atomically (NumPy
+  scalars and arrays and bytes are converted)."""
+  atomic_write_text(path, json.dumps(
+      obj, indent=2, sort_keys=True, default=_json_default) + '\n')
+
+
+def _json_default(value):
+  if isinstance(value, np.integer):
+    return int(value)
+  if isinstance(value, np.floating):
+    return float(value)
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  if isinstance(value, bytes):
+    return value.decode()
+  raise TypeError(f'cannot write {type(value).__name__} to JSON: {value!r}')
+
+
+def read_json(path: str) -> Any:
+  """The JSON value in file `path`."""
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)

@@ -35,10 +35,11 @@ import numpy as np
 from zoo import fileio
 from zoo import skeleton as skel
 from zoo import visualize
+from zoo import weights as weights_lib
 from zoo.inference import DEFAULT_FOV_DEG
+from zoo.inference import OUTPUT_KEYS
 from zoo.inference import export_metadata
 from zoo.inference import make_intrinsics
-from zoo.inference import OUTPUT_KEYS
 from zoo.inference import parse_box
 from zoo.inference import read_image
 from zoo.inference import run_keras
@@ -52,9 +53,8 @@ _log = logging.getLogger('zoo.predict')
 # ----------------------------------------------------------------------------
 
 def load_checkpoint(name: str, checkpoint: str):
-  """A zoo model with trained weights (trainers.checkpoints.load_model)."""
-  from trainers import checkpoints
-  return checkpoints.load_model(name, checkpoint)
+  """A zoo model with trained weights (zoo.weights.load_model)."""
+  return weights_lib.load_model(name, checkpoint)
 
 
 def write_json_atomic(path: str, obj: Any) -> None:

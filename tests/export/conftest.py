@@ -43,6 +43,7 @@ def exported(tmp_path_factory) -> Exported:
   from trainers import checkpoints
   from zoo import config as config_lib
   from zoo import registry
+  from zoo import weights as weights_lib
 
   base = str(tmp_path_factory.mktemp('export_base'))
   names = sorted(registry.zoo_names() + [export_test_model.NAME])
@@ -61,7 +62,7 @@ def exported(tmp_path_factory) -> Exported:
     if entry.prepare is not None:
       config = entry.prepare(config, workdir, None)
     tf.keras.utils.set_random_seed(1)
-    model = checkpoints.build_model(entry, config)
+    model = weights_lib.build_model(entry, config)
     checkpoints.write_final(workdir, model, {
         'model': name, 'preset': 'smoke', 'steps': 0,
         'config': config_lib.to_dict(config)})

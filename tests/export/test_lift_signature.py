@@ -11,8 +11,8 @@ from export import client as client_lib
 from export import saved_model
 from export import serve
 from export import warmup
-from zoo import lift_lib
 from zoo import inference
+from zoo import lift_lib
 from zoo import skeleton as skel
 
 NAME = 'decoupled_volumetric'
@@ -20,11 +20,11 @@ NAME = 'decoupled_volumetric'
 
 @pytest.fixture(scope='module')
 def export(tmp_path_factory):
-  from trainers import checkpoints
   from zoo import registry
+  from zoo import weights as weights_lib
   entry = registry.get(NAME)
   tf.keras.utils.set_random_seed(5)
-  model = checkpoints.build_model(entry, entry.config('smoke'))
+  model = weights_lib.build_model(entry, entry.config('smoke'))
   base = str(tmp_path_factory.mktemp('lift_export'))
   path = saved_model.export_model(model, base, NAME, verify=True)
   return model, base, path

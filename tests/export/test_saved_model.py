@@ -315,10 +315,10 @@ def test_versions_and_atomic_failure(exported, tmp_path, monkeypatch):
 
 
 def test_verify_rejects_a_broken_model(exported, tmp_path):
-  from trainers import checkpoints
   from zoo import registry
+  from zoo import weights as weights_lib
   entry = registry.get('export_test')
-  model = checkpoints.build_model(entry, entry.config('smoke'))
+  model = weights_lib.build_model(entry, entry.config('smoke'))
   model.head.kernel.assign(np.full(model.head.kernel.shape, np.nan))
   base = str(tmp_path / 'base')
   with pytest.raises(RuntimeError, match='not finite'):

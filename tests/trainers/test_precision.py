@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainers import checkpoints
 from trainers import train_lib
 from zoo import base
 from zoo import registry
+from zoo import weights as weights_lib
 from zoo.layers.normalization import BatchNormalization
 
 # One model of each paper (the contract test runs every registered model).
@@ -80,8 +80,8 @@ def test_bfloat16_training_then_float32_fine_tuning(name, tiny_data,
   # The bfloat16 run's weights in a float32 model: the same predictions up
   # to bfloat16 rounding.
   entry = registry.get(name)
-  float_model = checkpoints.build_model(entry, model.config)
-  checkpoints.load_weights(float_model, str(tmp_path / 'bf16'))
+  float_model = weights_lib.build_model(entry, model.config)
+  weights_lib.load_weights(float_model, str(tmp_path / 'bf16'))
   # (lifting_deep's non-trainable lifting constants are recomputed from its
   # prior at build, in the build's precision.)
   loaded = {w.path: w.numpy() for w in float_model.weights}

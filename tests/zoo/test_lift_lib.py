@@ -40,11 +40,11 @@ def prior_lifter():
 @pytest.fixture(scope='module')
 def decoupled_model():
   import tensorflow as tf
-  from trainers import checkpoints
   from zoo import registry
+  from zoo import weights as weights_lib
   entry = registry.get('decoupled_volumetric')
   tf.keras.utils.set_random_seed(3)
-  return checkpoints.build_model(
+  return weights_lib.build_model(
       entry, entry.config('smoke', train_mode='network2_mocap'))
 
 

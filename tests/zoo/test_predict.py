@@ -24,10 +24,11 @@ def workdir(tmp_path_factory):
   """A smoke model's weights + manifest, as the trainer writes them."""
   from trainers import checkpoints
   from zoo import config as config_lib
+  from zoo import weights as weights_lib
   entry = registry.get(MODEL)
   config = entry.config('smoke')
   tf.keras.utils.set_random_seed(3)
-  model = checkpoints.build_model(entry, config)
+  model = weights_lib.build_model(entry, config)
   path = str(tmp_path_factory.mktemp('predict_workdir'))
   checkpoints.write_final(path, model, {
       'model': MODEL, 'preset': 'smoke', 'steps': 0,
