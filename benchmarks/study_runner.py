@@ -38,38 +38,34 @@ from benchmarks.study_report import render_markdown
 from benchmarks.study_report import write_chart
 from trainers import evaluation
 from trainers import train_lib
-from trainers.train_lib import METRICS_FILE
 from zoo import config as config_lib
 from zoo import fileio
 from zoo import metrics as metrics_lib
 from zoo import registry
 from zoo import weights as weights_lib
+from zoo.manifest import METRICS_FILE
+from zoo.manifest import RUN_CONFIG_FILE
 
 
 # ----------------------------------------------------------------------------
 # Runs: find, train, evaluate
 # ----------------------------------------------------------------------------
 
-def _read_json(path: str) -> dict:
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
-
-
 def _run_matches(name: str, preset: str, workdir: str) -> str | None:
   """None if `workdir` is a finished run of `name` at `preset`, else why not."""
   path = os.path.join(workdir, METRICS_FILE)
   if not os.path.exists(path):
     return f'no {METRICS_FILE}'
-  metrics = _read_json(path)
+  metrics = fileio.read_json(path)
   base = base_model(name)
   if metrics.get('model') not in (None, base):
     return f'it is a run of {metrics.get("model")!r}'
   if metrics.get('preset') not in (None, preset):
     return f'it used preset {metrics.get("preset")!r}'
-  config_path = os.path.join(workdir, 'config.json')
+  config_path = os.path.join(workdir, RUN_CONFIG_FILE)
   wanted = model_overrides(name, preset)
   if wanted:
-    config = (_read_json(config_path).get('config') or {}) if os.path.exists(
+    config = (fileio.read_json(config_path).get('config') or {}) if os.path.exists(
         config_path) else {}
     for key, value in wanted.items():
       have: Any = config
@@ -81,7 +77,7 @@ def _run_matches(name: str, preset: str, workdir: str) -> str | None:
         return f'its config has {key}={have!r}, not {value!r}'
   elif os.path.exists(config_path):
     # A registered model's run must not be one of its ablations.
-    config = _read_json(config_path).get('config') or {}
+    config = fileio.read_json(config_path).get('config') or {}
     for pseudo in PSEUDO_MODELS.values():
       if pseudo.base != name:
         continue
@@ -250,7 +246,7 @@ def inference_speed(model, config, data_dir: str, *, batch: int,
 def study_result(name: str, preset: str, workdir: str, source: str,
                  args: argparse.Namespace) -> dict[str, Any]:
   """Metrics, truncated-crop metrics and speeds of one finished run."""
-  metrics = _read_json(os.path.join(workdir, METRICS_FILE))
+  metrics = fileio.read_json(os.path.join(workdir, METRICS_FILE))
   result = dict(metrics)
   result.update({'model': name, 'base_model': base_model(name),
                  'overrides': {k: list(v) if isinstance(v, tuple) else v
@@ -387,7 +383,7 @@ def run_study(args: argparse.Namespace, argv: Sequence[str] = ()
 
 def _budget_met(workdir: str, steps: int | None,
                 seconds: float | None) -> bool:
-  metrics = _read_json(os.path.join(workdir, METRICS_FILE))
+  metrics = fileio.read_json(os.path.join(workdir, METRICS_FILE))
   if seconds:
     return float(metrics.get('train_seconds') or 0.) >= 0.95 * seconds or (
         steps is not None and int(metrics.get('steps') or 0) >= steps)

@@ -51,6 +51,7 @@ import tensorflow as tf
 
 from export import serving_module
 from export import warmup
+from zoo import base
 from zoo import fileio
 from zoo import weights as weights_lib
 
@@ -183,10 +184,7 @@ def _metadata(model, module: serving_module.PoseServingModule,
       'flip_test': module._flip_test,
       'signatures': {name: {s.name: _spec_json(s) for s in specs}
                      for name, specs in module.input_specs().items()},
-      'outputs': {'poses3d_cam_mm': 'mm, camera frame of the input image',
-                  'poses3d_rel_mm': 'mm, root-relative, camera axes',
-                  'poses2d_px': 'pixels of the input image',
-                  'confidence': 'per joint, 0..1'},
+      'outputs': dict(base.OUTPUT_UNITS),
       'config': config_dict,
       **(extra or {}),
   }

@@ -81,6 +81,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
 from export import warmup as warmup_lib
+from zoo import fileio
 
 DEFAULT_SIGNATURE = 'serving_default'
 MAX_MESSAGE_BYTES = 2 ** 31 - 1  # TF Serving's limit (int32 max)
@@ -1182,10 +1183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       max_workers=args.grpc_max_threads)
   ports = {'grpc': running.grpc_port, 'rest': running.rest_port}
   if args.port_file:
-    tmp = args.port_file + '.tmp'
-    with open(tmp, 'w') as f:
-      json.dump(ports, f)
-    os.replace(tmp, args.port_file)
+    fileio.atomic_write_text(args.port_file, json.dumps(ports))
   served = {name: sorted(m.servables)
             for name, m in running.core.models.items()}
   print(f'Serving {served} on gRPC {args.host}:{running.grpc_port}' +

@@ -31,11 +31,11 @@ from typing import Any, Callable, Sequence
 import tensorflow as tf
 
 from zoo import inference
+from zoo.base import OUTPUT_KEYS
 from zoo.data import records
 
 DEFAULT_SIGNATURE = 'serving_default'
 BYTES_SIGNATURE = 'serving_bytes'
-OUTPUT_KEYS = inference.OUTPUT_KEYS
 EXTRA_SIGNATURES_METHOD = 'extra_serving_signatures'
 
 IMAGES_SPEC = tf.TensorSpec([None, None, None, 3], tf.uint8, name='images')

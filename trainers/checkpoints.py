@@ -139,32 +139,16 @@ class TrainingCheckpoint:
 # Final weights + manifest
 # ----------------------------------------------------------------------------
 
-def _save_weights_tmp(model: keras.Model, path: str) -> str:
-  """model.save_weights to a temporary `.weights.h5` name next to `path`."""
+def _check_weights_path(path: str) -> None:
   if not path.endswith('.weights.h5'):
     raise ValueError(f'weights path must end in .weights.h5, got {path!r}')
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  tmp = os.path.join(directory, f'.tmp-{os.getpid()}-'
-                     f'{os.path.basename(path)}')
-  try:
-    model.save_weights(tmp)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-  return tmp
 
 
 def save_weights_atomic(model: keras.Model, path: str) -> str:
   """model.save_weights to a temporary `.weights.h5` name, then rename."""
-  tmp = _save_weights_tmp(model, path)
-  try:
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  _check_weights_path(path)
+  with fileio.atomic_path(path, suffix='.weights.h5') as tmp:
+    model.save_weights(tmp)
   return path
 
 
@@ -195,18 +179,15 @@ def write_final(workdir: str, model: keras.Model,
                        os.path.join(workdir, WEIGHTS_FILE) if os.path.exists(
                            os.path.join(workdir, WEIGHTS_FILE)) else None)
   path = os.path.join(workdir, WEIGHTS_FILE)
-  tmp = _save_weights_tmp(weights_only_copy(model), path)
   pending = os.path.join(workdir, PENDING_MANIFEST_FILE)
-  try:
+  # The weights are renamed into place when the block ends, after the
+  # pending manifest describing them is on disk.
+  with fileio.atomic_path(path, suffix='.weights.h5') as tmp:
+    weights_only_copy(model).save_weights(tmp)
     manifest = dict(manifest, weights_file=WEIGHTS_FILE,
                     sha256=sha256_file(tmp),
                     manifest_version=MANIFEST_VERSION)
     fileio.atomic_write_json(pending, manifest)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
   os.replace(pending, os.path.join(workdir, MANIFEST_FILE))
   return manifest
 

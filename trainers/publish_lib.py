@@ -273,7 +273,7 @@ def _finished_run(name: str, preset: str, workdir: str):
   if target is not None and (manifest.get('steps') or 0) < target:
     problems.append(f'it stopped at step {manifest.get("steps")} of {target}')
   if not manifest.get('metrics'):
-    metrics_path = os.path.join(workdir, 'metrics.json')
+    metrics_path = os.path.join(workdir, manifest_lib.METRICS_FILE)
     metrics = fileio.read_json(metrics_path) if os.path.exists(
         metrics_path) else {}
     if metrics.get('steps') == manifest.get('steps') and 'mpjpe_mm' in metrics:
@@ -293,7 +293,7 @@ def _finished_run(name: str, preset: str, workdir: str):
 
 
 _EVAL_SOURCE = ('python -m trainers.evaluate of the final weights, after '
-                'training (metrics_eval.json)')
+                f'training ({manifest_lib.EVAL_FILE})')
 
 
 def later_evaluation(workdir: str, manifest: Mapping[str, Any]

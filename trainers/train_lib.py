@@ -56,10 +56,10 @@ from zoo import fileio
 from zoo import manifest as manifest_lib
 from zoo import registry
 from zoo import weights as weights_lib
+from zoo.manifest import METRICS_FILE
 
 OPTIMIZERS = ('rmsprop', 'adam', 'adamw', 'sgd')
 DATA_SYNTHETIC = 'synthetic'
-METRICS_FILE = 'metrics.json'
 LOG_FILE = 'train.log'
 BASELINE_TRAIN_EXAMPLES = 1000
 

@@ -40,6 +40,16 @@ import keras
 import tensorflow as tf
 
 OUTPUT_KEYS = ('poses3d_rel_mm', 'poses3d_cam_mm', 'poses2d_px', 'confidence')
+# What each output holds, in its units and frame, for the files that carry
+# them (zoo.predict's poses.json, an export's metadata). Image-level outputs
+# (after zoo.inference maps a crop back to the image it came from).
+OUTPUT_UNITS = {
+    'poses3d_rel_mm': 'mm, root (pelvis) relative, camera axes',
+    'poses3d_cam_mm': 'mm, camera frame of the input image (x right, y down, '
+                      'z forward)',
+    'poses2d_px': 'pixels of the input image (x right, y down)',
+    'confidence': 'per joint, 0..1',
+}
 
 
 def replica_scaled(loss: tf.Tensor) -> tf.Tensor:

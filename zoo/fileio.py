@@ -164,11 +164,11 @@ def exchange_paths(first: str, second: str) -> bool:
 # JSON
 # ----------------------------------------------------------------------------
 
-def atomic_write_json(path: str, obj: Any) -> None:
-  """Writes `obj` as indented, key-sorted JSON to `path` atomically (NumPy
-  scalars and arrays and bytes are converted)."""
+def atomic_write_json(path: str, obj: Any, sort_keys: bool = True) -> None:
+  """Writes `obj` as indented JSON to `path` atomically (NumPy scalars and
+  arrays and bytes are converted; keys sorted unless `sort_keys` is False)."""
   atomic_write_text(path, json.dumps(
-      obj, indent=2, sort_keys=True, default=_json_default) + '\n')
+      obj, indent=2, sort_keys=sort_keys, default=_json_default) + '\n')
 
 
 def _json_default(value):

@@ -28,7 +28,7 @@ from zoo.base import OUTPUT_KEYS
 from zoo.data import records
 from zoo.data.records import DEFAULT_FOV_DEG
 
-__all__ = ['OUTPUT_KEYS', 'DEFAULT_FOV_DEG', 'crop_settings', 'crop_images',
+__all__ = ['crop_settings', 'crop_images',
            'predict_crops', 'predict_in_image', 'read_image', 'parse_box',
            'make_intrinsics', 'run_keras', 'run_saved_model',
            'export_metadata']

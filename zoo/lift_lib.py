@@ -64,6 +64,7 @@ from zoo import metrics
 from zoo import skeleton as skel
 from zoo import visualize
 from zoo.base import OUTPUT_KEYS
+from zoo.data import records
 
 MODELS = ('lifting_deep', 'decoupled_volumetric')
 # A joint counts as detected when its score is at least this.
@@ -413,8 +414,8 @@ def keypoint_crop_tf(keypoints2d_px, valid, intrinsics, input_size: int,
 def keypoint_heatmaps_tf(keypoints_crop_px, valid, config) -> tf.Tensor:
   """[B, H, W, 17] Gaussian heatmaps (config.sigma cells) of crop keypoints;
   invalid joints (or outside the grid) get an all-zero channel."""
-  from zoo.c2f_volumetric import targets as targets_lib
   from zoo import heatmaps
+  from zoo.c2f_volumetric import targets as targets_lib
   h = config.heatmap_size
   xy = targets_lib.crop_px_to_heatmap(tf.cast(keypoints_crop_px, tf.float32),
                                       config.input_size, h)
@@ -727,7 +728,7 @@ def lift_file(*, model: str, keypoints_path: str, out_dir: str,
       'persons': entries,
   }
   if focal_px is None:
-    doc['default_fov_deg'] = inference.DEFAULT_FOV_DEG
+    doc['default_fov_deg'] = records.DEFAULT_FOV_DEG
   json_path = os.path.join(out_dir, JSON_FILE)
   fileio.atomic_write_text(json_path, json.dumps(doc, indent=1) + '\n')
   _log.info('Lifted %d of %d persons; wrote %s.', len(results), len(persons),

@@ -36,8 +36,9 @@ from zoo import fileio
 from zoo import skeleton as skel
 from zoo import visualize
 from zoo import weights as weights_lib
-from zoo.inference import DEFAULT_FOV_DEG
-from zoo.inference import OUTPUT_KEYS
+from zoo.base import OUTPUT_KEYS
+from zoo.base import OUTPUT_UNITS
+from zoo.data.records import DEFAULT_FOV_DEG
 from zoo.inference import export_metadata
 from zoo.inference import make_intrinsics
 from zoo.inference import parse_box
@@ -55,10 +56,6 @@ _log = logging.getLogger('zoo.predict')
 def load_checkpoint(name: str, checkpoint: str):
   """A zoo model with trained weights (zoo.weights.load_model)."""
   return weights_lib.load_model(name, checkpoint)
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-  fileio.atomic_write_text(path, json.dumps(obj, indent=2) + '\n')
 
 
 def predict_file(*, model: str | None, image_path: str, out_dir: str,
@@ -120,16 +117,12 @@ def predict_file(*, model: str | None, image_path: str, out_dir: str,
       'default_fov_deg': DEFAULT_FOV_DEG if focal_px is None else None,
       'flip_test': bool(flip_test),
       'joint_names': list(skel.H36M17.joint_names),
-      'units': {'poses3d_cam_mm': 'mm, camera frame (x right, y down, z '
-                                  'forward)',
-                'poses3d_rel_mm': 'mm, root (pelvis) relative, camera axes',
-                'poses2d_px': 'pixels of the input image (x right, y down)',
-                'confidence': 'per joint, 0..1'},
+      'units': dict(OUTPUT_UNITS),
   }
   doc.update({k: np.asarray(result[k], np.float64).round(3).tolist()
               for k in OUTPUT_KEYS})
   json_path = os.path.join(out_dir, 'poses.json')
-  write_json_atomic(json_path, doc)
+  fileio.atomic_write_json(json_path, doc, sort_keys=False)
   png_path = visualize.save_figure(os.path.join(out_dir, 'poses.png'), image, result,
                                    box_xywh,
                                    title=f'{model}: {os.path.basename(image_path)}')

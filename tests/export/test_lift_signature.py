@@ -11,7 +11,7 @@ from export import client as client_lib
 from export import saved_model
 from export import serve
 from export import warmup
-from zoo import inference
+from zoo import base
 from zoo import lift_lib
 from zoo import skeleton as skel
 
@@ -51,7 +51,7 @@ def test_matches_keras_and_geometry(export):
   keras_out = lift_lib.lift_decoupled_tf(model, *[
       tf.constant(request[k]) for k in ('keypoints2d_px', 'scores',
                                         'intrinsics')])
-  for key in inference.OUTPUT_KEYS:
+  for key in base.OUTPUT_KEYS:
     np.testing.assert_allclose(served[key].numpy(), keras_out[key].numpy(),
                                rtol=1e-4, atol=1e-2)
   # Detected joints keep their keypoints; missing ones have confidence 0.

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from zoo import base
 from zoo import inference
 from zoo import predict
 from zoo import registry
@@ -74,7 +75,7 @@ def test_predict_in_image_maps_crop_poses_back(workdir):
   np.testing.assert_allclose(out['poses3d_cam_mm'], cam, rtol=1e-4, atol=1e-2)
   np.testing.assert_allclose(out['poses3d_rel_mm'], rel, rtol=1e-4, atol=1e-2)
   np.testing.assert_allclose(out['confidence'], crop_poses['confidence'])
-  for key in inference.OUTPUT_KEYS:
+  for key in base.OUTPUT_KEYS:
     assert out[key].dtype == tf.float32
   # Rotating by R^T keeps distances: the root-relative pose's bone lengths
   # are those of the crop-frame prediction.
@@ -151,7 +152,7 @@ def test_cli_checkpoint_and_saved_model_agree(workdir, image_path, tmp_path,
                        f'--image={image_path}', '--box=5,10,60,80',
                        '--focal=120', f'--out={out_ckpt2}']) == 0
   doc_ckpt2 = _check_outputs(out_ckpt2, (100, 80))
-  for key in inference.OUTPUT_KEYS:
+  for key in base.OUTPUT_KEYS:
     scale = max(1., np.abs(doc_ckpt2[key]).max())
     np.testing.assert_allclose(doc_sm[key], doc_ckpt2[key], rtol=1e-3,
                                atol=2e-3 * scale, err_msg=key)
