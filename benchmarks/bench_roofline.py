@@ -44,10 +44,11 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags  # noqa: E402
 
+from zoo import registry  # noqa: E402
+
 FLAGS = flags.FLAGS
-flags.DEFINE_list('models', ['c2f_volumetric', 'volumetric_stacked',
-                             'coordinate_regression', 'decoupled_volumetric',
-                             'lifting_deep', 'metrabs'], 'Registered models.')
+flags.DEFINE_list('models', None, 'Registered models (default: every zoo '
+                  'model, zoo.registry.zoo_names()).')
 flags.DEFINE_string('preset', 'cpu', 'Preset of every model.')
 flags.DEFINE_boolean('roof', True, 'Measure the roof (conv and matmul).')
 flags.DEFINE_list('paths', ['fast', 'float32'], 'Paths of this tree: fast '
@@ -269,9 +270,10 @@ def main(argv):
   results['bf16_conv_roof_gflop_per_cpu_second'] = bf16_roof
   print(f'  bfloat16 conv roof per CPU-second: {bf16_roof:.0f} GFLOP')
 
+  models = FLAGS.models or registry.zoo_names()
   steps = []
   print('\nTraining step (one in-memory batch, the compiled train function):')
-  for model in FLAGS.models:
+  for model in models:
     plan = [(path, None) for path in FLAGS.paths]
     if FLAGS.baseline_tree:
       plan.append(('baseline', FLAGS.baseline_tree))
@@ -295,7 +297,7 @@ def main(argv):
   by_key = {(r['model'], r['path']): r for r in steps}
   reference = 'baseline' if FLAGS.baseline_tree else 'float32'
   speedups = {}
-  for model in FLAGS.models:
+  for model in models:
     fast, ref = by_key.get((model, 'fast')), by_key.get((model, reference))
     if fast and ref:
       speedups[model] = (fast['examples_per_second'] /

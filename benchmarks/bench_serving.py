@@ -33,7 +33,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -43,10 +42,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-# The repository root: the server subprocess runs from it.
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 import tensorflow as tf  # noqa: E402
+
+from benchmarks import server_process  # noqa: E402
 
 
 def _rate(fn: Callable[[], Any], items: int, seconds: float,
@@ -105,26 +103,6 @@ def bench_inference(model, export_dir: str, batch_sizes: Sequence[int],
                              warmup=1, min_repeats=2),
     }
   return results
-
-
-def start_server(base: str, log_path: str) -> tuple[subprocess.Popen, int]:
-  port_file = os.path.join(os.path.dirname(log_path), 'ports.json')
-  env = dict(os.environ, PYTHONPATH=_REPO, TF_CPP_MIN_LOG_LEVEL='2')
-  with open(log_path, 'w') as log:
-    process = subprocess.Popen(
-        [sys.executable, '-m', 'export.serve', f'--model_base_path={base}',
-         '--port=0', '--rest_api_port=0', f'--port_file={port_file}',
-         '--file_system_poll_wait_seconds=0'],
-        cwd=_REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-  deadline = time.time() + 900
-  while not os.path.exists(port_file):
-    if process.poll() is not None or time.time() > deadline:
-      process.kill()
-      with open(log_path) as f:
-        raise RuntimeError(f'export.serve did not start:\n{f.read()[-3000:]}')
-    time.sleep(0.2)
-  with open(port_file) as f:
-    return process, json.load(f)['grpc']
 
 
 def bench_grpc(target: str, name: str, signature: str, image_hw, clients: int,
@@ -245,7 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
           'inference': bench_inference(model, export_dir, batch_sizes,
                                        image_hw, args.seconds)}
     if not args.no_grpc:
-      process, port = start_server(base, os.path.join(base, 'server.log'))
+      process, ports = server_process.start_server(
+          base, os.path.join(base, 'server.log'))
+      port = ports['grpc']
       try:
         for name in names:
           print(f'[{name}] gRPC latency, {args.clients} clients ...',

@@ -22,14 +22,14 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 
 from absl import app
 from absl import flags
+
+from benchmarks import server_process
 
 FLAGS = flags.FLAGS
 
@@ -69,26 +69,6 @@ def peak_rss_mb(pid: int) -> float | None:
   except OSError:
     return None
   return None
-
-
-def start_server(base: str, log_path: str) -> tuple[subprocess.Popen, dict]:
-  port_file = os.path.join(os.path.dirname(log_path), 'ports.json')
-  env = dict(os.environ, PYTHONPATH=_REPO, TF_CPP_MIN_LOG_LEVEL='2')
-  with open(log_path, 'w') as log:
-    process = subprocess.Popen(
-        [sys.executable, '-m', 'export.serve', f'--model_base_path={base}',
-         '--port=0', '--rest_api_port=-1', f'--port_file={port_file}',
-         '--file_system_poll_wait_seconds=0.5'],
-        cwd=_REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-  deadline = time.time() + 900
-  while not os.path.exists(port_file):
-    if process.poll() is not None or time.time() > deadline:
-      process.kill()
-      with open(log_path) as f:
-        raise RuntimeError(f'export.serve did not start:\n{f.read()[-3000:]}')
-    time.sleep(0.2)
-  with open(port_file) as f:
-    return process, json.load(f)
 
 
 class Tally:
@@ -137,7 +117,9 @@ def soak(model: str, workdir: str | None, clients: int, seconds: float,
     checkpoint = workdir or zoo.bundled_checkpoint(model)
     saved_model.export_checkpoint(model, checkpoint, base, verify=False)
     model_dir = os.path.join(base, model)
-    process, ports = start_server(model_dir, os.path.join(root, 'server.log'))
+    process, ports = server_process.start_server(
+        model_dir, os.path.join(root, 'server.log'), rest_api_port=-1,
+        poll_seconds=0.5)
     image = warmup.image_request(1, *image_hw, seed=0)
     encoded = warmup.bytes_request([image_hw], seed=0, formats=('jpeg',))
     tallies = {'grpc': Tally(), 'rest': Tally()}
