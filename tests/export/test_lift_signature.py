@@ -10,6 +10,7 @@ import tensorflow as tf
 from export import client as client_lib
 from export import saved_model
 from export import serve
+from export import serving_core
 from export import warmup
 from zoo import base
 from zoo import lift_lib
@@ -101,7 +102,7 @@ def test_server_and_client(export, tmp_path, capsys):
   assert info['persons'] == [0, 1] and info['skipped'][0]['index'] == 2
   np.testing.assert_allclose(inputs['keypoints2d_px'],
                              request['keypoints2d_px'])
-  server = serve.start_server([serve.ModelConfig(NAME, os.path.join(base,
+  server = serve.start_server([serving_core.ModelConfig(NAME, os.path.join(base,
                                                                     NAME))],
                               port=0, rest_api_port=0)
   try:
