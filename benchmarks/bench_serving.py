@@ -27,24 +27,30 @@ with the figures. Prints a Markdown table and writes JSON (`--out`).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from typing import Any, Callable, Sequence
 
+from absl import flags
 import numpy as np
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import tensorflow as tf  # noqa: E402
 
 from benchmarks import server_process  # noqa: E402
+from export import client as client_lib  # noqa: E402
+from export import saved_model  # noqa: E402
+from export import warmup  # noqa: E402
+from zoo import cli  # noqa: E402
+from zoo import fileio  # noqa: E402
+from zoo import inference  # noqa: E402
+from zoo import registry  # noqa: E402
+from zoo import weights as weights_lib  # noqa: E402
 
 
 def _rate(fn: Callable[[], Any], items: int, seconds: float,
@@ -64,8 +70,6 @@ def _rate(fn: Callable[[], Any], items: int, seconds: float,
 
 
 def _load_or_build(name: str, preset: str, checkpoints: str | None):
-  from zoo import registry
-  from zoo import weights as weights_lib
   if checkpoints:
     return weights_lib.load_model(name, os.path.join(checkpoints, name))
   entry = registry.get(name)
@@ -79,8 +83,6 @@ def _load_or_build(name: str, preset: str, checkpoints: str | None):
 def bench_inference(model, export_dir: str, batch_sizes: Sequence[int],
                     image_hw: tuple[int, int], seconds: float
                     ) -> dict[str, dict[str, Any]]:
-  from export import warmup
-  from zoo import inference
   loaded = tf.saved_model.load(export_dir)
   signature = loaded.signatures['serving_default']
 
@@ -108,8 +110,6 @@ def bench_inference(model, export_dir: str, batch_sizes: Sequence[int],
 def bench_grpc(target: str, name: str, signature: str, image_hw, clients: int,
                requests_per_client: int) -> dict[str, float]:
   """Latency of batch-1 requests from `clients` concurrent clients."""
-  from export import client as client_lib
-  from export import warmup
   if signature == 'serving_bytes':
     inputs = warmup.bytes_request([image_hw], seed=0, formats=('jpeg',))
   else:
@@ -176,32 +176,38 @@ def markdown(results: dict[str, Any]) -> str:
   return '\n'.join(lines)
 
 
-def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog='python -m benchmarks.bench_serving',
-                                   description=__doc__.split('\n\n')[0])
-  parser.add_argument('--models', help='comma-separated (default: all)')
-  parser.add_argument('--preset', default='cpu')
-  parser.add_argument('--checkpoints', help='DIR with DIR/NAME workdirs of '
-                      'trained models (default: random weights)')
-  parser.add_argument('--batch_sizes', default='1,32')
-  parser.add_argument('--seconds', type=float, default=5.)
-  parser.add_argument('--image_hw', default='480,640')
-  parser.add_argument('--clients', type=int, default=8)
-  parser.add_argument('--requests_per_client', type=int, default=25)
-  parser.add_argument('--grpc_signature', default='serving_bytes',
-                      choices=('serving_bytes', 'serving_default'))
-  parser.add_argument('--no_grpc', action='store_true')
-  parser.add_argument('--out', help='write the results as JSON here')
-  return parser.parse_args(argv)
+PROGRAM = 'python -m benchmarks.bench_serving'
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  args = _parse_args(sys.argv[1:] if argv is None else argv)
-  from export import saved_model
-  from zoo import registry
-  names = args.models.split(',') if args.models else registry.zoo_names()
-  batch_sizes = [int(b) for b in args.batch_sizes.split(',')]
-  image_hw = tuple(int(v) for v in args.image_hw.split(','))
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (zoo.cli: defined only to run the program)."""
+  fv = {'flag_values': flag_values}
+  flags.DEFINE_list('models', None, 'registered models (default: every zoo '
+                    'model)', **fv)
+  flags.DEFINE_string('preset', 'cpu', 'preset of the models built with '
+                      'random weights', **fv)
+  flags.DEFINE_string('checkpoints', None, 'DIR with DIR/NAME workdirs of '
+                      'trained models (default: random weights)', **fv)
+  flags.DEFINE_list('batch_sizes', ['1', '32'], 'inference batch sizes', **fv)
+  flags.DEFINE_float('seconds', 5., 'timed seconds per measurement', **fv)
+  flags.DEFINE_list('image_hw', ['480', '640'], 'request image height,width',
+                    **fv)
+  flags.DEFINE_integer('clients', 8, 'concurrent gRPC clients', **fv)
+  flags.DEFINE_integer('requests_per_client', 25, 'requests per client',
+                       **fv)
+  flags.DEFINE_enum('grpc_signature', 'serving_bytes',
+                    ['serving_bytes', 'serving_default'], 'signature the gRPC '
+                    'clients call', **fv)
+  flags.DEFINE_boolean('grpc', True, 'measure gRPC latency (--nogrpc: skip)',
+                       **fv)
+  flags.DEFINE_string('out', None, 'write the results as JSON here', **fv)
+
+
+def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:
+  """Runs the benchmark; prints the Markdown table."""
+  names = args.models or registry.zoo_names()
+  batch_sizes = [int(b) for b in args.batch_sizes]
+  image_hw = tuple(int(v) for v in args.image_hw)
   results: dict[str, Any] = {'meta': {
       'preset': 'trained (' + args.checkpoints + ')' if args.checkpoints
       else args.preset, 'batch_sizes': batch_sizes, 'image_hw': image_hw,
@@ -209,8 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       'load_average': [round(v, 2) for v in os.getloadavg()],
       'tensorflow': tf.__version__, 'python': platform.python_version(),
       'gpus': [d.name for d in tf.config.list_physical_devices('GPU')],
-      'command': ' '.join(['python -m benchmarks.bench_serving'] +
-                          list(sys.argv[1:] if argv is None else argv))},
+      'command': ' '.join([PROGRAM, *argv])},
       'models': {}}
   base = tempfile.mkdtemp(prefix='bench_serving_')
   try:
@@ -222,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       results['models'][name] = {
           'inference': bench_inference(model, export_dir, batch_sizes,
                                        image_hw, args.seconds)}
-    if not args.no_grpc:
+    if args.grpc:
       process, ports = server_process.start_server(
           base, os.path.join(base, 'server.log'))
       port = ports['grpc']
@@ -241,10 +246,15 @@ def main(argv: Sequence[str] | None = None) -> int:
   table = markdown(results)
   print(table)
   if args.out:
-    with open(args.out, 'w') as f:
-      json.dump(dict(results, markdown=table), f, indent=2)
+    fileio.atomic_write_json(args.out, dict(results, markdown=table),
+                             sort_keys=False)
   return 0
 
 
+def main(argv: Sequence[str]) -> int:
+  """The program on `argv` (flags only), in this process."""
+  return cli.call(define_flags, run, argv, PROGRAM)
+
+
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.run_program(define_flags, run)

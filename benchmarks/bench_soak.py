@@ -28,8 +28,14 @@ import time
 
 from absl import app
 from absl import flags
+from tqdm import tqdm
 
 from benchmarks import server_process
+from export import client as client_lib
+from export import saved_model
+from export import warmup
+from zoo import fileio
+from zoo import manifest as manifest_lib
 
 FLAGS = flags.FLAGS
 
@@ -104,17 +110,10 @@ class Tally:
 
 def soak(model: str, workdir: str | None, clients: int, seconds: float,
          swap_at: float, image_hw: tuple[int, int]) -> dict:
-  from tqdm import tqdm
-
-  import zoo
-  from export import client as client_lib
-  from export import saved_model
-  from export import warmup
-
   root = tempfile.mkdtemp(prefix='bench_soak_')
   try:
     base = os.path.join(root, 'models')
-    checkpoint = workdir or zoo.bundled_checkpoint(model)
+    checkpoint = workdir or manifest_lib.bundled_checkpoint(model)
     saved_model.export_checkpoint(model, checkpoint, base, verify=False)
     model_dir = os.path.join(base, model)
     process, ports = server_process.start_server(
@@ -207,7 +206,6 @@ def main(argv):
   print(f'server alive: {result["server_alive"]}, peak RSS '
         f'{result["server_peak_rss_mb"]} MiB')
   if FLAGS.out:
-    from zoo import fileio
     fileio.atomic_write_text(FLAGS.out, json.dumps(result, indent=2) + '\n')
   return 0 if result['server_alive'] else 1
 

@@ -5,7 +5,6 @@ study does.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import math
@@ -244,7 +243,7 @@ def inference_speed(model, config, data_dir: str, *, batch: int,
 
 
 def study_result(name: str, preset: str, workdir: str, source: str,
-                 args: argparse.Namespace) -> dict[str, Any]:
+                 args: Any) -> dict[str, Any]:
   """Metrics, truncated-crop metrics and speeds of one finished run."""
   metrics = fileio.read_json(os.path.join(workdir, METRICS_FILE))
   result = dict(metrics)
@@ -275,9 +274,10 @@ def study_result(name: str, preset: str, workdir: str, source: str,
 # The whole study
 # ----------------------------------------------------------------------------
 
-def run_study(args: argparse.Namespace, argv: Sequence[str] = ()
+def run_study(args: Any, argv: Sequence[str] = ()
               ) -> dict[str, Any]:
-  """Runs the study described by parsed `args`; returns study.json's dict."""
+  """Runs the study described by `args` (attributes named as the flags of
+  benchmarks/study.py); returns study.json's dict."""
   models = parse_models(args.models)
   preset = args.preset
   for name in models:
@@ -315,9 +315,9 @@ def run_study(args: argparse.Namespace, argv: Sequence[str] = ()
           'no workdir'
       if reason is None and _budget_met(own, steps, args.seconds):
         workdir, source = own, 'reused'
-      elif args.no_train:
+      elif not args.train:
         missing[name] = '; '.join(skipped + [f'{own}: {reason}']) + \
-            ' (--no_train)'
+            ' (--notrain)'
         continue
       else:
         try:

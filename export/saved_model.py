@@ -36,7 +36,6 @@ extras from the model's optional `extra_serving_signatures()`.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import logging
@@ -46,13 +45,17 @@ import sys
 import tempfile
 from typing import Any, Sequence
 
+from absl import flags
+from absl import logging as absl_logging
 import numpy as np
 import tensorflow as tf
 
 from export import serving_module
 from export import warmup
 from zoo import base
+from zoo import cli
 from zoo import fileio
+from zoo import manifest as manifest_lib
 from zoo import weights as weights_lib
 
 METADATA_FILE = 'pose3d_zoo.json'
@@ -372,50 +375,54 @@ def export_checkpoint(name: str, checkpoint: str, export_base: str, *,
   return export_model(model, export_base, name, metadata=meta, **kwargs)
 
 
-def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-      prog='python -m export.saved_model',
-      description='Export a trained zoo model for TF Serving.')
-  parser.add_argument('--model', required=True, help='registered model name')
-  parser.add_argument('--workdir', help='training workdir, weights directory '
+PROGRAM = 'python -m export.saved_model'
+
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (zoo.cli: defined only to run the program)."""
+  fv = {'flag_values': flag_values}
+  flags.DEFINE_string('model', None, 'registered model name', **fv)
+  flags.DEFINE_string('workdir', None, 'training workdir, weights directory '
                       'or .weights.h5 file (default: the bundled checkpoint '
-                      'zoo/checkpoints/NAME)')
-  parser.add_argument('--export_dir', required=True, help='export base BASE')
-  parser.add_argument('--version', type=int, help='version number (default: '
-                      'highest existing + 1)')
-  parser.add_argument('--preset', help='only for weights without a manifest')
-  parser.add_argument('--flip_test', action='store_true',
-                      help='serve flip-test averaged poses (2x compute)')
-  parser.add_argument('--overwrite', action='store_true',
-                      help='replace an existing version')
-  parser.add_argument('--no_warmup', action='store_true',
-                      help='do not write warm-up requests')
-  parser.add_argument('--no_verify', action='store_true',
-                      help='skip loading and running the export before '
-                      'publishing it')
-  parser.add_argument('--container_base_path', default=DEFAULT_CONTAINER_BASE,
-                      help='where BASE is mounted in the TF Serving container')
-  parser.add_argument('--max_batch_size', type=int, default=32)
-  parser.add_argument('--batch_timeout_micros', type=int, default=2000)
-  parser.add_argument('--num_batch_threads', type=int, default=None)
-  return parser.parse_args(argv)
+                      'zoo/checkpoints/NAME)', **fv)
+  flags.DEFINE_string('export_dir', None, 'export base BASE', **fv)
+  flags.DEFINE_integer('version', None, 'version number (default: highest '
+                       'existing + 1)', **fv)
+  flags.DEFINE_string('preset', None, 'only for weights without a manifest',
+                      **fv)
+  flags.DEFINE_boolean('flip_test', False, 'serve flip-test averaged poses '
+                       '(2x compute)', **fv)
+  flags.DEFINE_boolean('overwrite', False, 'replace an existing version',
+                       **fv)
+  flags.DEFINE_boolean('warmup', True, 'write warm-up requests '
+                       '(--nowarmup: none)', **fv)
+  flags.DEFINE_boolean('verify', True, 'load and run the export before '
+                       'publishing it (--noverify: skip)', **fv)
+  flags.DEFINE_string('container_base_path', DEFAULT_CONTAINER_BASE,
+                      'where BASE is mounted in the TF Serving container',
+                      **fv)
+  flags.DEFINE_integer('max_batch_size', 32, 'BatchingParameters', **fv)
+  flags.DEFINE_integer('batch_timeout_micros', 2000, 'BatchingParameters',
+                       **fv)
+  flags.DEFINE_integer('num_batch_threads', None, 'BatchingParameters', **fv)
+  flags.mark_flags_as_required(['model', 'export_dir'], flag_values=flag_values)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  args = _parse_args(sys.argv[1:] if argv is None else argv)
-  logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
+def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:
+  """Exports as the flags say; prints the version directory. 2 on bad input."""
+  del argv  # unused
+  absl_logging.set_verbosity(absl_logging.INFO)
   try:
     workdir = args.workdir
     if workdir is None:
-      import zoo
-      workdir = zoo.bundled_checkpoint(args.model)
+      workdir = manifest_lib.bundled_checkpoint(args.model)
       _log.info('No --workdir given: exporting the bundled checkpoint %s.',
                 workdir)
     path = export_checkpoint(
         args.model, workdir, args.export_dir, preset=args.preset,
         version=args.version, flip_test=args.flip_test,
-        overwrite=args.overwrite, write_warmup=not args.no_warmup,
-        verify=not args.no_verify, container_base=args.container_base_path,
+        overwrite=args.overwrite, write_warmup=args.warmup,
+        verify=args.verify, container_base=args.container_base_path,
         batching={'max_batch_size': args.max_batch_size,
                   'batch_timeout_micros': args.batch_timeout_micros,
                   'num_batch_threads': args.num_batch_threads})
@@ -426,5 +433,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   return 0
 
 
+def main(argv: Sequence[str]) -> int:
+  """The program on `argv` (flags only), in this process."""
+  return cli.call(define_flags, run, argv, PROGRAM)
+
+
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.run_program(define_flags, run)

@@ -57,7 +57,6 @@ MultiInference, config reloading over gRPC, monitoring.
 """
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import dataclasses
 import http.server
@@ -68,11 +67,13 @@ import sys
 import threading
 from typing import Any, Sequence
 
+from absl import app
+from absl import flags
+from absl import logging as absl_logging
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from zoo import fileio
 from export.serving_config import configs_from_base_path
 from export.serving_config import configs_from_file
 from export.serving_core import MAX_MESSAGE_BYTES
@@ -81,6 +82,8 @@ from export.serving_core import ServerCore
 from export.serving_grpc import ModelServicer
 from export.serving_grpc import PredictionServicer
 from export.serving_rest import make_handler
+from zoo import cli
+from zoo import fileio
 
 _log = logging.getLogger('export.serve')
 
@@ -135,43 +138,45 @@ def start_server(configs: Sequence[ModelConfig], port: int = 8500,
   return RunningServer(core, server, grpc_port, http_server, rest_port)
 
 
-def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-      prog='python -m export.serve',
-      description='Development server with TF Serving\'s gRPC and REST APIs.')
-  parser.add_argument('--model_base_path', help='BASE (BASE/NAME/N) or one '
-                      'model\'s directory (BASE/N)')
-  parser.add_argument('--model_name', help='name of the single model at '
-                      '--model_base_path (default: its directory name)')
-  parser.add_argument('--model_config_file', help='text ModelServerConfig')
-  parser.add_argument('--port', type=int, default=8500,
-                      help='gRPC port (0: pick a free one)')
-  parser.add_argument('--rest_api_port', type=int, default=8501,
-                      help='REST port; 0 disables REST (as in TF Serving), '
-                      '-1 picks a free one')
-  parser.add_argument('--host', default='127.0.0.1',
-                      help='address to bind (0.0.0.0 for every interface)')
-  parser.add_argument('--file_system_poll_wait_seconds', type=float,
-                      default=1., help='poll for new versions (0: never)')
-  parser.add_argument('--enable_model_warmup', default='true',
-                      choices=('true', 'false'))
-  parser.add_argument('--grpc_max_threads', type=int, default=16)
-  parser.add_argument('--port_file', help='write {"grpc": P, "rest": P} here '
-                      'when ready')
-  parser.add_argument('--enable_batching', action='store_true',
-                      help='accepted for TF Serving compatibility; ignored')
-  parser.add_argument('--batching_parameters_file', help='ignored')
-  parser.add_argument('--verbose', action='store_true')
-  args = parser.parse_args(argv)
+PROGRAM = 'python -m export.serve'
+
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags, TF Serving's names (zoo.cli: defined only to
+  run the program)."""
+  fv = {'flag_values': flag_values}
+  flags.DEFINE_string('model_base_path', None, 'BASE (BASE/NAME/N) or one '
+                      'model\'s directory (BASE/N)', **fv)
+  flags.DEFINE_string('model_name', None, 'name of the single model at '
+                      '--model_base_path (default: its directory name)', **fv)
+  flags.DEFINE_string('model_config_file', None, 'text ModelServerConfig',
+                      **fv)
+  flags.DEFINE_integer('port', 8500, 'gRPC port (0: pick a free one)', **fv)
+  flags.DEFINE_integer('rest_api_port', 8501, 'REST port; 0 disables REST '
+                       '(as in TF Serving), -1 picks a free one', **fv)
+  flags.DEFINE_string('host', '127.0.0.1', 'address to bind (0.0.0.0 for '
+                      'every interface)', **fv)
+  flags.DEFINE_float('file_system_poll_wait_seconds', 1., 'poll for new '
+                     'versions (0: never)', **fv)
+  flags.DEFINE_boolean('enable_model_warmup', True, 'replay a version\'s '
+                       'warm-up requests when it loads', **fv)
+  flags.DEFINE_integer('grpc_max_threads', 16, 'gRPC worker threads', **fv)
+  flags.DEFINE_string('port_file', None, 'write {"grpc": P, "rest": P} here '
+                      'when ready', **fv)
+  flags.DEFINE_boolean('enable_batching', False, 'accepted for TF Serving '
+                       'compatibility; ignored', **fv)
+  flags.DEFINE_string('batching_parameters_file', None, 'ignored', **fv)
+  flags.DEFINE_boolean('verbose', False, 'debug logs', **fv)
+
+
+def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:
+  """Serves until SIGINT / SIGTERM; 2 when the models cannot be found."""
+  del argv  # unused
   if not args.model_base_path and not args.model_config_file:
-    parser.error('pass --model_base_path=BASE or --model_config_file=FILE')
-  return args
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-  args = _parse_args(sys.argv[1:] if argv is None else argv)
-  logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                      format='%(asctime)s %(levelname)s %(message)s')
+    raise app.UsageError('pass --model_base_path=BASE or '
+                         '--model_config_file=FILE')
+  absl_logging.set_verbosity(absl_logging.DEBUG if args.verbose else
+                             absl_logging.INFO)
   try:
     configs = configs_from_file(args.model_config_file) if \
         args.model_config_file else configs_from_base_path(
@@ -185,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   rest_port = None if args.rest_api_port == 0 else max(args.rest_api_port, 0)
   running = start_server(
       configs, port=args.port, rest_api_port=rest_port, host=args.host,
-      warmup=args.enable_model_warmup == 'true',
+      warmup=args.enable_model_warmup,
       poll_seconds=args.file_system_poll_wait_seconds,
       max_workers=args.grpc_max_threads)
   ports = {'grpc': running.grpc_port, 'rest': running.rest_port}
@@ -205,5 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   return 0
 
 
+def main(argv: Sequence[str]) -> int:
+  """The program on `argv` (flags only), in this process."""
+  return cli.call(define_flags, run, argv, PROGRAM)
+
+
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.run_program(define_flags, run)

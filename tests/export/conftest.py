@@ -68,7 +68,7 @@ def exported(tmp_path_factory) -> Exported:
         'config': config_lib.to_dict(config)})
     # (verify, i.e. run both loaders before publishing, only for the tiny
     # model: the tests below do the same for every model)
-    verify = [] if name == export_test_model.NAME else ['--no_verify']
+    verify = [] if name == export_test_model.NAME else ['--noverify']
     assert saved_model.main([f'--model={name}', f'--workdir={workdir}',
                              f'--export_dir={base}'] + verify) == 0
     specs = serving_module.PoseServingModule(model).input_specs()

@@ -159,7 +159,7 @@ def test_cli_checkpoint_and_saved_model_agree(workdir, image_path, tmp_path,
 
 
 def test_cli_errors(image_path, tmp_path, capsys):
-  with pytest.raises(SystemExit):  # argparse: one source is required
+  with pytest.raises(SystemExit):  # a usage error: one source is required
     predict.main([f'--image={image_path}', f'--out={tmp_path}'])
   assert predict.main(['--checkpoint=/nonexistent', f'--image={image_path}',
                        f'--out={tmp_path}']) == 2
