@@ -4,7 +4,7 @@
       [--flip_test] [--num_examples=N] [--out=PATH]
 
 Loads the newest of WORKDIR/model.weights.h5 and the latest checkpoint in
-WORKDIR/checkpoints (trainers.checkpoints.load_model, sha256 verified), builds
+WORKDIR/checkpoints (zoo.weights: resolve, sha256 verified, load), builds
 the model with the config it was trained with, evaluates on the test split
 (trainers.evaluation) and writes WORKDIR/metrics_eval.json (or --out)
 atomically, then prints the table. --data defaults to the data the run was

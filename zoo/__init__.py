@@ -18,12 +18,13 @@ called.
 from __future__ import annotations
 
 from zoo.manifest import (CHECKPOINTS_ENV, MANIFEST_FILE,
-                          BundledCheckpointError, bundled_checkpoint,
-                          bundled_manifest, bundled_models, checkpoints_root)
+                          BundledCheckpointError, ChecksumError,
+                          bundled_checkpoint, bundled_manifest,
+                          bundled_models, checkpoints_root)
 
 __all__ = ['CHECKPOINTS_ENV', 'MANIFEST_FILE', 'BundledCheckpointError',
-           'bundled_checkpoint', 'bundled_manifest', 'bundled_models',
-           'checkpoints_root', 'load']
+           'ChecksumError', 'bundled_checkpoint', 'bundled_manifest',
+           'bundled_models', 'checkpoints_root', 'load']
 
 
 def load(name: str, checkpoint: str | None = None, preset: str | None = None,
@@ -50,8 +51,8 @@ def load(name: str, checkpoint: str | None = None, preset: str | None = None,
 
   Raises:
     BundledCheckpointError: checkpoint is None and none is bundled for `name`.
-    zoo.manifest.ChecksumError: the weights file does not match the sha256
-      its manifest records.
+    ChecksumError: the weights file does not match the sha256 its manifest
+      records.
     KeyError: `name` is not a registered model.
   """
   from zoo import weights  # TensorFlow: only when a model is loaded
