@@ -279,9 +279,7 @@ def export_model(model, export_base: str, model_name: str | None = None, *,
   module = serving_module.PoseServingModule(model, flip_test=flip_test,
                                             name=f'{model_name}_serving')
   examples = warmup.example_inputs(module.input_specs())
-  staging = tempfile.mkdtemp(dir=export_base,
-                             prefix=fileio.temp_prefix(model_name))
-  try:
+  with fileio.staging_directory(export_base, model_name) as staging:
     path = os.path.join(staging, str(version))
     _log.info('Tracing and saving %s version %d ...', model_name, version)
     tf.saved_model.save(module, path, signatures=module.signatures())
@@ -294,8 +292,6 @@ def export_model(model, export_base: str, model_name: str | None = None, *,
     if verify:
       verify_export(path, examples)
     _publish(path, final, overwrite)
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
   write_models_config(export_base, container_base)
   write_batching_parameters(export_base, **(batching or {}))
   _log.info('Exported %s version %d to %s.', model_name, version, final)
@@ -312,28 +308,26 @@ def _publish(staged: str, final: str, overwrite: bool) -> None:
   old version after a swap; the caller removes it).
   """
   os.makedirs(os.path.dirname(final), exist_ok=True)
-  if not os.path.exists(final):
-    os.rename(staged, final)  # fails if another exporter got there first
-    return
-  if not overwrite:
+  if os.path.exists(final) and not overwrite:
     raise FileExistsError(f'{final} appeared during the export; not replaced')
-  if fileio.exchange_paths(staged, final):  # never a moment without `final`
-    shutil.rmtree(staged, ignore_errors=True)
-    return
   base = os.path.dirname(os.path.dirname(final))
-  aside = tempfile.mkdtemp(dir=base, prefix=fileio.temp_prefix(
-      os.path.basename(os.path.dirname(final)), fileio.ASIDE_PREFIX))
-  fileio.atomic_write_text(os.path.join(aside, _ASIDE_TARGET), json.dumps(
-      {'version_dir': os.path.relpath(final, base)}))
-  old = os.path.join(aside, 'old')
-  os.rename(final, old)
+  asides = []
+
+  def make_aside() -> str:
+    """BASE/.old-PID-NAME-*/old, with a note of the version it holds for
+    `recover_interrupted`."""
+    aside = tempfile.mkdtemp(dir=base, prefix=fileio.temp_prefix(
+        os.path.basename(os.path.dirname(final)), fileio.ASIDE_PREFIX))
+    asides.append(aside)
+    fileio.atomic_write_text(os.path.join(aside, _ASIDE_TARGET), json.dumps(
+        {'version_dir': os.path.relpath(final, base)}))
+    return os.path.join(aside, 'old')
+
   try:
-    os.rename(staged, final)
-  except BaseException:
-    os.rename(old, final)
-    raise
+    fileio.replace_directory(staged, final, make_aside)
   finally:
-    shutil.rmtree(aside, ignore_errors=True)
+    for aside in asides:
+      shutil.rmtree(aside, ignore_errors=True)
 
 
 def recover_interrupted(export_base: str) -> None:

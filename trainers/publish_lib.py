@@ -154,19 +154,11 @@ def recover(root: str, name: str) -> None:
 
 
 def _swap_in(staged: str, final: str) -> None:
-  """Renames `staged` to `final`, replacing (and deleting) an old one."""
-  if not os.path.exists(final):
-    os.rename(staged, final)
-    return
+  """Puts `staged` at `final`, replacing (and deleting) an old one; where
+  the old one has to be moved aside first, `recover` finds it."""
   root, name = os.path.split(final)
-  aside = os.path.join(root, f'.old-{name}-{os.getpid()}')
-  os.rename(final, aside)
-  try:
-    os.rename(staged, final)
-  except BaseException:
-    os.rename(aside, final)
-    raise
-  shutil.rmtree(aside, ignore_errors=True)
+  fileio.replace_directory(
+      staged, final, lambda: os.path.join(root, f'.old-{name}-{os.getpid()}'))
 
 
 def portable_config(config: Mapping[str, Any]

@@ -49,8 +49,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 from typing import Any, Sequence
 
 import numpy as np
@@ -673,10 +671,10 @@ def lift_file(*, model: str, keypoints_path: str, out_dir: str,
     if focal_px is None:
       _log.warning('No --focal given: intrinsics %s.', notes[rows[0][0].index][1])
 
-  os.makedirs(out_dir, exist_ok=True)
-  staging = tempfile.mkdtemp(dir=out_dir, prefix='.tmp-lift-')
   entries = []
-  try:
+  # Pictures are drawn into a staging directory and moved in once all are
+  # drawn, so a failure leaves no partial set.
+  with fileio.staging_directory(out_dir, 'lift') as staging:
     moves = []
     for p in persons:
       entry = {'index': p.index, 'image_id': p.image_id,
@@ -704,8 +702,6 @@ def lift_file(*, model: str, keypoints_path: str, out_dir: str,
       entries.append(entry)
     for name in moves:
       os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
 
   doc = {
       'model': model,
