@@ -54,6 +54,7 @@ from export import serving_module
 from export import warmup
 from zoo import base
 from zoo import cli
+from zoo import config as config_lib
 from zoo import fileio
 from zoo import manifest as manifest_lib
 from zoo import weights as weights_lib
@@ -173,7 +174,6 @@ def _metadata(model, module: serving_module.PoseServingModule,
               model_name: str, version: int, extra: dict | None) -> dict:
   config = getattr(model, 'config', None)
   try:
-    from zoo import config as config_lib
     config_dict = config_lib.to_dict(config) if config is not None else None
   except TypeError:
     config_dict = None

@@ -31,6 +31,7 @@ import tensorflow as tf
 import tqdm
 
 from zoo import metrics as metrics_lib
+from zoo.data import pipeline
 
 # Per-example features kept for the metrics (besides the predictions).
 _GT_KEYS = ('joints3d_rel_mm', 'joints3d_cam_mm', 'joints2d_px',
@@ -52,7 +53,6 @@ def eval_dataset(data_dir, config: Any, *, split: str = 'test',
   `data_dir`: a directory or a zoo.data.mixture.Mixture (sources read once
   each, round-robin).
   """
-  from zoo.data import pipeline
   return pipeline.make_dataset(
       data_dir, split, input_size=config.input_size,
       batch_size=batch_size or config.train.batch_size, training=False,

@@ -56,6 +56,10 @@ from zoo import fileio
 from zoo import manifest as manifest_lib
 from zoo import registry
 from zoo import weights as weights_lib
+from zoo.data import mixture as mixture_lib
+from zoo.data import pipeline
+from zoo.data import records
+from zoo.data import synthetic
 from zoo.manifest import METRICS_FILE
 
 OPTIMIZERS = ('rmsprop', 'adam', 'adamw', 'sgd')
@@ -296,7 +300,6 @@ class DataInfo:
 
 
 def _split_present(directory: str, split: str) -> bool:
-  from zoo.data import records
   try:
     records.list_shards(directory, split)
   except FileNotFoundError:
@@ -307,13 +310,10 @@ def _split_present(directory: str, split: str) -> bool:
 def _resolve_mixture(data: str, config: Any, data_seed: int, progress: bool,
                      splits: Sequence[str]) -> DataInfo:
   """A data spec naming several sources (zoo.data.mixture)."""
-  from zoo.data import mixture as mixture_lib
-  from zoo.data import records
   sources, synthetic_used = [], False
   for source in mixture_lib.parse(data):
     path = source.path
     if path == DATA_SYNTHETIC:
-      from zoo.data import synthetic
       synthetic_used = True
       path = synthetic.ensure_dataset(config.train.num_train_examples,
                                       config.train.num_test_examples,
@@ -354,12 +354,9 @@ def resolve_data(data: str, config: Any, data_seed: int = 0,
   a mixture of such (zoo.data.mixture). `splits` are the splits the caller
   needs: a missing one is a clear error (a mixture's sources without a test
   split are left out of its evaluation, with a warning)."""
-  from zoo.data import mixture as mixture_lib
-  from zoo.data import records
   if data != DATA_SYNTHETIC and mixture_lib.is_mixture(data):
     return _resolve_mixture(data, config, data_seed, progress, splits)
   if data == DATA_SYNTHETIC:
-    from zoo.data import synthetic
     directory = synthetic.ensure_dataset(config.train.num_train_examples,
                                          config.train.num_test_examples,
                                          seed=data_seed, progress=progress)
@@ -392,7 +389,6 @@ def train_dataset(data_dir, config: Any, model, *, seed: int,
   it (distribute.input_pipelines); `bad_records` counts skipped input;
   `source_counts` (zoo.data.mixture.SourceCounts) counts examples per
   source. `data_dir` is a directory or a zoo.data.mixture.Mixture."""
-  from zoo.data import pipeline
   map_fn = model.targets
   if source_counts is not None:
     def map_fn(features):
@@ -546,7 +542,6 @@ def train(model: str, *, preset: str = 'cpu', workdir: str | None = None,
   Returns:
     TrainResult (metrics None when evaluation was skipped or interrupted).
   """
-  from zoo.data import pipeline
   entry = get_entry(model)
   requested_precision = precision
   precision, precision_reason = distribute.resolve_precision(precision)
@@ -633,7 +628,6 @@ def _train(entry, config, preset, workdir, own_dir, chief, dist, data_info,
            run_config, *, seed, init_from, run_evaluation, flip_test,
            baseline, deterministic, progress, extra_callbacks,
            on_bad_record='stop') -> TrainResult:
-  from zoo.data import pipeline
   train_cfg = config.train
   keras.utils.set_random_seed(seed)
   resuming = weights_lib.latest_checkpoint_step(workdir)[0] is not None
@@ -675,7 +669,6 @@ def _train(entry, config, preset, workdir, own_dir, chief, dist, data_info,
   bad_records = pipeline.BadRecords() if skip else None
   source_counts = None
   if data_info.mixture is not None:
-    from zoo.data import mixture as mixture_lib
     source_counts = mixture_lib.SourceCounts()
   if start_step < target:
     input_pipelines = distribute.input_pipelines(dist)

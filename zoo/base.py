@@ -39,6 +39,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from zoo import config as config_lib
+
 OUTPUT_KEYS = ('poses3d_rel_mm', 'poses3d_cam_mm', 'poses2d_px', 'confidence')
 # What each output holds, in its units and frame, for the files that carry
 # them (zoo.predict's poses.json, an export's metadata). Image-level outputs
@@ -125,13 +127,11 @@ class PoseModel(keras.Model):
     return {k: 0.5 * (poses[k] + poses_flipped[k]) for k in poses}
 
   def get_config(self):
-    from zoo import config as config_lib
     return {'config': config_lib.to_dict(self.config),
             'name': self.name}
 
   @classmethod
   def from_config(cls, cfg):
-    from zoo import config as config_lib
     config_cls = cls.config_class
     return cls(config_lib.from_dict(config_cls, cfg['config']),
                name=cfg.get('name'))

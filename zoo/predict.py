@@ -36,6 +36,7 @@ import numpy as np
 
 from zoo import cli
 from zoo import fileio
+from zoo import manifest as manifest_lib
 from zoo import skeleton as skel
 from zoo import visualize
 from zoo import weights as weights_lib
@@ -72,8 +73,7 @@ def predict_file(*, model: str | None, image_path: str, out_dir: str,
   `model` (zoo.bundled_checkpoint; BundledCheckpointError if there is none).
   """
   if checkpoint is None and saved_model is None and model:
-    import zoo
-    checkpoint = zoo.bundled_checkpoint(model)
+    checkpoint = manifest_lib.bundled_checkpoint(model)
     _log.info('No --checkpoint or --saved_model given: using the bundled '
               'checkpoint %s.', checkpoint)
   if (checkpoint is None) == (saved_model is None):
