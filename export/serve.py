@@ -30,26 +30,12 @@ and the expected spec); unknown signature -> FAILED_PRECONDITION over gRPC
 bad Content-Length, and 405 for PUT / DELETE / PATCH). A bad request never
 stops the server.
 
-Load and faults. Requests into one loaded version run one at a time (they
-crashed the process when they ran concurrently); versions and models run in
-parallel. A request holds its version; a retired version is released only
-when no request runs in it (under an exclusive gate, so no request runs while
-its graphs are freed). A version leaves only after its replacement loaded
-and warmed up; a version that fails to load is logged, reported by
-GetModelStatus (END with the error) and retried only when its files change,
-while the previous versions keep serving.
-
-Layouts of --model_base_path: BASE/NAME/N/ (every model under BASE), or a
-single model's directory BASE/N/ (named by --model_name, default the directory
-name), as with TF Serving. In a models.config written by export.saved_model the
-base paths name the Docker mount (/models/NAME); where such a path does not
-exist, the model is looked up next to the config file.
-
 The parts: export/serving_core.py (loaded versions, version policies,
-polling, errors), export/serving_grpc.py (the gRPC servicers),
-export/serving_rest.py (the REST codec and handler), export/serving_config.py
-(--model_base_path and --model_config_file); this module starts them and is
-the command line.
+polling, errors; how versions load, retire and fail under load),
+export/serving_grpc.py (the gRPC servicers), export/serving_rest.py (the REST
+codec and handler), export/serving_config.py (--model_base_path as BASE/NAME/N
+or one model's BASE/N, and --model_config_file); this module starts them and
+is the command line.
 
 Not implemented (differences from TF Serving): server-side request batching
 (--enable_batching is accepted and ignored), Classify / Regress /

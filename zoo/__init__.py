@@ -31,29 +31,9 @@ def load(name: str, checkpoint: str | None = None, preset: str | None = None,
          *, verify: bool = True, root: str | None = None):
   """A zoo model with trained weights, built and ready to compile.
 
-  Args:
-    name: a registered model name (zoo.registry.names()).
-    checkpoint: None for the bundled checkpoint of `name`; else a training
-      workdir, a directory with a `.weights.h5` and its manifest.json, or the
-      `.weights.h5` file itself.
-    preset: only needed for weights without a manifest / config.json; if
-      given and the manifest disagrees, ValueError.
-    verify: check the weights' sha256 against the manifest (always done for
-      bundled checkpoints unless False).
-    root: the bundled checkpoints' directory (default `checkpoints_root()`).
-
-  Returns:
-    A built, uncompiled keras Model (a zoo.base.PoseModel) with the weights
-    loaded. Its `backbone` property lists the layers to freeze for
-    fine-tuning (`for layer in model.backbone: layer.trainable = False`),
-    then `compile` and `fit` on `zoo.data.pipeline.make_dataset(...,
-    map_fn=model.targets)`.
-
-  Raises:
-    BundledCheckpointError: checkpoint is None and none is bundled for `name`.
-    ChecksumError: the weights file does not match the sha256 its manifest
-      records.
-    KeyError: `name` is not a registered model.
+  `zoo.weights.load` (its arguments, return value and errors): the bundled
+  checkpoint of `name`, or a user's `checkpoint` (a training workdir, a
+  directory with a `.weights.h5` and its manifest.json, or the file).
   """
   from zoo import weights  # TensorFlow: only when a model is loaded
   return weights.load(name, checkpoint, preset, verify=verify, root=root)

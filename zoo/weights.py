@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
 from absl import logging
 import keras
@@ -119,19 +120,20 @@ class Source:
   run_config: dict | None = None
   step: int | None = None
 
-  @property
-  def model_name(self) -> str | None:
+  def _recorded(self, key: str) -> Any:
+    """`key` of the manifest, else of the run config (None if neither)."""
     for meta in (self.manifest, self.run_config):
-      if meta and meta.get('model'):
-        return meta['model']
+      if meta and meta.get(key):
+        return meta[key]
     return None
 
   @property
+  def model_name(self) -> str | None:
+    return self._recorded('model')
+
+  @property
   def preset(self) -> str | None:
-    for meta in (self.manifest, self.run_config):
-      if meta and meta.get('preset'):
-        return meta['preset']
-    return None
+    return self._recorded('preset')
 
   @property
   def config_dict(self) -> dict | None:
@@ -328,6 +330,13 @@ def load(name: str, checkpoint: str | None = None, preset: str | None = None,
       bundled checkpoints unless False).
     root: the bundled checkpoints' directory (default
       `zoo.manifest.checkpoints_root()`).
+
+  Returns:
+    A built, uncompiled keras Model (a zoo.base.PoseModel) with the weights
+    loaded. Its `backbone` property lists the layers to freeze for
+    fine-tuning (`for layer in model.backbone: layer.trainable = False`),
+    then `compile` and `fit` on `zoo.data.pipeline.make_dataset(...,
+    map_fn=model.targets)`.
 
   Raises:
     BundledCheckpointError: checkpoint is None and none is bundled for `name`.
