@@ -25,7 +25,8 @@ def start_server(base: str, log_path: str, *, rest_api_port: int = 0,
   Args:
     base: the --model_base_path (a model's directory of versions).
     log_path: where the server's output goes; its ports file goes next to it.
-    rest_api_port: 0 for a free port, -1 for no REST API.
+    rest_api_port: export.serve's: 0 for no REST API (as TF Serving), -1
+      for a free port.
     poll_seconds: --file_system_poll_wait_seconds (0: load once).
     timeout_s: how long to wait for the server to answer.
 
