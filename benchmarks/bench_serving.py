@@ -51,6 +51,8 @@ from zoo import fileio  # noqa: E402
 from zoo import inference  # noqa: E402
 from zoo import registry  # noqa: E402
 from zoo import weights as weights_lib  # noqa: E402
+from zoo.signatures import BYTES_SIGNATURE  # noqa: E402
+from zoo.signatures import DEFAULT_SIGNATURE  # noqa: E402
 
 
 def _rate(fn: Callable[[], Any], items: int, seconds: float,
@@ -84,7 +86,7 @@ def bench_inference(model, export_dir: str, batch_sizes: Sequence[int],
                     image_hw: tuple[int, int], seconds: float
                     ) -> dict[str, dict[str, Any]]:
   loaded = tf.saved_model.load(export_dir)
-  signature = loaded.signatures['serving_default']
+  signature = loaded.signatures[DEFAULT_SIGNATURE]
 
   @tf.function(reduce_retracing=True)
   def keras_function(images, boxes, intrinsics):
@@ -110,7 +112,7 @@ def bench_inference(model, export_dir: str, batch_sizes: Sequence[int],
 def bench_grpc(target: str, name: str, signature: str, image_hw, clients: int,
                requests_per_client: int) -> dict[str, float]:
   """Latency of batch-1 requests from `clients` concurrent clients."""
-  if signature == 'serving_bytes':
+  if signature == BYTES_SIGNATURE:
     inputs = warmup.bytes_request([image_hw], seed=0, formats=('jpeg',))
   else:
     inputs = warmup.image_request(1, *image_hw, seed=0)
@@ -195,8 +197,8 @@ def define_flags(flag_values: flags.FlagValues) -> None:
   flags.DEFINE_integer('clients', 8, 'concurrent gRPC clients', **fv)
   flags.DEFINE_integer('requests_per_client', 25, 'requests per client',
                        **fv)
-  flags.DEFINE_enum('grpc_signature', 'serving_bytes',
-                    ['serving_bytes', 'serving_default'], 'signature the gRPC '
+  flags.DEFINE_enum('grpc_signature', BYTES_SIGNATURE,
+                    [BYTES_SIGNATURE, DEFAULT_SIGNATURE], 'signature the gRPC '
                     'clients call', **fv)
   flags.DEFINE_boolean('grpc', True, 'measure gRPC latency (--nogrpc: skip)',
                        **fv)

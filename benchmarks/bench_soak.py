@@ -36,6 +36,8 @@ from export import saved_model
 from export import warmup
 from zoo import fileio
 from zoo import manifest as manifest_lib
+from zoo.signatures import BYTES_SIGNATURE
+from zoo.signatures import DEFAULT_SIGNATURE
 
 FLAGS = flags.FLAGS
 
@@ -133,8 +135,8 @@ def soak(model: str, workdir: str | None, clients: int, seconds: float,
           n += 1
           request = client.predict_request(
               model, encoded if bytes_request else image,
-              signature_name='serving_bytes' if bytes_request else
-              'serving_default')
+              signature_name=BYTES_SIGNATURE if bytes_request else
+              DEFAULT_SIGNATURE)
           start = time.perf_counter()
           try:
             reply = client.predict_raw(request)

@@ -40,11 +40,11 @@ from absl import flags
 import numpy as np
 
 from zoo import cli
+from zoo.signatures import BYTES_SIGNATURE
+from zoo.signatures import DEFAULT_SIGNATURE
+from zoo.signatures import LIFT_SIGNATURE
+from zoo.signatures import MAX_MESSAGE_BYTES
 
-MAX_MESSAGE_BYTES = 2 ** 31 - 1
-DEFAULT_SIGNATURE = 'serving_default'
-BYTES_SIGNATURE = 'serving_bytes'
-LIFT_SIGNATURE = 'lift'  # zoo.lift_lib.LIFT_SIGNATURE (keypoints -> poses)
 
 
 def _tf():

@@ -62,7 +62,6 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from export.serving_config import configs_from_base_path
 from export.serving_config import configs_from_file
-from export.serving_core import MAX_MESSAGE_BYTES
 from export.serving_core import ModelConfig
 from export.serving_core import ServerCore
 from export.serving_grpc import ModelServicer
@@ -70,6 +69,7 @@ from export.serving_grpc import PredictionServicer
 from export.serving_rest import make_handler
 from zoo import cli
 from zoo import fileio
+from zoo.signatures import MAX_MESSAGE_BYTES
 
 _log = logging.getLogger('export.serve')
 

@@ -43,12 +43,11 @@ from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import predict_pb2
 
 from export import warmup as warmup_lib
+from zoo.signatures import DEFAULT_SIGNATURE
 
 _log = logging.getLogger('export.serve')
 
 
-DEFAULT_SIGNATURE = 'serving_default'
-MAX_MESSAGE_BYTES = 2 ** 31 - 1  # TF Serving's limit (int32 max)
 VersionState = get_model_status_pb2.ModelVersionStatus.State
 
 

@@ -31,11 +31,10 @@ from typing import Any, Callable, Sequence
 import tensorflow as tf
 
 from zoo import inference
-from zoo.base import OUTPUT_KEYS
 from zoo.data import records
+from zoo.signatures import BYTES_SIGNATURE
+from zoo.signatures import DEFAULT_SIGNATURE
 
-DEFAULT_SIGNATURE = 'serving_default'
-BYTES_SIGNATURE = 'serving_bytes'
 EXTRA_SIGNATURES_METHOD = 'extra_serving_signatures'
 
 IMAGES_SPEC = tf.TensorSpec([None, None, None, 3], tf.uint8, name='images')

@@ -377,7 +377,6 @@ def lift_with_prior(prior, keypoints2d_px: np.ndarray, valid: np.ndarray,
 # Lifting: decoupled network 2 (in-graph; also the `lift` serving signature)
 # ----------------------------------------------------------------------------
 
-LIFT_SIGNATURE = 'lift'
 LIFT_INPUT_SPECS = (
     tf.TensorSpec([None, skel.NUM_JOINTS, 2], tf.float32,
                   name='keypoints2d_px'),
