@@ -24,6 +24,7 @@ import export_test_model  # noqa: E402,F401  (registers 'export_test')
 from export_helpers import assert_close  # noqa: E402,F401
 from export_helpers import extra_cases  # noqa: E402
 from export_helpers import keras_outputs  # noqa: E402
+from zoo import weights as weights_lib  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -43,7 +44,6 @@ def exported(tmp_path_factory) -> Exported:
   from trainers import checkpoints
   from zoo import config as config_lib
   from zoo import registry
-  from zoo import weights as weights_lib
 
   base = str(tmp_path_factory.mktemp('export_base'))
   names = sorted(registry.zoo_names() + [export_test_model.NAME])

@@ -15,6 +15,7 @@ from export import warmup
 from zoo import base
 from zoo import lift_lib
 from zoo import skeleton as skel
+from zoo import weights as weights_lib
 
 NAME = 'decoupled_volumetric'
 
@@ -22,7 +23,6 @@ NAME = 'decoupled_volumetric'
 @pytest.fixture(scope='module')
 def export(tmp_path_factory):
   from zoo import registry
-  from zoo import weights as weights_lib
   entry = registry.get(NAME)
   tf.keras.utils.set_random_seed(5)
   model = weights_lib.build_model(entry, entry.config('smoke'))

@@ -19,6 +19,7 @@ from conftest import assert_close
 from export import saved_model
 from export import serving_module
 from export import warmup
+from zoo import weights as weights_lib
 
 PREDICT = 'tensorflow/serving/predict'
 IMAGE_OUTPUTS = {'poses3d_cam_mm': [-1, 17, 3], 'poses3d_rel_mm': [-1, 17, 3],
@@ -316,7 +317,6 @@ def test_versions_and_atomic_failure(exported, tmp_path, monkeypatch):
 
 def test_verify_rejects_a_broken_model(exported, tmp_path):
   from zoo import registry
-  from zoo import weights as weights_lib
   entry = registry.get('export_test')
   model = weights_lib.build_model(entry, entry.config('smoke'))
   model.head.kernel.assign(np.full(model.head.kernel.shape, np.nan))

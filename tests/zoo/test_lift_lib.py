@@ -10,6 +10,7 @@ from zoo import geometry
 from zoo import lift_lib
 from zoo import metrics
 from zoo import skeleton as skel
+from zoo import weights as weights_lib
 from zoo.data import mocap2d
 from zoo.data import motion
 
@@ -41,7 +42,6 @@ def prior_lifter():
 def decoupled_model():
   import tensorflow as tf
   from zoo import registry
-  from zoo import weights as weights_lib
   entry = registry.get('decoupled_volumetric')
   tf.keras.utils.set_random_seed(3)
   return weights_lib.build_model(

@@ -19,6 +19,8 @@ import pytest
 import publish_fixture  # noqa: E402
 
 import zoo  # noqa: E402
+from zoo import manifest as manifest_lib
+from zoo import weights as weights_lib
 
 SLICE_TOLERANCE_MM = 2.
 BUNDLED = zoo.bundled_models()
@@ -139,8 +141,6 @@ def test_missing_bundled_checkpoint_names_the_available_ones(published):
 
 
 def test_sha256_mismatch_is_a_clear_error(published, tmp_path):
-  from zoo import manifest as manifest_lib
-  from zoo import weights as weights_lib
   root = publish_fixture.copy_root(published, str(tmp_path))
   weights = os.path.join(root, published.name,
                          f'{published.name}.weights.h5')
@@ -234,7 +234,6 @@ def test_finetune_bundled_checkpoint_with_frozen_backbone(name, tmp_path,
 
 def test_run_init_from_accepts_a_bundled_directory(published):
   """--init_from=zoo/checkpoints/NAME resolves the bundled layout."""
-  from zoo import weights as weights_lib
   source = weights_lib.resolve(published.directory)
   assert source.kind == 'h5' and source.path == published.weights
   assert source.model_name == published.name

@@ -15,6 +15,7 @@ from zoo import inference
 from zoo import predict
 from zoo import registry
 from zoo import skeleton as skel
+from zoo import weights as weights_lib
 from zoo.data import records
 
 MODEL = 'metrabs'  # any registered model; the smallest smoke preset
@@ -25,7 +26,6 @@ def workdir(tmp_path_factory):
   """A smoke model's weights + manifest, as the trainer writes them."""
   from trainers import checkpoints
   from zoo import config as config_lib
-  from zoo import weights as weights_lib
   entry = registry.get(MODEL)
   config = entry.config('smoke')
   tf.keras.utils.set_random_seed(3)
