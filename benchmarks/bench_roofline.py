@@ -107,22 +107,22 @@ def _setup(model_name: str, path: str):
   batch, config, data directory) as the trainer builds them."""
   import keras
   import tensorflow as tf
-  from trainers import distribute, train_lib
+  from trainers import distribute, run_config, train_lib
   from zoo import weights as weights_lib
   if path == 'fast':
     distribute.configure_cpu_threads()
     precision, _ = distribute.resolve_precision('auto')
   else:
     precision = 'float32'
-  entry = train_lib.get_entry(model_name)
-  config = train_lib.make_config(entry, FLAGS.preset)
+  entry = run_config.get_entry(model_name)
+  config = run_config.make_config(entry, FLAGS.preset)
   distribute.set_precision(precision)
   data = train_lib.resolve_data('synthetic', config, 0, progress=False)
   if entry.prepare is not None:
     config = entry.prepare(config, tempfile.mkdtemp(), data.directory)
   keras.utils.set_random_seed(0)
   model = weights_lib.build_model(entry, config)
-  model.compile(optimizer=train_lib.make_optimizer(config.train))
+  model.compile(optimizer=run_config.make_optimizer(config.train))
   model.optimizer.build(model.trainable_variables)
   train_lib._skip_keras_symbolic_build(model)  # pylint: disable=protected-access
   x, y = next(iter(train_lib.train_dataset(data.directory, config, model,
@@ -196,10 +196,10 @@ def _profile(model_name: str) -> dict:
 
 def _pipeline(model_name: str) -> dict:
   import tensorflow as tf
-  from trainers import distribute, train_lib
+  from trainers import distribute, run_config, train_lib
   distribute.configure_cpu_threads()
-  entry = train_lib.get_entry(model_name)
-  config = train_lib.make_config(entry, FLAGS.preset)
+  entry = run_config.get_entry(model_name)
+  config = run_config.make_config(entry, FLAGS.preset)
   data = train_lib.resolve_data('synthetic', config, 0, progress=False)
   if entry.prepare is not None:
     config = entry.prepare(config, tempfile.mkdtemp(), data.directory)

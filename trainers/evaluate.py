@@ -26,8 +26,10 @@ from absl import flags
 
 from trainers import common_flags
 from trainers import evaluation
+from trainers import run_config
 from trainers import train_lib
 from zoo import fileio
+from zoo import registry
 from zoo import weights as weights_lib
 from zoo.manifest import EVAL_FILE
 
@@ -53,7 +55,7 @@ def evaluate_workdir(model: str, workdir: str, *, data: str | None = None,
                      progress: bool = True,
                      baseline: bool = True) -> dict[str, Any]:
   """Loads the newest weights in `workdir`, evaluates, writes `out`."""
-  entry = train_lib.get_entry(model)
+  entry = run_config.get_entry(model)
   source = weights_lib.resolve(workdir)
   weights_lib.verify_sha256(source)
   config = weights_lib.config_for(entry, source, preset)
@@ -125,10 +127,10 @@ def main(argv: Sequence[str]) -> int:
     raise app.UsageError('--workdir is required')
   if not FLAGS.model:
     raise app.UsageError('--model is required; valid choices are '
-                         + ', '.join(train_lib.registry.names()))
+                         + ', '.join(registry.names()))
   try:
     common_flags.import_modules(FLAGS.modules)
-    train_lib.get_entry(FLAGS.model)
+    run_config.get_entry(FLAGS.model)
   except ValueError as e:
     raise app.UsageError(str(e))
   data = None if FLAGS['data'].using_default_value else FLAGS.data

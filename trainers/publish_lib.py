@@ -49,13 +49,14 @@ from typing import Any, Mapping, Sequence
 from absl import logging
 
 from trainers import evaluation
+from trainers import run_config
 from trainers import train_lib
-import zoo
 from zoo import config as config_lib
 from zoo import fileio
 from zoo import manifest as manifest_lib
 from zoo import registry
 from zoo import weights as weights_lib
+import zoo
 from zoo.data import records
 from zoo.data import synthetic
 
@@ -351,8 +352,8 @@ def publish(name: str, *, preset: str = DEFAULT_PRESET,
       (the previous checkpoint is unchanged).
   """
 
-  entry = train_lib.get_entry(name)
-  train_lib.validate_preset(entry, preset)
+  entry = run_config.get_entry(name)
+  run_config.validate_preset(entry, preset)
   root = zoo.checkpoints_root(checkpoints_root)
   os.makedirs(root, exist_ok=True)
   recover(root, name)

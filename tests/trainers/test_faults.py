@@ -32,7 +32,7 @@ import trainer_test_model as tiny
 from trainers import callbacks as callbacks_lib
 from trainers import checkpoints
 from trainers import run
-from trainers import train_lib
+from trainers import run_config
 from zoo import manifest as manifest_lib
 from zoo import weights as weights_lib
 
@@ -57,7 +57,7 @@ class _BeginWeights(keras.callbacks.Callback):
 
 def _checkpoint_weights(workdir, step):
   """The model weights in WORKDIR/checkpoints/ckpt-STEP, loaded on their own."""
-  entry = train_lib.get_entry(tiny.NAME)
+  entry = run_config.get_entry(tiny.NAME)
   model = weights_lib.build_model(entry, entry.config('smoke'))
   path = os.path.join(str(workdir), 'checkpoints', f'ckpt-{step}')
   weights_lib.load_weights(model, weights_lib.Source('tf', path))
