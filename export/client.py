@@ -39,11 +39,11 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from export.protocol import MAX_MESSAGE_BYTES
 from zoo import cli
 from zoo.signatures import BYTES_SIGNATURE
 from zoo.signatures import DEFAULT_SIGNATURE
 from zoo.signatures import LIFT_SIGNATURE
-from zoo.signatures import MAX_MESSAGE_BYTES
 
 
 

@@ -48,8 +48,10 @@ import dataclasses
 import http.server
 import json
 import logging
+import os
 import signal
 import sys
+import tempfile
 import threading
 from typing import Any, Sequence
 
@@ -60,6 +62,7 @@ import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from export.protocol import MAX_MESSAGE_BYTES
 from export.serving_config import configs_from_base_path
 from export.serving_config import configs_from_file
 from export.serving_core import ModelConfig
@@ -67,9 +70,6 @@ from export.serving_core import ServerCore
 from export.serving_grpc import ModelServicer
 from export.serving_grpc import PredictionServicer
 from export.serving_rest import make_handler
-from zoo import cli
-from zoo import fileio
-from zoo.signatures import MAX_MESSAGE_BYTES
 
 _log = logging.getLogger('export.serve')
 
@@ -124,12 +124,9 @@ def start_server(configs: Sequence[ModelConfig], port: int = 8500,
   return RunningServer(core, server, grpc_port, http_server, rest_port)
 
 
-PROGRAM = 'python -m export.serve'
-
-
 def define_flags(flag_values: flags.FlagValues) -> None:
-  """The command line's flags, TF Serving's names (zoo.cli: defined only to
-  run the program)."""
+  """The command line's flags, TF Serving's names (defined only to run the
+  program)."""
   fv = {'flag_values': flag_values}
   flags.DEFINE_string('model_base_path', None, 'BASE (BASE/NAME/N) or one '
                       'model\'s directory (BASE/N)', **fv)
@@ -181,7 +178,7 @@ def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:
       max_workers=args.grpc_max_threads)
   ports = {'grpc': running.grpc_port, 'rest': running.rest_port}
   if args.port_file:
-    fileio.atomic_write_text(args.port_file, json.dumps(ports))
+    _write_port_file(args.port_file, ports)
   served = {name: sorted(m.servables)
             for name, m in running.core.models.items()}
   print(f'Serving {served} on gRPC {args.host}:{running.grpc_port}' +
@@ -196,10 +193,29 @@ def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:
   return 0
 
 
-def main(argv: Sequence[str]) -> int:
-  """The program on `argv` (flags only), in this process."""
-  return cli.call(define_flags, run, argv, PROGRAM)
+def _write_port_file(path: str, ports: dict[str, int | None]) -> None:
+  """Writes the ports as JSON via a temporary file and a rename, so a
+  reader never sees half of it. (The server runs without the zoo, so not
+  through zoo.fileio, the zoo's one atomic-write helper.)"""
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.tmp-{os.getpid()}-')
+  try:
+    with os.fdopen(fd, 'w') as f:
+      json.dump(ports, f)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def _main(argv: Sequence[str]) -> int:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments {list(argv[1:])}')
+  return run(flags.FLAGS)
 
 
 if __name__ == '__main__':
-  cli.run_program(define_flags, run)
+  # absl directly, not zoo.cli: the server runs without the zoo.
+  define_flags(flags.FLAGS)
+  app.run(_main)

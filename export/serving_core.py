@@ -43,13 +43,12 @@ from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import predict_pb2
 
 from export import warmup as warmup_lib
-from zoo.signatures import DEFAULT_SIGNATURE
 
 _log = logging.getLogger('export.serve')
 
-
+# The signature a request without signature_name runs.
+DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 VersionState = get_model_status_pb2.ModelVersionStatus.State
-
 
 
 class ServingError(Exception):

@@ -25,13 +25,13 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import predict_pb2
 
+from export.protocol import MAX_MESSAGE_BYTES
+from export.serving_core import DEFAULT_SIGNATURE
 from export.serving_core import Servable
 from export.serving_core import ServerCore
 from export.serving_core import ServingError
 from export.serving_core import invalid
 from export.serving_core import spec_text
-from zoo.signatures import DEFAULT_SIGNATURE
-from zoo.signatures import MAX_MESSAGE_BYTES
 
 _log = logging.getLogger('export.serve')
 

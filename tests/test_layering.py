@@ -3,7 +3,9 @@
 zoo/ (models, data, weights, inference) imports none of the other three;
 export/ (SavedModels, serving) builds on zoo/ alone; trainers/ imports no
 benchmark. Every import statement counts, at module level or inside a
-function, so a lazy import cannot hide a cycle.
+function, so a lazy import cannot hide a cycle. The development server
+(export.serve and the modules it runs) imports nothing from the zoo: it runs
+from a copy of export/ alone.
 """
 from __future__ import annotations
 
@@ -19,6 +21,12 @@ FORBIDDEN = {
     'export': ('trainers', 'benchmarks'),
     'trainers': ('benchmarks',),
     'benchmarks': (),
+}
+# Files that must not import these packages beyond their package's rule.
+FORBIDDEN_IN_FILES = {
+    os.path.join('export', name): ('zoo',)
+    for name in ('serve.py', 'serving_core.py', 'serving_grpc.py',
+                 'serving_rest.py', 'serving_config.py', 'protocol.py')
 }
 
 
@@ -46,10 +54,11 @@ def layering_violations(root: str = ROOT) -> list[str]:
         path = os.path.join(dirpath, filename)
         with open(path, encoding='utf-8') as f:
           tree = ast.parse(f.read(), filename=path)
+        relpath = os.path.relpath(path, root)
+        forbidden_here = forbidden + FORBIDDEN_IN_FILES.get(relpath, ())
         for line, module in imported_modules(tree):
-          if module.split('.')[0] in forbidden:
-            problems.append(f'{os.path.relpath(path, root)}:{line}: '
-                            f'{package}/ imports {module}')
+          if module.split('.')[0] in forbidden_here:
+            problems.append(f'{relpath}:{line}: {package}/ imports {module}')
   return problems
 
 
@@ -68,6 +77,7 @@ def test_imports_follow_the_layers():
     ('trainers', 'from export import saved_model\nfrom zoo import base\n',
      False),
     ('zoo', 'from zoo_extra import x\nimport zoo.weights\n', False),
+    ('export', 'from zoo import fileio\n', False),
 ])
 def test_the_check_finds_a_violation(tmp_path, package, source, bad):
   os.makedirs(tmp_path / package / 'sub')
@@ -78,3 +88,11 @@ def test_the_check_finds_a_violation(tmp_path, package, source, bad):
     assert problems[0].startswith(os.path.join(package, 'sub', 'mod.py') + ':')
   else:
     assert problems == []
+
+
+def test_the_server_modules_import_no_zoo(tmp_path):
+  os.makedirs(tmp_path / 'export')
+  (tmp_path / 'export' / 'serve.py').write_text(
+      'import json\n\n\ndef f():\n  from zoo import fileio\n')
+  assert layering_violations(str(tmp_path)) == [
+      os.path.join('export', 'serve.py') + ':5: export/ imports zoo']
