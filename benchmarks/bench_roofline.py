@@ -44,10 +44,11 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags  # noqa: E402
 
+from zoo import registry  # noqa: E402
+
 FLAGS = flags.FLAGS
-flags.DEFINE_list('models', ['c2f_volumetric', 'volumetric_stacked',
-                             'coordinate_regression', 'decoupled_volumetric',
-                             'lifting_deep', 'metrabs'], 'Registered models.')
+flags.DEFINE_list('models', None, 'Registered models (default: every zoo '
+                  'model, zoo.registry.zoo_names()).')
 flags.DEFINE_string('preset', 'cpu', 'Preset of every model.')
 flags.DEFINE_boolean('roof', True, 'Measure the roof (conv and matmul).')
 flags.DEFINE_list('paths', ['fast', 'float32'], 'Paths of this tree: fast '
@@ -106,21 +107,22 @@ def _setup(model_name: str, path: str):
   batch, config, data directory) as the trainer builds them."""
   import keras
   import tensorflow as tf
-  from trainers import checkpoints, distribute, train_lib
+  from trainers import distribute, run_config, train_lib
+  from zoo import weights as weights_lib
   if path == 'fast':
     distribute.configure_cpu_threads()
     precision, _ = distribute.resolve_precision('auto')
   else:
     precision = 'float32'
-  entry = train_lib.get_entry(model_name)
-  config = train_lib.make_config(entry, FLAGS.preset)
+  entry = run_config.get_entry(model_name)
+  config = run_config.make_config(entry, FLAGS.preset)
   distribute.set_precision(precision)
   data = train_lib.resolve_data('synthetic', config, 0, progress=False)
   if entry.prepare is not None:
     config = entry.prepare(config, tempfile.mkdtemp(), data.directory)
   keras.utils.set_random_seed(0)
-  model = checkpoints.build_model(entry, config)
-  model.compile(optimizer=train_lib.make_optimizer(config.train))
+  model = weights_lib.build_model(entry, config)
+  model.compile(optimizer=run_config.make_optimizer(config.train))
   model.optimizer.build(model.trainable_variables)
   train_lib._skip_keras_symbolic_build(model)  # pylint: disable=protected-access
   x, y = next(iter(train_lib.train_dataset(data.directory, config, model,
@@ -194,10 +196,10 @@ def _profile(model_name: str) -> dict:
 
 def _pipeline(model_name: str) -> dict:
   import tensorflow as tf
-  from trainers import distribute, train_lib
+  from trainers import distribute, run_config, train_lib
   distribute.configure_cpu_threads()
-  entry = train_lib.get_entry(model_name)
-  config = train_lib.make_config(entry, FLAGS.preset)
+  entry = run_config.get_entry(model_name)
+  config = run_config.make_config(entry, FLAGS.preset)
   data = train_lib.resolve_data('synthetic', config, 0, progress=False)
   if entry.prepare is not None:
     config = entry.prepare(config, tempfile.mkdtemp(), data.directory)
@@ -268,9 +270,10 @@ def main(argv):
   results['bf16_conv_roof_gflop_per_cpu_second'] = bf16_roof
   print(f'  bfloat16 conv roof per CPU-second: {bf16_roof:.0f} GFLOP')
 
+  models = FLAGS.models or registry.zoo_names()
   steps = []
   print('\nTraining step (one in-memory batch, the compiled train function):')
-  for model in FLAGS.models:
+  for model in models:
     plan = [(path, None) for path in FLAGS.paths]
     if FLAGS.baseline_tree:
       plan.append(('baseline', FLAGS.baseline_tree))
@@ -294,7 +297,7 @@ def main(argv):
   by_key = {(r['model'], r['path']): r for r in steps}
   reference = 'baseline' if FLAGS.baseline_tree else 'float32'
   speedups = {}
-  for model in FLAGS.models:
+  for model in models:
     fast, ref = by_key.get((model, 'fast')), by_key.get((model, reference))
     if fast and ref:
       speedups[model] = (fast['examples_per_second'] /

@@ -27,26 +27,32 @@ with the figures. Prints a Markdown table and writes JSON (`--out`).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from typing import Any, Callable, Sequence
 
+from absl import flags
 import numpy as np
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-# The repository root: the server subprocess runs from it.
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 import tensorflow as tf  # noqa: E402
+
+from benchmarks import server_process  # noqa: E402
+from export import client as client_lib  # noqa: E402
+from export import saved_model  # noqa: E402
+from export import warmup  # noqa: E402
+from zoo import cli  # noqa: E402
+from zoo import fileio  # noqa: E402
+from zoo import inference  # noqa: E402
+from zoo import registry  # noqa: E402
+from zoo import weights as weights_lib  # noqa: E402
+from zoo.signatures import BYTES_SIGNATURE  # noqa: E402
+from zoo.signatures import DEFAULT_SIGNATURE  # noqa: E402
 
 
 def _rate(fn: Callable[[], Any], items: int, seconds: float,
@@ -66,25 +72,21 @@ def _rate(fn: Callable[[], Any], items: int, seconds: float,
 
 
 def _load_or_build(name: str, preset: str, checkpoints: str | None):
-  from trainers import checkpoints as ckpt
-  from zoo import registry
   if checkpoints:
-    return ckpt.load_model(name, os.path.join(checkpoints, name))
+    return weights_lib.load_model(name, os.path.join(checkpoints, name))
   entry = registry.get(name)
   config = entry.config(preset)
   if entry.prepare is not None:
     config = entry.prepare(config, tempfile.mkdtemp(prefix='bench_prep_'),
                            None)
-  return ckpt.build_model(entry, config)
+  return weights_lib.build_model(entry, config)
 
 
 def bench_inference(model, export_dir: str, batch_sizes: Sequence[int],
                     image_hw: tuple[int, int], seconds: float
                     ) -> dict[str, dict[str, Any]]:
-  from export import warmup
-  from zoo import inference
   loaded = tf.saved_model.load(export_dir)
-  signature = loaded.signatures['serving_default']
+  signature = loaded.signatures[DEFAULT_SIGNATURE]
 
   @tf.function(reduce_retracing=True)
   def keras_function(images, boxes, intrinsics):
@@ -107,32 +109,10 @@ def bench_inference(model, export_dir: str, batch_sizes: Sequence[int],
   return results
 
 
-def start_server(base: str, log_path: str) -> tuple[subprocess.Popen, int]:
-  port_file = os.path.join(os.path.dirname(log_path), 'ports.json')
-  env = dict(os.environ, PYTHONPATH=_REPO, TF_CPP_MIN_LOG_LEVEL='2')
-  with open(log_path, 'w') as log:
-    process = subprocess.Popen(
-        [sys.executable, '-m', 'export.serve', f'--model_base_path={base}',
-         '--port=0', '--rest_api_port=0', f'--port_file={port_file}',
-         '--file_system_poll_wait_seconds=0'],
-        cwd=_REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-  deadline = time.time() + 900
-  while not os.path.exists(port_file):
-    if process.poll() is not None or time.time() > deadline:
-      process.kill()
-      with open(log_path) as f:
-        raise RuntimeError(f'export.serve did not start:\n{f.read()[-3000:]}')
-    time.sleep(0.2)
-  with open(port_file) as f:
-    return process, json.load(f)['grpc']
-
-
 def bench_grpc(target: str, name: str, signature: str, image_hw, clients: int,
                requests_per_client: int) -> dict[str, float]:
   """Latency of batch-1 requests from `clients` concurrent clients."""
-  from export import client as client_lib
-  from export import warmup
-  if signature == 'serving_bytes':
+  if signature == BYTES_SIGNATURE:
     inputs = warmup.bytes_request([image_hw], seed=0, formats=('jpeg',))
   else:
     inputs = warmup.image_request(1, *image_hw, seed=0)
@@ -198,32 +178,38 @@ def markdown(results: dict[str, Any]) -> str:
   return '\n'.join(lines)
 
 
-def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog='python -m benchmarks.bench_serving',
-                                   description=__doc__.split('\n\n')[0])
-  parser.add_argument('--models', help='comma-separated (default: all)')
-  parser.add_argument('--preset', default='cpu')
-  parser.add_argument('--checkpoints', help='DIR with DIR/NAME workdirs of '
-                      'trained models (default: random weights)')
-  parser.add_argument('--batch_sizes', default='1,32')
-  parser.add_argument('--seconds', type=float, default=5.)
-  parser.add_argument('--image_hw', default='480,640')
-  parser.add_argument('--clients', type=int, default=8)
-  parser.add_argument('--requests_per_client', type=int, default=25)
-  parser.add_argument('--grpc_signature', default='serving_bytes',
-                      choices=('serving_bytes', 'serving_default'))
-  parser.add_argument('--no_grpc', action='store_true')
-  parser.add_argument('--out', help='write the results as JSON here')
-  return parser.parse_args(argv)
+PROGRAM = 'python -m benchmarks.bench_serving'
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  args = _parse_args(sys.argv[1:] if argv is None else argv)
-  from export import saved_model
-  from zoo import registry
-  names = args.models.split(',') if args.models else registry.zoo_names()
-  batch_sizes = [int(b) for b in args.batch_sizes.split(',')]
-  image_hw = tuple(int(v) for v in args.image_hw.split(','))
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (zoo.cli: defined only to run the program)."""
+  fv = {'flag_values': flag_values}
+  flags.DEFINE_list('models', None, 'registered models (default: every zoo '
+                    'model)', **fv)
+  flags.DEFINE_string('preset', 'cpu', 'preset of the models built with '
+                      'random weights', **fv)
+  flags.DEFINE_string('checkpoints', None, 'DIR with DIR/NAME workdirs of '
+                      'trained models (default: random weights)', **fv)
+  flags.DEFINE_list('batch_sizes', ['1', '32'], 'inference batch sizes', **fv)
+  flags.DEFINE_float('seconds', 5., 'timed seconds per measurement', **fv)
+  flags.DEFINE_list('image_hw', ['480', '640'], 'request image height,width',
+                    **fv)
+  flags.DEFINE_integer('clients', 8, 'concurrent gRPC clients', **fv)
+  flags.DEFINE_integer('requests_per_client', 25, 'requests per client',
+                       **fv)
+  flags.DEFINE_enum('grpc_signature', BYTES_SIGNATURE,
+                    [BYTES_SIGNATURE, DEFAULT_SIGNATURE], 'signature the gRPC '
+                    'clients call', **fv)
+  flags.DEFINE_boolean('grpc', True, 'measure gRPC latency (--nogrpc: skip)',
+                       **fv)
+  flags.DEFINE_string('out', None, 'write the results as JSON here', **fv)
+
+
+def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:
+  """Runs the benchmark; prints the Markdown table."""
+  names = args.models or registry.zoo_names()
+  batch_sizes = [int(b) for b in args.batch_sizes]
+  image_hw = tuple(int(v) for v in args.image_hw)
   results: dict[str, Any] = {'meta': {
       'preset': 'trained (' + args.checkpoints + ')' if args.checkpoints
       else args.preset, 'batch_sizes': batch_sizes, 'image_hw': image_hw,
@@ -231,8 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       'load_average': [round(v, 2) for v in os.getloadavg()],
       'tensorflow': tf.__version__, 'python': platform.python_version(),
       'gpus': [d.name for d in tf.config.list_physical_devices('GPU')],
-      'command': ' '.join(['python -m benchmarks.bench_serving'] +
-                          list(sys.argv[1:] if argv is None else argv))},
+      'command': ' '.join([PROGRAM, *argv])},
       'models': {}}
   base = tempfile.mkdtemp(prefix='bench_serving_')
   try:
@@ -244,8 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
       results['models'][name] = {
           'inference': bench_inference(model, export_dir, batch_sizes,
                                        image_hw, args.seconds)}
-    if not args.no_grpc:
-      process, port = start_server(base, os.path.join(base, 'server.log'))
+    if args.grpc:
+      process, ports = server_process.start_server(
+          base, os.path.join(base, 'server.log'))
+      port = ports['grpc']
       try:
         for name in names:
           print(f'[{name}] gRPC latency, {args.clients} clients ...',
@@ -261,10 +248,15 @@ def main(argv: Sequence[str] | None = None) -> int:
   table = markdown(results)
   print(table)
   if args.out:
-    with open(args.out, 'w') as f:
-      json.dump(dict(results, markdown=table), f, indent=2)
+    fileio.atomic_write_json(args.out, dict(results, markdown=table),
+                             sort_keys=False)
   return 0
 
 
+def main(argv: Sequence[str]) -> int:
+  """The program on `argv` (flags only), in this process."""
+  return cli.call(define_flags, run, argv, PROGRAM)
+
+
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.run_program(define_flags, run)

@@ -22,14 +22,22 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 
 from absl import app
 from absl import flags
+from tqdm import tqdm
+
+from benchmarks import server_process
+from export import client as client_lib
+from export import saved_model
+from export import warmup
+from zoo import fileio
+from zoo import manifest as manifest_lib
+from zoo.signatures import BYTES_SIGNATURE
+from zoo.signatures import DEFAULT_SIGNATURE
 
 FLAGS = flags.FLAGS
 
@@ -71,26 +79,6 @@ def peak_rss_mb(pid: int) -> float | None:
   return None
 
 
-def start_server(base: str, log_path: str) -> tuple[subprocess.Popen, dict]:
-  port_file = os.path.join(os.path.dirname(log_path), 'ports.json')
-  env = dict(os.environ, PYTHONPATH=_REPO, TF_CPP_MIN_LOG_LEVEL='2')
-  with open(log_path, 'w') as log:
-    process = subprocess.Popen(
-        [sys.executable, '-m', 'export.serve', f'--model_base_path={base}',
-         '--port=0', '--rest_api_port=-1', f'--port_file={port_file}',
-         '--file_system_poll_wait_seconds=0.5'],
-        cwd=_REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-  deadline = time.time() + 900
-  while not os.path.exists(port_file):
-    if process.poll() is not None or time.time() > deadline:
-      process.kill()
-      with open(log_path) as f:
-        raise RuntimeError(f'export.serve did not start:\n{f.read()[-3000:]}')
-    time.sleep(0.2)
-  with open(port_file) as f:
-    return process, json.load(f)
-
-
 class Tally:
   """Latencies, errors and answering versions of one protocol."""
 
@@ -124,20 +112,15 @@ class Tally:
 
 def soak(model: str, workdir: str | None, clients: int, seconds: float,
          swap_at: float, image_hw: tuple[int, int]) -> dict:
-  from tqdm import tqdm
-
-  import zoo
-  from export import client as client_lib
-  from export import saved_model
-  from export import warmup
-
   root = tempfile.mkdtemp(prefix='bench_soak_')
   try:
     base = os.path.join(root, 'models')
-    checkpoint = workdir or zoo.bundled_checkpoint(model)
+    checkpoint = workdir or manifest_lib.bundled_checkpoint(model)
     saved_model.export_checkpoint(model, checkpoint, base, verify=False)
     model_dir = os.path.join(base, model)
-    process, ports = start_server(model_dir, os.path.join(root, 'server.log'))
+    process, ports = server_process.start_server(
+        model_dir, os.path.join(root, 'server.log'), rest_api_port=-1,
+        poll_seconds=0.5)
     image = warmup.image_request(1, *image_hw, seed=0)
     encoded = warmup.bytes_request([image_hw], seed=0, formats=('jpeg',))
     tallies = {'grpc': Tally(), 'rest': Tally()}
@@ -152,8 +135,8 @@ def soak(model: str, workdir: str | None, clients: int, seconds: float,
           n += 1
           request = client.predict_request(
               model, encoded if bytes_request else image,
-              signature_name='serving_bytes' if bytes_request else
-              'serving_default')
+              signature_name=BYTES_SIGNATURE if bytes_request else
+              DEFAULT_SIGNATURE)
           start = time.perf_counter()
           try:
             reply = client.predict_raw(request)
@@ -225,7 +208,6 @@ def main(argv):
   print(f'server alive: {result["server_alive"]}, peak RSS '
         f'{result["server_peak_rss_mb"]} MiB')
   if FLAGS.out:
-    from zoo import fileio
     fileio.atomic_write_text(FLAGS.out, json.dumps(result, indent=2) + '\n')
   return 0 if result['server_alive'] else 1
 

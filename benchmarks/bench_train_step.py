@@ -29,10 +29,11 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags  # noqa: E402
 
+from zoo import registry  # noqa: E402
+
 FLAGS = flags.FLAGS
-flags.DEFINE_list('models', ['c2f_volumetric', 'volumetric_stacked',
-                             'coordinate_regression', 'decoupled_volumetric',
-                             'lifting_deep', 'metrabs'], 'Registered models.')
+flags.DEFINE_list('models', None, 'Registered models (default: every zoo '
+                  'model, zoo.registry.zoo_names()).')
 flags.DEFINE_string('preset', 'cpu', 'Preset of every model.')
 flags.DEFINE_list('precisions', ['float32', 'mixed_bfloat16'], 'Precisions.')
 flags.DEFINE_integer('steps', 40, 'Training steps per run, warm-up included.')
@@ -82,7 +83,7 @@ def main(argv):
     print('RESULT ' + json.dumps(_measure_one(model, precision)), flush=True)
     return
   rows = []
-  for model in FLAGS.models:
+  for model in FLAGS.models or registry.zoo_names():
     for precision in FLAGS.precisions:
       cmd = [sys.executable, '-m', 'benchmarks.bench_train_step',
              f'--one={model}:{precision}', f'--preset={FLAGS.preset}',

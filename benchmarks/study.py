@@ -45,7 +45,7 @@ comparison is meaningful, not the absolute numbers.
 Usage:
   python -m benchmarks.study [--preset=cpu] [--steps=N] [--seconds=S]
       [--models=all|NAME,...] [--workdir_root=runs/study_cpu]
-      [--reuse_root=DIR]... [--no_train] [--out_dir=.]
+      [--reuse_root=DIR]... [--notrain] [--out_dir=.]
       [--truncation_margin=0.8] [--speed_batch=32] [--seed=0] [--data_seed=0]
 
 Cost: at the cpu preset each model trains for about 15-25 minutes on 2 idle
@@ -54,10 +54,12 @@ speed measurements take a few minutes. Tests use --preset=smoke.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+import types
 from typing import Sequence
+
+from absl import flags
 
 from benchmarks.study_claims import BUDGET_MODEL
 from benchmarks.study_claims import CHART_FILE
@@ -66,68 +68,69 @@ from benchmarks.study_claims import PSEUDO_MODELS
 from benchmarks.study_claims import REPO_ROOT
 from benchmarks.study_claims import STUDY_FILE
 from benchmarks.study_runner import run_study
+from zoo import cli
 
 
 # ----------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog='python -m benchmarks.study',
-      description='Train and evaluate every zoo model at one budget; write '
-                  'STUDY.md with the papers\' claims checked.')
-  parser.add_argument('--preset', default='cpu',
-                      help='Preset of every model (default cpu).')
-  parser.add_argument('--models', default='all',
-                      help='all, or a comma-separated list of registered '
-                           'models and pseudo-models '
-                           f'({", ".join(PSEUDO_MODELS)}).')
-  parser.add_argument('--steps', type=int, default=None,
-                      help='Training steps of every model (default: the '
-                           f'{BUDGET_MODEL} preset\'s train.steps).')
-  parser.add_argument('--seconds', type=float, default=None,
-                      help='Train every model for this many seconds instead '
-                           '(stopping earlier at --steps if given, else at '
-                           'the model\'s preset steps).')
-  parser.add_argument('--workdir_root', default=None,
-                      help='Where runs are trained (DIR/<model>; default '
-                           'runs/study_<preset>). Finished runs there are '
-                           'reused.')
-  parser.add_argument('--reuse_root', action='append', default=[],
-                      help='A directory of finished runs (DIR/<model> or '
-                           'DIR/<model>_<preset> with metrics.json) to use '
-                           'instead of training; may be repeated.')
-  parser.add_argument('--no_train', action='store_true',
-                      help='Never train: models without a finished run are '
-                           'reported as missing.')
-  parser.add_argument('--out_dir', default=REPO_ROOT,
-                      help='Where STUDY.md, study.json and study.png go '
-                           '(default: the repository root).')
-  parser.add_argument('--data', default='synthetic',
-                      help='Training data of new runs: synthetic (embedded) '
-                           'or a directory of zoo TFRecords.')
-  parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--data_seed', type=int, default=0)
-  parser.add_argument('--truncation_margin', type=float, default=0.8,
-                      help='Box margin of the truncated test crops (models '
-                           'train and test at 1.2).')
-  parser.add_argument('--speed_batch', type=int, default=32)
-  parser.add_argument('--speed_seconds', type=float, default=5.,
-                      help='Minimum timed seconds of the inference speed.')
-  parser.add_argument('--speed_iters', type=int, default=5,
-                      help='Minimum timed batches of the inference speed.')
-  parser.add_argument('--tie_fraction', type=float, default=0.02,
-                      help='Relative difference below which a claim is '
-                           'inconclusive.')
-  parser.add_argument('--progress', action=argparse.BooleanOptionalAction,
-                      default=True, help='tqdm progress bars.')
-  return parser
+PROGRAM = 'python -m benchmarks.study'
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  argv = list(sys.argv[1:] if argv is None else argv)
-  args = build_parser().parse_args(argv)
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (zoo.cli: defined only to run the program)."""
+  fv = {'flag_values': flag_values}
+  flags.DEFINE_string('preset', 'cpu', 'Preset of every model.', **fv)
+  flags.DEFINE_string('models', 'all', 'all, or a comma-separated list of '
+                      'registered models and pseudo-models '
+                      f'({", ".join(PSEUDO_MODELS)}).', **fv)
+  flags.DEFINE_integer('steps', None, 'Training steps of every model '
+                       f'(default: the {BUDGET_MODEL} preset\'s '
+                       'train.steps).', **fv)
+  flags.DEFINE_float('seconds', None, 'Train every model for this many '
+                     'seconds instead (stopping earlier at --steps if given, '
+                     'else at the model\'s preset steps).', **fv)
+  flags.DEFINE_string('workdir_root', None, 'Where runs are trained '
+                      '(DIR/<model>; default runs/study_<preset>). Finished '
+                      'runs there are reused.', **fv)
+  flags.DEFINE_multi_string('reuse_root', [], 'A directory of finished runs '
+                            '(DIR/<model> or DIR/<model>_<preset> with '
+                            'metrics.json) to use instead of training; may be '
+                            'repeated.', **fv)
+  flags.DEFINE_boolean('train', True, 'Train models without a finished run '
+                       '(--notrain: report them as missing).', **fv)
+  flags.DEFINE_string('out_dir', REPO_ROOT, 'Where STUDY.md, study.json and '
+                      'study.png go (default: the repository root).', **fv)
+  flags.DEFINE_string('data', 'synthetic', 'Training data of new runs: '
+                      'synthetic (embedded) or a directory of zoo '
+                      'TFRecords.', **fv)
+  flags.DEFINE_integer('seed', 0, 'Training seed.', **fv)
+  flags.DEFINE_integer('data_seed', 0, 'Synthetic data seed.', **fv)
+  flags.DEFINE_float('truncation_margin', 0.8, 'Box margin of the truncated '
+                     'test crops (models train and test at 1.2).', **fv)
+  flags.DEFINE_integer('speed_batch', 32, 'Batch size of the inference '
+                       'speed.', **fv)
+  flags.DEFINE_float('speed_seconds', 5., 'Minimum timed seconds of the '
+                     'inference speed.', **fv)
+  flags.DEFINE_integer('speed_iters', 5, 'Minimum timed batches of the '
+                       'inference speed.', **fv)
+  flags.DEFINE_float('tie_fraction', 0.02, 'Relative difference below which '
+                     'a claim is inconclusive.', **fv)
+  flags.DEFINE_boolean('progress', True, 'tqdm progress bars.', **fv)
+
+
+# The flags run_study reads (the CLI's own; absl adds its logging flags).
+_STUDY_FLAGS = ('preset', 'models', 'steps', 'seconds', 'workdir_root',
+                'reuse_root', 'train', 'out_dir', 'data', 'seed', 'data_seed',
+                'truncation_margin', 'speed_batch', 'speed_seconds',
+                'speed_iters', 'tie_fraction', 'progress')
+
+
+def run(flag_values: flags.FlagValues, argv: Sequence[str] = ()) -> int:
+  """Runs the study; prints the verdicts. 2 on bad input."""
+  args = types.SimpleNamespace(
+      **{name: flag_values[name].value for name in _STUDY_FLAGS})
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   try:
     study = run_study(args, argv)
@@ -142,5 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   return 0
 
 
+def main(argv: Sequence[str]) -> int:
+  """The program on `argv` (flags only), in this process."""
+  return cli.call(define_flags, run, argv, PROGRAM)
+
+
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.run_program(define_flags, run)

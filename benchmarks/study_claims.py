@@ -13,6 +13,7 @@ import math
 import os
 from typing import Any, Callable, Mapping
 
+from trainers import publish_lib
 from zoo import config as config_lib
 from zoo import registry
 
@@ -82,7 +83,6 @@ def config_differences(run_config: Any, preset_config: Any) -> list[str]:
   """How a reused run's config differs from what `name` trains with now,
   leaving out the fields that name files of the training machine (as a
   bundled checkpoint does: trainers.publish_lib.portable_config)."""
-  from trainers import publish_lib
   return publish_lib.differences_from_preset(
       config_lib.to_dict(run_config), type(run_config), preset_config)
 

@@ -5,7 +5,6 @@ study does.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import math
@@ -36,40 +35,36 @@ from benchmarks.study_claims import model_overrides
 from benchmarks.study_claims import parse_models
 from benchmarks.study_report import render_markdown
 from benchmarks.study_report import write_chart
-from trainers import checkpoints
 from trainers import evaluation
 from trainers import train_lib
-from trainers.train_lib import METRICS_FILE
 from zoo import config as config_lib
 from zoo import fileio
 from zoo import metrics as metrics_lib
 from zoo import registry
+from zoo import weights as weights_lib
+from zoo.manifest import METRICS_FILE
+from zoo.manifest import RUN_CONFIG_FILE
 
 
 # ----------------------------------------------------------------------------
 # Runs: find, train, evaluate
 # ----------------------------------------------------------------------------
 
-def _read_json(path: str) -> dict:
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
-
-
 def _run_matches(name: str, preset: str, workdir: str) -> str | None:
   """None if `workdir` is a finished run of `name` at `preset`, else why not."""
   path = os.path.join(workdir, METRICS_FILE)
   if not os.path.exists(path):
     return f'no {METRICS_FILE}'
-  metrics = _read_json(path)
+  metrics = fileio.read_json(path)
   base = base_model(name)
   if metrics.get('model') not in (None, base):
     return f'it is a run of {metrics.get("model")!r}'
   if metrics.get('preset') not in (None, preset):
     return f'it used preset {metrics.get("preset")!r}'
-  config_path = os.path.join(workdir, 'config.json')
+  config_path = os.path.join(workdir, RUN_CONFIG_FILE)
   wanted = model_overrides(name, preset)
   if wanted:
-    config = (_read_json(config_path).get('config') or {}) if os.path.exists(
+    config = (fileio.read_json(config_path).get('config') or {}) if os.path.exists(
         config_path) else {}
     for key, value in wanted.items():
       have: Any = config
@@ -81,7 +76,7 @@ def _run_matches(name: str, preset: str, workdir: str) -> str | None:
         return f'its config has {key}={have!r}, not {value!r}'
   elif os.path.exists(config_path):
     # A registered model's run must not be one of its ablations.
-    config = _read_json(config_path).get('config') or {}
+    config = fileio.read_json(config_path).get('config') or {}
     for pseudo in PSEUDO_MODELS.values():
       if pseudo.base != name:
         continue
@@ -187,9 +182,9 @@ def load_run(name: str, workdir: str):
   config as trained: before `prepare` fills run-time fields such as a
   prior's path)."""
   entry = registry.get(base_model(name))
-  source = checkpoints.resolve(workdir)
-  checkpoints.verify_sha256(source)
-  config = checkpoints.config_for(entry, source)
+  source = weights_lib.resolve(workdir)
+  weights_lib.verify_sha256(source)
+  config = weights_lib.config_for(entry, source)
   data = (source.run_config or source.manifest or {}).get('data') or {}
   if data.get('name', train_lib.DATA_SYNTHETIC) == train_lib.DATA_SYNTHETIC:
     data_dir = train_lib.resolve_data(train_lib.DATA_SYNTHETIC, config,
@@ -200,8 +195,8 @@ def load_run(name: str, workdir: str):
   trained = config
   if entry.prepare is not None:  # e.g. re-fit a pose prior whose cache is gone
     config = entry.prepare(config, workdir, data_dir)
-  model = checkpoints.build_model(entry, config)
-  checkpoints.load_weights(model, source, verify=False)
+  model = weights_lib.build_model(entry, config)
+  weights_lib.load_weights(model, source, verify=False)
   return model, config, data_dir, trained
 
 
@@ -248,9 +243,9 @@ def inference_speed(model, config, data_dir: str, *, batch: int,
 
 
 def study_result(name: str, preset: str, workdir: str, source: str,
-                 args: argparse.Namespace) -> dict[str, Any]:
+                 args: Any) -> dict[str, Any]:
   """Metrics, truncated-crop metrics and speeds of one finished run."""
-  metrics = _read_json(os.path.join(workdir, METRICS_FILE))
+  metrics = fileio.read_json(os.path.join(workdir, METRICS_FILE))
   result = dict(metrics)
   result.update({'model': name, 'base_model': base_model(name),
                  'overrides': {k: list(v) if isinstance(v, tuple) else v
@@ -279,9 +274,10 @@ def study_result(name: str, preset: str, workdir: str, source: str,
 # The whole study
 # ----------------------------------------------------------------------------
 
-def run_study(args: argparse.Namespace, argv: Sequence[str] = ()
+def run_study(args: Any, argv: Sequence[str] = ()
               ) -> dict[str, Any]:
-  """Runs the study described by parsed `args`; returns study.json's dict."""
+  """Runs the study described by `args` (attributes named as the flags of
+  benchmarks/study.py); returns study.json's dict."""
   models = parse_models(args.models)
   preset = args.preset
   for name in models:
@@ -319,9 +315,9 @@ def run_study(args: argparse.Namespace, argv: Sequence[str] = ()
           'no workdir'
       if reason is None and _budget_met(own, steps, args.seconds):
         workdir, source = own, 'reused'
-      elif args.no_train:
+      elif not args.train:
         missing[name] = '; '.join(skipped + [f'{own}: {reason}']) + \
-            ' (--no_train)'
+            ' (--notrain)'
         continue
       else:
         try:
@@ -387,7 +383,7 @@ def run_study(args: argparse.Namespace, argv: Sequence[str] = ()
 
 def _budget_met(workdir: str, steps: int | None,
                 seconds: float | None) -> bool:
-  metrics = _read_json(os.path.join(workdir, METRICS_FILE))
+  metrics = fileio.read_json(os.path.join(workdir, METRICS_FILE))
   if seconds:
     return float(metrics.get('train_seconds') or 0.) >= 0.95 * seconds or (
         steps is not None and int(metrics.get('steps') or 0) >= steps)

@@ -28,7 +28,6 @@ RestError with the HTTP status and the server's {"error": ...} message.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import sys
@@ -36,12 +35,16 @@ import urllib.error
 import urllib.request
 from typing import Any, Mapping, Sequence
 
+from absl import app
+from absl import flags
 import numpy as np
 
-MAX_MESSAGE_BYTES = 2 ** 31 - 1
-DEFAULT_SIGNATURE = 'serving_default'
-BYTES_SIGNATURE = 'serving_bytes'
-LIFT_SIGNATURE = 'lift'  # zoo.lift_lib.LIFT_SIGNATURE (keypoints -> poses)
+from export.protocol import MAX_MESSAGE_BYTES
+from zoo import cli
+from zoo.signatures import BYTES_SIGNATURE
+from zoo.signatures import DEFAULT_SIGNATURE
+from zoo.signatures import LIFT_SIGNATURE
+
 
 
 def _tf():
@@ -295,8 +298,8 @@ def keypoint_inputs(keypoints_path: str, image_path: str | None = None,
   left out (listed in the description). Intrinsics: zoo.inference's rule for
   the image's (or image_size's (W, H)) size.
   """
-  from zoo import lift_lib
   from zoo import inference
+  from zoo import lift_lib
   kfile = lift_lib.read_keypoints(keypoints_path)
   image_hw = None
   if image_path is not None:
@@ -350,46 +353,50 @@ def format_poses(outputs: Mapping[str, np.ndarray], row: int = 0) -> str:
   return '\n'.join(lines)
 
 
-def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-      prog='python -m export.client',
-      description='Send an image to a TF Serving endpoint; print the poses.')
-  parser.add_argument('--server', default='localhost:8500',
-                      help='host:port (gRPC, or REST with --rest)')
-  parser.add_argument('--rest', action='store_true', help='use the REST API')
-  parser.add_argument('--model', required=True)
-  parser.add_argument('--image', help='image file (required unless '
-                      '--keypoints is given)')
-  parser.add_argument('--keypoints', help='a 2D detector\'s keypoints JSON '
+PROGRAM = 'python -m export.client'
+
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (zoo.cli: defined only to run the program)."""
+  fv = {'flag_values': flag_values}
+  flags.DEFINE_string('server', 'localhost:8500', 'host:port (gRPC, or REST '
+                      'with --rest)', **fv)
+  flags.DEFINE_boolean('rest', False, 'use the REST API', **fv)
+  flags.DEFINE_string('model', None, 'the served model\'s name', **fv)
+  flags.DEFINE_string('image', None, 'image file (required unless '
+                      '--keypoints is given)', **fv)
+  flags.DEFINE_string('keypoints', None, 'a 2D detector\'s keypoints JSON '
                       '(COCO results, a COCO annotation file or H36M-17 '
-                      'JSON): sent to the `lift` signature')
-  parser.add_argument('--image_size', help='W,H of the keypoints\' image when '
-                      'no --image is given')
-  parser.add_argument('--image_id', help='with --keypoints: the persons of '
-                      'this image id')
-  parser.add_argument('--box', help='x,y,w,h in pixels (default: whole image)')
-  parser.add_argument('--focal', type=float, help='focal length in pixels '
-                      '(default: a 55 deg field of view)')
-  parser.add_argument('--signature', default=BYTES_SIGNATURE,
-                      choices=(BYTES_SIGNATURE, DEFAULT_SIGNATURE),
-                      help='send encoded bytes or decoded pixels (with '
-                      '--keypoints: always `lift`)')
-  parser.add_argument('--version', type=int)
-  parser.add_argument('--version_label')
-  parser.add_argument('--timeout', type=float, default=60.)
-  parser.add_argument('--json', action='store_true',
-                      help='print JSON instead of a table')
-  args = parser.parse_args(argv)
+                      'JSON): sent to the `lift` signature', **fv)
+  flags.DEFINE_string('image_size', None, 'W,H of the keypoints\' image '
+                      'when no --image is given', **fv)
+  flags.DEFINE_string('image_id', None, 'with --keypoints: the persons of '
+                      'this image id', **fv)
+  flags.DEFINE_string('box', None, 'x,y,w,h in pixels (default: whole image)',
+                      **fv)
+  flags.DEFINE_float('focal', None, 'focal length in pixels (default: '
+                     'zoo.inference\'s default field of view)', **fv)
+  flags.DEFINE_enum('signature', BYTES_SIGNATURE,
+                    [BYTES_SIGNATURE, DEFAULT_SIGNATURE], 'send encoded bytes '
+                    'or decoded pixels (with --keypoints: always `lift`)',
+                    **fv)
+  flags.DEFINE_integer('version', None, 'model version (default: the '
+                       'highest served)', **fv)
+  flags.DEFINE_string('version_label', None, 'version label', **fv)
+  flags.DEFINE_float('timeout', 60., 'request timeout in seconds', **fv)
+  flags.DEFINE_boolean('json', False, 'print JSON instead of a table', **fv)
+  flags.mark_flag_as_required('model', flag_values=flag_values)
+
+
+def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:
+  """Sends the request the flags describe and prints the poses: 0, or 1
+  for a server error, 2 for bad input."""
+  del argv  # unused
   if args.image is None and args.keypoints is None:
-    parser.error('one of --image and --keypoints is required')
-  return args
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-  args = _parse_args(sys.argv[1:] if argv is None else argv)
+    raise app.UsageError('one of --image and --keypoints is required')
+  signature = LIFT_SIGNATURE if args.keypoints else args.signature
   try:
     if args.keypoints:
-      args.signature = LIFT_SIGNATURE
       size = None
       if args.image_size:
         size = tuple(int(v) for v in args.image_size.split(','))
@@ -399,18 +406,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      args.focal, args.image_id)
     else:
       inputs, info = image_inputs(args.image, args.box, args.focal,
-                                  args.signature)
+                                  signature)
   except (ValueError, FileNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   try:
     if args.rest:
       outputs = RestClient(args.server, args.timeout).predict(
-          args.model, inputs, args.signature, args.version,
-          args.version_label)
+          args.model, inputs, signature, args.version, args.version_label)
     else:
       with GrpcClient(args.server, args.timeout) as client:
-        outputs = client.predict(args.model, inputs, args.signature,
+        outputs = client.predict(args.model, inputs, signature,
                                  args.version, args.version_label)
   except RestError as e:
     print(f'error: {e}', file=sys.stderr)
@@ -441,5 +447,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   return 0
 
 
+def main(argv: Sequence[str]) -> int:
+  """The program on `argv` (flags only), in this process."""
+  return cli.call(define_flags, run, argv, PROGRAM)
+
+
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.run_program(define_flags, run)

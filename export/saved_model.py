@@ -36,7 +36,6 @@ extras from the model's optional `extra_serving_signatures()`.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import logging
@@ -46,12 +45,19 @@ import sys
 import tempfile
 from typing import Any, Sequence
 
+from absl import flags
+from absl import logging as absl_logging
 import numpy as np
 import tensorflow as tf
 
 from export import serving_module
-from zoo import fileio
 from export import warmup
+from zoo import base
+from zoo import cli
+from zoo import config as config_lib
+from zoo import fileio
+from zoo import manifest as manifest_lib
+from zoo import weights as weights_lib
 
 METADATA_FILE = 'pose3d_zoo.json'
 MODELS_CONFIG = 'models.config'
@@ -168,7 +174,6 @@ def _metadata(model, module: serving_module.PoseServingModule,
               model_name: str, version: int, extra: dict | None) -> dict:
   config = getattr(model, 'config', None)
   try:
-    from zoo import config as config_lib
     config_dict = config_lib.to_dict(config) if config is not None else None
   except TypeError:
     config_dict = None
@@ -182,10 +187,7 @@ def _metadata(model, module: serving_module.PoseServingModule,
       'flip_test': module._flip_test,
       'signatures': {name: {s.name: _spec_json(s) for s in specs}
                      for name, specs in module.input_specs().items()},
-      'outputs': {'poses3d_cam_mm': 'mm, camera frame of the input image',
-                  'poses3d_rel_mm': 'mm, root-relative, camera axes',
-                  'poses2d_px': 'pixels of the input image',
-                  'confidence': 'per joint, 0..1'},
+      'outputs': dict(base.OUTPUT_UNITS),
       'config': config_dict,
       **(extra or {}),
   }
@@ -277,9 +279,7 @@ def export_model(model, export_base: str, model_name: str | None = None, *,
   module = serving_module.PoseServingModule(model, flip_test=flip_test,
                                             name=f'{model_name}_serving')
   examples = warmup.example_inputs(module.input_specs())
-  staging = tempfile.mkdtemp(dir=export_base,
-                             prefix=fileio.temp_prefix(model_name))
-  try:
+  with fileio.staging_directory(export_base, model_name) as staging:
     path = os.path.join(staging, str(version))
     _log.info('Tracing and saving %s version %d ...', model_name, version)
     tf.saved_model.save(module, path, signatures=module.signatures())
@@ -292,8 +292,6 @@ def export_model(model, export_base: str, model_name: str | None = None, *,
     if verify:
       verify_export(path, examples)
     _publish(path, final, overwrite)
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
   write_models_config(export_base, container_base)
   write_batching_parameters(export_base, **(batching or {}))
   _log.info('Exported %s version %d to %s.', model_name, version, final)
@@ -310,28 +308,26 @@ def _publish(staged: str, final: str, overwrite: bool) -> None:
   old version after a swap; the caller removes it).
   """
   os.makedirs(os.path.dirname(final), exist_ok=True)
-  if not os.path.exists(final):
-    os.rename(staged, final)  # fails if another exporter got there first
-    return
-  if not overwrite:
+  if os.path.exists(final) and not overwrite:
     raise FileExistsError(f'{final} appeared during the export; not replaced')
-  if fileio.exchange_paths(staged, final):  # never a moment without `final`
-    shutil.rmtree(staged, ignore_errors=True)
-    return
   base = os.path.dirname(os.path.dirname(final))
-  aside = tempfile.mkdtemp(dir=base, prefix=fileio.temp_prefix(
-      os.path.basename(os.path.dirname(final)), fileio.ASIDE_PREFIX))
-  fileio.atomic_write_text(os.path.join(aside, _ASIDE_TARGET), json.dumps(
-      {'version_dir': os.path.relpath(final, base)}))
-  old = os.path.join(aside, 'old')
-  os.rename(final, old)
+  asides = []
+
+  def make_aside() -> str:
+    """BASE/.old-PID-NAME-*/old, with a note of the version it holds for
+    `recover_interrupted`."""
+    aside = tempfile.mkdtemp(dir=base, prefix=fileio.temp_prefix(
+        os.path.basename(os.path.dirname(final)), fileio.ASIDE_PREFIX))
+    asides.append(aside)
+    fileio.atomic_write_text(os.path.join(aside, _ASIDE_TARGET), json.dumps(
+        {'version_dir': os.path.relpath(final, base)}))
+    return os.path.join(aside, 'old')
+
   try:
-    os.rename(staged, final)
-  except BaseException:
-    os.rename(old, final)
-    raise
+    fileio.replace_directory(staged, final, make_aside)
   finally:
-    shutil.rmtree(aside, ignore_errors=True)
+    for aside in asides:
+      shutil.rmtree(aside, ignore_errors=True)
 
 
 def recover_interrupted(export_base: str) -> None:
@@ -363,9 +359,8 @@ def recover_interrupted(export_base: str) -> None:
 def export_checkpoint(name: str, checkpoint: str, export_base: str, *,
                       preset: str | None = None, **kwargs) -> str:
   """Loads model NAME from a workdir / weights file and exports it."""
-  from trainers import checkpoints
-  model = checkpoints.load_model(name, checkpoint, preset)
-  source = checkpoints.resolve(checkpoint)
+  model = weights_lib.load_model(name, checkpoint, preset)
+  source = weights_lib.resolve(checkpoint)
   meta = {'source': {'path': os.path.abspath(source.path),
                      'kind': source.kind, 'step': source.step,
                      'sha256': (source.manifest or {}).get('sha256'),
@@ -374,50 +369,54 @@ def export_checkpoint(name: str, checkpoint: str, export_base: str, *,
   return export_model(model, export_base, name, metadata=meta, **kwargs)
 
 
-def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-      prog='python -m export.saved_model',
-      description='Export a trained zoo model for TF Serving.')
-  parser.add_argument('--model', required=True, help='registered model name')
-  parser.add_argument('--workdir', help='training workdir, weights directory '
+PROGRAM = 'python -m export.saved_model'
+
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (zoo.cli: defined only to run the program)."""
+  fv = {'flag_values': flag_values}
+  flags.DEFINE_string('model', None, 'registered model name', **fv)
+  flags.DEFINE_string('workdir', None, 'training workdir, weights directory '
                       'or .weights.h5 file (default: the bundled checkpoint '
-                      'zoo/checkpoints/NAME)')
-  parser.add_argument('--export_dir', required=True, help='export base BASE')
-  parser.add_argument('--version', type=int, help='version number (default: '
-                      'highest existing + 1)')
-  parser.add_argument('--preset', help='only for weights without a manifest')
-  parser.add_argument('--flip_test', action='store_true',
-                      help='serve flip-test averaged poses (2x compute)')
-  parser.add_argument('--overwrite', action='store_true',
-                      help='replace an existing version')
-  parser.add_argument('--no_warmup', action='store_true',
-                      help='do not write warm-up requests')
-  parser.add_argument('--no_verify', action='store_true',
-                      help='skip loading and running the export before '
-                      'publishing it')
-  parser.add_argument('--container_base_path', default=DEFAULT_CONTAINER_BASE,
-                      help='where BASE is mounted in the TF Serving container')
-  parser.add_argument('--max_batch_size', type=int, default=32)
-  parser.add_argument('--batch_timeout_micros', type=int, default=2000)
-  parser.add_argument('--num_batch_threads', type=int, default=None)
-  return parser.parse_args(argv)
+                      'zoo/checkpoints/NAME)', **fv)
+  flags.DEFINE_string('export_dir', None, 'export base BASE', **fv)
+  flags.DEFINE_integer('version', None, 'version number (default: highest '
+                       'existing + 1)', **fv)
+  flags.DEFINE_string('preset', None, 'only for weights without a manifest',
+                      **fv)
+  flags.DEFINE_boolean('flip_test', False, 'serve flip-test averaged poses '
+                       '(2x compute)', **fv)
+  flags.DEFINE_boolean('overwrite', False, 'replace an existing version',
+                       **fv)
+  flags.DEFINE_boolean('warmup', True, 'write warm-up requests '
+                       '(--nowarmup: none)', **fv)
+  flags.DEFINE_boolean('verify', True, 'load and run the export before '
+                       'publishing it (--noverify: skip)', **fv)
+  flags.DEFINE_string('container_base_path', DEFAULT_CONTAINER_BASE,
+                      'where BASE is mounted in the TF Serving container',
+                      **fv)
+  flags.DEFINE_integer('max_batch_size', 32, 'BatchingParameters', **fv)
+  flags.DEFINE_integer('batch_timeout_micros', 2000, 'BatchingParameters',
+                       **fv)
+  flags.DEFINE_integer('num_batch_threads', None, 'BatchingParameters', **fv)
+  flags.mark_flags_as_required(['model', 'export_dir'], flag_values=flag_values)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  args = _parse_args(sys.argv[1:] if argv is None else argv)
-  logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
+def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:
+  """Exports as the flags say; prints the version directory. 2 on bad input."""
+  del argv  # unused
+  absl_logging.set_verbosity(absl_logging.INFO)
   try:
     workdir = args.workdir
     if workdir is None:
-      import zoo
-      workdir = zoo.bundled_checkpoint(args.model)
+      workdir = manifest_lib.bundled_checkpoint(args.model)
       _log.info('No --workdir given: exporting the bundled checkpoint %s.',
                 workdir)
     path = export_checkpoint(
         args.model, workdir, args.export_dir, preset=args.preset,
         version=args.version, flip_test=args.flip_test,
-        overwrite=args.overwrite, write_warmup=not args.no_warmup,
-        verify=not args.no_verify, container_base=args.container_base_path,
+        overwrite=args.overwrite, write_warmup=args.warmup,
+        verify=args.verify, container_base=args.container_base_path,
         batching={'max_batch_size': args.max_batch_size,
                   'batch_timeout_micros': args.batch_timeout_micros,
                   'num_batch_threads': args.num_batch_threads})
@@ -428,5 +427,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   return 0
 
 
+def main(argv: Sequence[str]) -> int:
+  """The program on `argv` (flags only), in this process."""
+  return cli.call(define_flags, run, argv, PROGRAM)
+
+
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.run_program(define_flags, run)

@@ -32,10 +32,9 @@ import tensorflow as tf
 
 from zoo import inference
 from zoo.data import records
+from zoo.signatures import BYTES_SIGNATURE
+from zoo.signatures import DEFAULT_SIGNATURE
 
-DEFAULT_SIGNATURE = 'serving_default'
-BYTES_SIGNATURE = 'serving_bytes'
-OUTPUT_KEYS = inference.OUTPUT_KEYS
 EXTRA_SIGNATURES_METHOD = 'extra_serving_signatures'
 
 IMAGES_SPEC = tf.TensorSpec([None, None, None, 3], tf.uint8, name='images')

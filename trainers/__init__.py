@@ -2,5 +2,6 @@
 
 - `python -m trainers.run`: train one registered model (train_lib.train).
 - `python -m trainers.evaluate`: re-evaluate a workdir's newest weights.
-- `trainers.checkpoints.load_model(name, checkpoint)`: a trained model back.
+- `trainers.checkpoints`: resumable training state and the final weights
+  (loading them back is zoo.weights.load_model).
 """

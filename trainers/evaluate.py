@@ -4,7 +4,7 @@
       [--flip_test] [--num_examples=N] [--out=PATH]
 
 Loads the newest of WORKDIR/model.weights.h5 and the latest checkpoint in
-WORKDIR/checkpoints (trainers.checkpoints.load_model, sha256 verified), builds
+WORKDIR/checkpoints (zoo.weights: resolve, sha256 verified, load), builds
 the model with the config it was trained with, evaluates on the test split
 (trainers.evaluation) and writes WORKDIR/metrics_eval.json (or --out)
 atomically, then prints the table. --data defaults to the data the run was
@@ -25,7 +25,13 @@ from absl import app
 from absl import flags
 
 from trainers import common_flags
-from trainers.evaluation import EVAL_FILE
+from trainers import evaluation
+from trainers import run_config
+from trainers import train_lib
+from zoo import fileio
+from zoo import registry
+from zoo import weights as weights_lib
+from zoo.manifest import EVAL_FILE
 
 FLAGS = flags.FLAGS
 flags.adopt_module_key_flags(common_flags)  # --help lists the shared flags
@@ -49,16 +55,12 @@ def evaluate_workdir(model: str, workdir: str, *, data: str | None = None,
                      progress: bool = True,
                      baseline: bool = True) -> dict[str, Any]:
   """Loads the newest weights in `workdir`, evaluates, writes `out`."""
-  from trainers import checkpoints
-  from trainers import evaluation
-  from trainers import train_lib
-
-  entry = train_lib.get_entry(model)
-  source = checkpoints.resolve(workdir)
-  checkpoints.verify_sha256(source)
-  config = checkpoints.config_for(entry, source, preset)
-  model_obj = checkpoints.build_model(entry, config)
-  checkpoints.load_weights(model_obj, source, verify=False)
+  entry = run_config.get_entry(model)
+  source = weights_lib.resolve(workdir)
+  weights_lib.verify_sha256(source)
+  config = weights_lib.config_for(entry, source, preset)
+  model_obj = weights_lib.build_model(entry, config)
+  weights_lib.load_weights(model_obj, source, verify=False)
 
   meta = source.run_config or source.manifest or {}
   trained_on = meta.get('data') or {}
@@ -80,7 +82,7 @@ def evaluate_workdir(model: str, workdir: str, *, data: str | None = None,
     metrics['mean_pose_baseline'] = _baseline(
         data_info, trained_spec, trained_on, config, num_examples)
   out = out or os.path.join(workdir, EVAL_FILE)
-  checkpoints.atomic_write_json(out, metrics)
+  fileio.atomic_write_json(out, metrics)
   print(evaluation.format_report(metrics), flush=True)
   print(f'Wrote {out}', flush=True)
   return metrics
@@ -88,7 +90,6 @@ def evaluate_workdir(model: str, workdir: str, *, data: str | None = None,
 
 def _trained_on_spec(trained_on: dict) -> str:
   """The data spec of the data a run was trained on (synthetic if unknown)."""
-  from trainers import train_lib
   if trained_on.get('name') == 'mixture' and trained_on.get('spec'):
     return trained_on['spec']
   if trained_on.get('name') == 'tfrecords' and trained_on.get('dir'):
@@ -99,8 +100,6 @@ def _trained_on_spec(trained_on: dict) -> str:
 def _baseline(data_info, trained_spec: str, trained_on: dict, config,
               num_examples: int | None) -> dict[str, Any]:
   """The mean-pose baseline on the test data, or a note why it is left out."""
-  from trainers import evaluation
-  from trainers import train_lib
   train_data = None
   if 'train' in data_info.splits:
     train_data = data_info.train_data
@@ -126,13 +125,12 @@ def main(argv: Sequence[str]) -> int:
     raise app.UsageError(f'unexpected arguments {list(argv[1:])}')
   if not FLAGS.workdir:
     raise app.UsageError('--workdir is required')
-  from trainers import train_lib
   if not FLAGS.model:
     raise app.UsageError('--model is required; valid choices are '
-                         + ', '.join(train_lib.registry.names()))
+                         + ', '.join(registry.names()))
   try:
     common_flags.import_modules(FLAGS.modules)
-    train_lib.get_entry(FLAGS.model)
+    run_config.get_entry(FLAGS.model)
   except ValueError as e:
     raise app.UsageError(str(e))
   data = None if FLAGS['data'].using_default_value else FLAGS.data

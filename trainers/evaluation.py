@@ -31,12 +31,9 @@ import tensorflow as tf
 import tqdm
 
 from zoo import metrics as metrics_lib
+from zoo.data import pipeline
 
 # Per-example features kept for the metrics (besides the predictions).
-# Where `python -m trainers.evaluate` writes a re-evaluation by default
-# (trainers.publish_lib reads it too).
-EVAL_FILE = 'metrics_eval.json'
-
 _GT_KEYS = ('joints3d_rel_mm', 'joints3d_cam_mm', 'joints2d_px',
             'joint_valid_2d', 'joint_valid_3d', 'joint_in_crop', 'has_3d',
             'action', 'subject', 'source', 'dataset')
@@ -56,7 +53,6 @@ def eval_dataset(data_dir, config: Any, *, split: str = 'test',
   `data_dir`: a directory or a zoo.data.mixture.Mixture (sources read once
   each, round-robin).
   """
-  from zoo.data import pipeline
   return pipeline.make_dataset(
       data_dir, split, input_size=config.input_size,
       batch_size=batch_size or config.train.batch_size, training=False,

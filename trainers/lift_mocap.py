@@ -44,12 +44,16 @@ from tqdm.auto import tqdm
 from trainers import checkpoints
 from zoo import config as config_lib
 from zoo import geometry
-from zoo import lift_lib
 from zoo import inference
+from zoo import lift_lib
 from zoo import registry
 from zoo import skeleton as skel
+from zoo import weights as weights_lib
 from zoo.c2f_volumetric import targets as targets_lib
+from zoo.data import h36m
 from zoo.data import mocap2d
+from zoo.data import motion
+from zoo.lifting_deep.prior import PosePrior
 
 MODEL = 'decoupled_volumetric'
 FLAGS = flags.FLAGS
@@ -60,7 +64,6 @@ def load_poses(split: str, num: int, seed: int,
   """[N, 17, 3] world mm (z up) of `split`'s subjects (of those a motion
   archive holds; at most `num` poses, drawn at random)."""
   if motion_file:
-    from zoo.data import h36m
     wanted = h36m.TRAIN_SUBJECTS if split == 'train' else h36m.TEST_SUBJECTS
     data = h36m.load_motion_npz(motion_file)
     arrays = [a for s in wanted if s in data for a in data[s].values()]
@@ -70,7 +73,6 @@ def load_poses(split: str, num: int, seed: int,
                        f'subjects {list(wanted)}; it has {sorted(data)}')
     rng = np.random.default_rng([seed, 7])
     return poses[rng.choice(len(poses), min(num, len(poses)), replace=False)]
-  from zoo.data import motion
   return motion.poses(num, split, seed)
 
 
@@ -111,7 +113,7 @@ def train(out_dir: str, preset: str = 'lift', steps: int | None = None,
   num_poses = num_poses or config.train.num_train_examples
   batch_size = config.train.batch_size
   tf.keras.utils.set_random_seed(seed)
-  model = checkpoints.build_model(entry, config)
+  model = weights_lib.build_model(entry, config)
   poses = load_poses('train', num_poses, seed, motion_file)
   test_poses = load_poses('test', num_test, seed, motion_file)
   logging.info('Training network 2 of %s (preset %s) on %d motion-capture '
@@ -188,7 +190,6 @@ def fit_prior(out_path: str, motion_file: str | None = None,
   components, bases, angles and 2D noise) on the training subjects' motion;
   saves it to out_path (PosePrior.save, .npz) for `zoo.lift
   --model=lifting_deep --prior=PATH`. Returns held-out metrics."""
-  from zoo.lifting_deep.prior import PosePrior
   config = registry.get('lifting_deep').config(preset)
   poses = load_poses('train', num_poses or config.prior_num_poses, seed,
                      motion_file)

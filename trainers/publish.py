@@ -10,52 +10,54 @@ trainers.publish_lib (what is written, why, and how atomically: there).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from typing import Sequence
 
+from absl import flags
 from absl import logging
 
 from trainers import publish_lib
 from trainers.publish_lib import DEFAULT_PRESET
 from trainers.publish_lib import DEFAULT_WORKDIR_ROOT
+from zoo import cli
+from zoo import registry
 
 
 # ----------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------
 
-def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-      prog='python -m trainers.publish',
-      description='Train (or take) a run and write the bundled checkpoint '
-      'zoo/checkpoints/<model>/.')
-  parser.add_argument('--model', help='a registered model name, or all')
-  parser.add_argument('--from_workdir', help='a finished training workdir '
-                      'of the model at the preset (with --model=all: a '
-                      'directory holding <model>_<preset> workdirs)')
-  parser.add_argument('--steps', type=int, help='training steps (default: '
-                      "the preset's)")
-  parser.add_argument('--workdir_root', default=DEFAULT_WORKDIR_ROOT,
-                      help='where training runs go (<model>_<preset>; an '
-                      'existing run is resumed)')
-  parser.add_argument('--preset', default=DEFAULT_PRESET,
-                      help='preset to publish (bundled ones are cpu)')
-  parser.add_argument('--checkpoints_root', help='bundled checkpoints root '
-                      '(default: $POSE3D_ZOO_CHECKPOINTS or zoo/checkpoints)')
-  parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--data_seed', type=int, default=0)
-  parser.add_argument('--noprogress', dest='progress', action='store_false',
-                      help='no progress bars')
-  parser.add_argument('--readme_only', action='store_true',
-                      help='only regenerate README.md')
-  return parser.parse_args(argv)
+PROGRAM = 'python -m trainers.publish'
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  argv = sys.argv[1:] if argv is None else list(argv)
-  args = _parse_args(argv)
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (zoo.cli: defined only to run the program)."""
+  fv = {'flag_values': flag_values}
+  flags.DEFINE_string('model', None, 'a registered model name, or all', **fv)
+  flags.DEFINE_string('from_workdir', None, 'a finished training workdir of '
+                      'the model at the preset (with --model=all: a '
+                      'directory holding <model>_<preset> workdirs)', **fv)
+  flags.DEFINE_integer('steps', None, 'training steps (default: the '
+                       'preset\'s)', **fv)
+  flags.DEFINE_string('workdir_root', DEFAULT_WORKDIR_ROOT, 'where training '
+                      'runs go (<model>_<preset>; an existing run is '
+                      'resumed)', **fv)
+  flags.DEFINE_string('preset', DEFAULT_PRESET, 'preset to publish (bundled '
+                      'ones are cpu)', **fv)
+  flags.DEFINE_string('checkpoints_root', None, 'bundled checkpoints root '
+                      '(default: $POSE3D_ZOO_CHECKPOINTS or zoo/checkpoints)',
+                      **fv)
+  flags.DEFINE_integer('seed', 0, 'training seed', **fv)
+  flags.DEFINE_integer('data_seed', 0, 'synthetic data seed', **fv)
+  flags.DEFINE_boolean('progress', True, 'progress bars (--noprogress: '
+                       'none)', **fv)
+  flags.DEFINE_boolean('readme_only', False, 'only regenerate README.md',
+                       **fv)
+
+
+def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:
+  """Publishes as the flags say: 0, 1 if a model failed, 2 on bad input."""
   logging.set_verbosity(logging.INFO)
   if args.readme_only:
     print(publish_lib.write_readme(args.checkpoints_root))
@@ -63,7 +65,6 @@ def main(argv: Sequence[str] | None = None) -> int:
   if not args.model:
     print('error: --model=NAME|all is required', file=sys.stderr)
     return 2
-  from zoo import registry
   names = registry.zoo_names() if args.model == 'all' else [args.model]
   command = [os.path.basename(sys.executable), '-m', 'trainers.publish',
              *argv]
@@ -91,5 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   return 1 if failed else 0
 
 
+def main(argv: Sequence[str]) -> int:
+  """The program on `argv` (flags only), in this process."""
+  return cli.call(define_flags, run, argv, PROGRAM)
+
+
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.run_program(define_flags, run)

@@ -48,13 +48,15 @@ from typing import Any, Mapping, Sequence
 
 from absl import logging
 
-from trainers import checkpoints
 from trainers import evaluation
+from trainers import run_config
 from trainers import train_lib
-import zoo
 from zoo import config as config_lib
 from zoo import fileio
+from zoo import manifest as manifest_lib
 from zoo import registry
+from zoo import weights as weights_lib
+import zoo
 from zoo.data import records
 from zoo.data import synthetic
 
@@ -153,19 +155,11 @@ def recover(root: str, name: str) -> None:
 
 
 def _swap_in(staged: str, final: str) -> None:
-  """Renames `staged` to `final`, replacing (and deleting) an old one."""
-  if not os.path.exists(final):
-    os.rename(staged, final)
-    return
+  """Puts `staged` at `final`, replacing (and deleting) an old one; where
+  the old one has to be moved aside first, `recover` finds it."""
   root, name = os.path.split(final)
-  aside = os.path.join(root, f'.old-{name}-{os.getpid()}')
-  os.rename(final, aside)
-  try:
-    os.rename(staged, final)
-  except BaseException:
-    os.rename(aside, final)
-    raise
-  shutil.rmtree(aside, ignore_errors=True)
+  fileio.replace_directory(
+      staged, final, lambda: os.path.join(root, f'.old-{name}-{os.getpid()}'))
 
 
 def portable_config(config: Mapping[str, Any]
@@ -184,7 +178,7 @@ def portable_config(config: Mapping[str, Any]
         out[key] = clean(value, dotted + '.')
       elif isinstance(value, str) and (
           key.endswith(_LOCAL_PATH_SUFFIXES)
-          or key in checkpoints.INIT_ONLY_FIELDS):
+          or key in weights_lib.INIT_ONLY_FIELDS):
         out[key] = None
         cleared.append(dotted)
       else:
@@ -269,7 +263,7 @@ def _finished_run(name: str, preset: str, workdir: str):
   if not os.path.isdir(workdir):
     raise PublishError(f'--from_workdir {workdir!r} is not a directory')
   try:
-    source = checkpoints.resolve(workdir)
+    source = weights_lib.resolve(workdir)
   except FileNotFoundError as e:
     raise PublishError(f'{workdir} is not a finished training workdir: {e}'
                        ) from None
@@ -293,8 +287,8 @@ def _finished_run(name: str, preset: str, workdir: str):
   if target is not None and (manifest.get('steps') or 0) < target:
     problems.append(f'it stopped at step {manifest.get("steps")} of {target}')
   if not manifest.get('metrics'):
-    metrics_path = os.path.join(workdir, 'metrics.json')
-    metrics = checkpoints.read_json(metrics_path) if os.path.exists(
+    metrics_path = os.path.join(workdir, manifest_lib.METRICS_FILE)
+    metrics = fileio.read_json(metrics_path) if os.path.exists(
         metrics_path) else {}
     if metrics.get('steps') == manifest.get('steps') and 'mpjpe_mm' in metrics:
       manifest = dict(manifest, metrics=metrics)
@@ -305,7 +299,7 @@ def _finished_run(name: str, preset: str, workdir: str):
   if problems:
     raise PublishError(f'cannot publish {workdir} as the bundled {name!r} '
                        f'checkpoint: {"; ".join(problems)}')
-  checkpoints.verify_sha256(source)
+  weights_lib.verify_sha256(source)
   later = later_evaluation(workdir, manifest)
   if later is not None:
     manifest = dict(manifest, metrics=later, metrics_source=_EVAL_SOURCE)
@@ -313,7 +307,7 @@ def _finished_run(name: str, preset: str, workdir: str):
 
 
 _EVAL_SOURCE = ('python -m trainers.evaluate of the final weights, after '
-                'training (metrics_eval.json)')
+                f'training ({manifest_lib.EVAL_FILE})')
 
 
 def later_evaluation(workdir: str, manifest: Mapping[str, Any]
@@ -326,11 +320,11 @@ def later_evaluation(workdir: str, manifest: Mapping[str, Any]
   re-evaluating them is cheaper and more faithful than re-training, and the
   bundled table should show what the zoo's code gives today.
   """
-  path = os.path.join(workdir, evaluation.EVAL_FILE)
+  path = os.path.join(workdir, manifest_lib.EVAL_FILE)
   run = manifest.get('metrics') or {}
   if not os.path.exists(path) or not run:
     return None
-  later = checkpoints.read_json(path)
+  later = fileio.read_json(path)
   same_data = all((later.get('data') or {}).get(k) ==
                   (manifest.get('data') or {}).get(k)
                   for k in ('name', 'seed', 'format_version'))
@@ -379,8 +373,8 @@ def publish(name: str, *, preset: str = DEFAULT_PRESET,
       (the previous checkpoint is unchanged).
   """
 
-  entry = train_lib.get_entry(name)
-  train_lib.validate_preset(entry, preset)
+  entry = run_config.get_entry(name)
+  run_config.validate_preset(entry, preset)
   root = zoo.checkpoints_root(checkpoints_root)
   os.makedirs(root, exist_ok=True)
   recover(root, name)
@@ -448,7 +442,7 @@ def publish(name: str, *, preset: str = DEFAULT_PRESET,
       'weights_file': weights_file_name(name),
       'sha256': run['sha256'],
       'manifest_version': run.get('manifest_version',
-                                  checkpoints.MANIFEST_VERSION),
+                                  manifest_lib.MANIFEST_VERSION),
   }
 
   trained_version = manifest['data']['generator_version']
@@ -464,16 +458,16 @@ def publish(name: str, *, preset: str = DEFAULT_PRESET,
     os.chmod(staged, 0o777 & ~fileio.current_umask())
     weights = os.path.join(staged, weights_file_name(name))
     shutil.copyfile(source.path, weights)
-    if checkpoints.sha256_file(weights) != run['sha256']:
+    if manifest_lib.sha256_file(weights) != run['sha256']:
       raise PublishError(f'copying {source.path} changed its bytes')
     manifest['size_bytes'] = os.path.getsize(weights)
-    manifest_path = os.path.join(staged, checkpoints.MANIFEST_FILE)
-    checkpoints.atomic_write_json(manifest_path, manifest)
+    manifest_path = os.path.join(staged, manifest_lib.MANIFEST_FILE)
+    fileio.atomic_write_json(manifest_path, manifest)
     _check_size(root, name, staged, max_total_bytes)  # fail early
     # Load the staged checkpoint exactly as zoo.load will, and measure it.
-    model = checkpoints.load_model(name, staged, verify=True)
+    model = weights_lib.load_model(name, staged, verify=True)
     manifest['slice_eval'] = evaluate_slice(model, SLICE_EVAL, progress)
-    checkpoints.atomic_write_json(manifest_path, manifest)
+    fileio.atomic_write_json(manifest_path, manifest)
     _check_size(root, name, staged, max_total_bytes)
     _swap_in(staged, os.path.join(root, name))
   finally:

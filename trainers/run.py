@@ -24,6 +24,7 @@ from absl import logging
 
 from trainers import common_flags
 from trainers import distribute
+from zoo import registry
 
 FLAGS = flags.FLAGS
 flags.adopt_module_key_flags(common_flags)  # --help lists the shared flags
@@ -71,16 +72,18 @@ def main(argv: Sequence[str]) -> int:
   distribute.configure_devices(FLAGS.strategy)
   distribute.configure_cpu_threads()
 
-  from trainers import train_lib  # after the device set-up
+  # After the device set-up:
+  from trainers import run_config  # pylint: disable=g-import-not-at-top
+  from trainers import train_lib  # pylint: disable=g-import-not-at-top
   if not FLAGS.model:
     raise app.UsageError('--model is required; valid choices are '
-                         + ', '.join(train_lib.registry.names()))
+                         + ', '.join(registry.names()))
   preset = FLAGS.preset or 'cpu'
   try:
     common_flags.import_modules(FLAGS.modules)
-    entry = train_lib.get_entry(FLAGS.model)
-    config = train_lib.make_config(entry, preset, FLAGS.override, FLAGS.steps,
-                                   FLAGS.batch_size)
+    entry = run_config.get_entry(FLAGS.model)
+    config = run_config.make_config(entry, preset, FLAGS.override,
+                                    FLAGS.steps, FLAGS.batch_size)
     strategy = distribute.make_strategy(FLAGS.strategy)
     distribute.check_batch_size(config.train.batch_size, strategy)
   except (ValueError, KeyError) as e:

@@ -30,12 +30,10 @@ step (callbacks.NonFiniteLossError); the last good checkpoint stays.
 """
 from __future__ import annotations
 
-import ast
 import dataclasses
 import logging as std_logging
 import math
 import os
-import re
 import resource
 import shlex
 import shutil
@@ -50,208 +48,21 @@ import tensorflow as tf
 from trainers import callbacks as callbacks_lib
 from trainers import checkpoints
 from trainers import distribute
+from trainers import run_config as run_config_lib
 from trainers import evaluation
 from zoo import config as config_lib
 from zoo import fileio
-from zoo import registry
+from zoo import manifest as manifest_lib
+from zoo import weights as weights_lib
+from zoo.data import mixture as mixture_lib
+from zoo.data import pipeline
+from zoo.data import records
+from zoo.data import synthetic
+from zoo.manifest import METRICS_FILE
 
-OPTIMIZERS = ('rmsprop', 'adam', 'adamw', 'sgd')
 DATA_SYNTHETIC = 'synthetic'
-METRICS_FILE = 'metrics.json'
 LOG_FILE = 'train.log'
 BASELINE_TRAIN_EXAMPLES = 1000
-
-
-# ----------------------------------------------------------------------------
-# Validation and config
-# ----------------------------------------------------------------------------
-
-def get_entry(name: str) -> registry.ModelEntry:
-  """registry.get with a ValueError that lists the registered models."""
-  try:
-    return registry.get(name)
-  except KeyError:
-    raise ValueError(f'unknown model {name!r}; valid choices are '
-                     f'{", ".join(registry.names())}') from None
-
-
-def validate_preset(entry: registry.ModelEntry, preset: str) -> str:
-  choices = [p for p in registry.PRESETS if p in entry.presets] + sorted(
-      p for p in entry.presets if p not in registry.PRESETS)
-  return distribute.validate_choice(f'preset for model {entry.name!r}',
-                                    preset, choices)
-
-
-_OVERRIDE_SPLIT = re.compile(r',(?=\s*[A-Za-z_][\w.]*\s*=)')
-
-
-def split_overrides(items: str | Sequence[str] | None) -> list[str]:
-  """'a=1,b.c=(1, 2)' (or a list of such) -> ['a=1', 'b.c=(1, 2)'].
-
-  Commas split only where the next item starts with `key=`, so tuple values
-  keep theirs.
-  """
-  if not items:
-    return []
-  if isinstance(items, str):
-    items = [items]
-  out = []
-  for item in items:
-    out += [part.strip() for part in _OVERRIDE_SPLIT.split(item)
-            if part.strip()]
-  return out
-
-
-def _lookup(config: Any, dotted: str) -> Any:
-  value = config
-  for i, part in enumerate(dotted.split('.')):
-    if not dataclasses.is_dataclass(value):
-      raise KeyError(f'override {dotted!r}: '
-                     f'{".".join(dotted.split(".")[:i])!r} is not a config '
-                     'section')
-    names = [f.name for f in dataclasses.fields(value)]
-    if part not in names:
-      raise KeyError(f'override {dotted!r}: {type(value).__name__} has no '
-                     f'field {part!r}; fields are {sorted(names)}')
-    value = getattr(value, part)
-  return value
-
-
-def _coerce(key: str, text: str, current: Any) -> Any:
-  """Parses `text` into the type of the field's current value."""
-  text = text.strip()
-  try:
-    if isinstance(current, bool):
-      lowered = text.lower()
-      if lowered in ('1', 'true', 'yes', 'on'):
-        return True
-      if lowered in ('0', 'false', 'no', 'off'):
-        return False
-      raise ValueError('expected true or false')
-    if isinstance(current, int):
-      try:
-        return int(text)
-      except ValueError:
-        number = float(text)  # accepts 1e4
-        if not number.is_integer():
-          raise ValueError('expected an integer') from None
-        return int(number)
-    if isinstance(current, float):
-      return float(text)
-    if isinstance(current, (tuple, list)):
-      value = ast.literal_eval(text)
-      if not isinstance(value, (tuple, list)):
-        raise ValueError('expected a tuple such as (0.8, 1.2)')
-      return tuple(value)
-    if isinstance(current, str):
-      return text
-    if dataclasses.is_dataclass(current):
-      raise ValueError('a config section cannot be set as a whole; set its '
-                       'fields with dotted keys')
-    # None or another type: a Python literal, else the string itself.
-    try:
-      return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      return text
-  except (ValueError, SyntaxError) as e:
-    raise ValueError(f'override {key}={text!r}: cannot parse as '
-                     f'{type(current).__name__} ({e})') from None
-
-
-def parse_overrides(config: Any,
-                    items: str | Sequence[str] | Mapping[str, Any] | None
-                    ) -> dict[str, Any]:
-  """`key=value` strings (dotted keys) -> typed overrides for `config`."""
-  if not items:
-    return {}
-  if isinstance(items, Mapping):
-    for key in items:
-      _lookup(config, key)
-    return dict(items)
-  out = {}
-  for item in _rejoin_values(config, split_overrides(items)):
-    if '=' not in item:
-      raise ValueError(f'override {item!r} is not key=value (e.g. '
-                       'train.learning_rate=1e-3)')
-    key, text = item.split('=', 1)
-    key = key.strip()
-    out[key] = _coerce(key, text, _lookup(config, key))
-  return out
-
-
-def _rejoin_values(config: Any, items: list[str]) -> list[str]:
-  """Joins an item whose key is not a config field back to the previous
-  one, so a value may hold `name=` after a comma (a data mixture:
-  train.data=h36m=/d/h36m:0.6,mpii=/d/mpii:0.4)."""
-  out: list[str] = []
-  for item in items:
-    try:
-      _lookup(config, item.split('=', 1)[0].strip())
-      known = True
-    except KeyError:
-      known = False
-    if not known and out:
-      out[-1] = out[-1] + ',' + item
-    else:
-      out.append(item)
-  return out
-
-
-def make_config(entry: registry.ModelEntry, preset: str,
-                overrides=None, steps: int | None = None,
-                batch_size: int | None = None) -> Any:
-  """Preset + overrides (+ the --steps / --batch_size shortcuts)."""
-  validate_preset(entry, preset)
-  base = entry.config(preset)
-  values = parse_overrides(base, overrides)
-  if steps is not None:
-    values['train.steps'] = int(steps)
-  if batch_size is not None:
-    values['train.batch_size'] = int(batch_size)
-  config = config_lib.replace(base, **values) if values else base
-  for field in ('input_size', 'train', 'augment'):
-    if not hasattr(config, field):
-      raise TypeError(f'config of model {entry.name!r} lacks field {field!r} '
-                      '(every model config has input_size, train, augment)')
-  train = config.train
-  if train.steps < 0:
-    raise ValueError(f'steps must be >= 0, got {train.steps}')
-  if train.batch_size < 1:
-    raise ValueError(f'batch_size must be >= 1, got {train.batch_size}')
-  distribute.validate_choice('optimizer', train.optimizer.lower(), OPTIMIZERS)
-  return config
-
-
-def learning_rate_schedule(train: config_lib.TrainConfig):
-  """A constant rate, or cosine decay to 0 over `steps` after linear warm-up."""
-  schedule = distribute.validate_choice('lr_schedule', train.lr_schedule,
-                                        ('constant', 'cosine'))
-  lr = float(train.learning_rate)
-  if schedule == 'constant':
-    return lr
-  warmup = int(train.warmup_steps)
-  if warmup > 0:
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0., decay_steps=max(1, train.steps - warmup),
-        warmup_target=lr, warmup_steps=warmup)
-  return keras.optimizers.schedules.CosineDecay(
-      initial_learning_rate=lr, decay_steps=max(1, train.steps))
-
-
-def make_optimizer(train: config_lib.TrainConfig) -> keras.optimizers.Optimizer:
-  """The optimizer named by `train.optimizer` with its rate and decay."""
-  name = distribute.validate_choice('optimizer', train.optimizer.lower(),
-                                    OPTIMIZERS)
-  lr = learning_rate_schedule(train)
-  wd = float(train.weight_decay) or None
-  if name == 'rmsprop':
-    return keras.optimizers.RMSprop(learning_rate=lr, weight_decay=wd)
-  if name == 'adam':
-    return keras.optimizers.Adam(learning_rate=lr, weight_decay=wd)
-  if name == 'adamw':
-    return keras.optimizers.AdamW(learning_rate=lr,
-                                  weight_decay=float(train.weight_decay))
-  return keras.optimizers.SGD(learning_rate=lr, momentum=0.9, weight_decay=wd)
 
 
 # ----------------------------------------------------------------------------
@@ -294,7 +105,6 @@ class DataInfo:
 
 
 def _split_present(directory: str, split: str) -> bool:
-  from zoo.data import records
   try:
     records.list_shards(directory, split)
   except FileNotFoundError:
@@ -305,13 +115,10 @@ def _split_present(directory: str, split: str) -> bool:
 def _resolve_mixture(data: str, config: Any, data_seed: int, progress: bool,
                      splits: Sequence[str]) -> DataInfo:
   """A data spec naming several sources (zoo.data.mixture)."""
-  from zoo.data import mixture as mixture_lib
-  from zoo.data import records
   sources, synthetic_used = [], False
   for source in mixture_lib.parse(data):
     path = source.path
     if path == DATA_SYNTHETIC:
-      from zoo.data import synthetic
       synthetic_used = True
       path = synthetic.ensure_dataset(config.train.num_train_examples,
                                       config.train.num_test_examples,
@@ -352,12 +159,9 @@ def resolve_data(data: str, config: Any, data_seed: int = 0,
   a mixture of such (zoo.data.mixture). `splits` are the splits the caller
   needs: a missing one is a clear error (a mixture's sources without a test
   split are left out of its evaluation, with a warning)."""
-  from zoo.data import mixture as mixture_lib
-  from zoo.data import records
   if data != DATA_SYNTHETIC and mixture_lib.is_mixture(data):
     return _resolve_mixture(data, config, data_seed, progress, splits)
   if data == DATA_SYNTHETIC:
-    from zoo.data import synthetic
     directory = synthetic.ensure_dataset(config.train.num_train_examples,
                                          config.train.num_test_examples,
                                          seed=data_seed, progress=progress)
@@ -390,7 +194,6 @@ def train_dataset(data_dir, config: Any, model, *, seed: int,
   it (distribute.input_pipelines); `bad_records` counts skipped input;
   `source_counts` (zoo.data.mixture.SourceCounts) counts examples per
   source. `data_dir` is a directory or a zoo.data.mixture.Mixture."""
-  from zoo.data import pipeline
   map_fn = model.targets
   if source_counts is not None:
     def map_fn(features):
@@ -544,8 +347,7 @@ def train(model: str, *, preset: str = 'cpu', workdir: str | None = None,
   Returns:
     TrainResult (metrics None when evaluation was skipped or interrupted).
   """
-  from zoo.data import pipeline
-  entry = get_entry(model)
+  entry = run_config_lib.get_entry(model)
   requested_precision = precision
   precision, precision_reason = distribute.resolve_precision(precision)
   distribute.validate_choice('on_bad_record', on_bad_record,
@@ -555,7 +357,8 @@ def train(model: str, *, preset: str = 'cpu', workdir: str | None = None,
   else:
     distribute.validate_choice('strategy', strategy, distribute.STRATEGIES)
     dist = None
-  config = make_config(entry, preset, overrides, steps, batch_size)
+  config = run_config_lib.make_config(entry, preset, overrides, steps,
+                                      batch_size)
   workdir = os.path.abspath(workdir or default_workdir(model, preset))
   dist = dist or distribute.make_strategy(strategy)
   distribute.check_batch_size(config.train.batch_size, dist)
@@ -596,8 +399,8 @@ def train(model: str, *, preset: str = 'cpu', workdir: str | None = None,
                   'on_bad_record': on_bad_record,
                   'command': _command(command)}
     if chief:
-      checkpoints.atomic_write_json(
-          os.path.join(workdir, checkpoints.RUN_CONFIG_FILE), run_config)
+      fileio.atomic_write_json(
+          os.path.join(workdir, manifest_lib.RUN_CONFIG_FILE), run_config)
 
     previous_policy = distribute.set_precision(precision)
     try:
@@ -618,9 +421,9 @@ def train(model: str, *, preset: str = 'cpu', workdir: str | None = None,
 
 
 def _check_workdir(workdir: str, model: str) -> None:
-  path = os.path.join(workdir, checkpoints.RUN_CONFIG_FILE)
+  path = os.path.join(workdir, manifest_lib.RUN_CONFIG_FILE)
   if os.path.exists(path):
-    previous = checkpoints.read_json(path)
+    previous = fileio.read_json(path)
     if previous.get('model') not in (None, model):
       raise ValueError(f'workdir {workdir} belongs to model '
                        f'{previous["model"]!r}, not {model!r}; choose another '
@@ -631,26 +434,25 @@ def _train(entry, config, preset, workdir, own_dir, chief, dist, data_info,
            run_config, *, seed, init_from, run_evaluation, flip_test,
            baseline, deterministic, progress, extra_callbacks,
            on_bad_record='stop') -> TrainResult:
-  from zoo.data import pipeline
   train_cfg = config.train
   keras.utils.set_random_seed(seed)
-  resuming = checkpoints.latest_checkpoint_step(workdir)[0] is not None
+  resuming = weights_lib.latest_checkpoint_step(workdir)[0] is not None
   with dist.scope():
-    model = checkpoints.build_model(entry, config)
+    model = weights_lib.build_model(entry, config)
     if init_from and not resuming:
       # Before compile, so the file's model weights alone are loaded.
       source = checkpoints.load_init_weights(model, init_from, entry.name,
                                              preset)
       run_config['init_from'] = {
           'path': os.path.abspath(source.path), 'model': source.model_name,
-          'step': source.step, 'sha256': checkpoints.source_sha256(source)}
-    model.compile(optimizer=make_optimizer(train_cfg))
+          'step': source.step, 'sha256': weights_lib.source_sha256(source)}
+    model.compile(optimizer=run_config_lib.make_optimizer(train_cfg))
     model.optimizer.build(model.trainable_variables)
   _skip_keras_symbolic_build(model)
   if isinstance(dist, tf.distribute.MultiWorkerMirroredStrategy):
     _fix_multi_worker_logs(model)
   ckpt = checkpoints.TrainingCheckpoint(
-      os.path.join(own_dir, checkpoints.CHECKPOINT_DIR), model,
+      os.path.join(own_dir, manifest_lib.CHECKPOINT_DIR), model,
       model.optimizer)
   start_step = _restore(ckpt, workdir, own_dir)
   target = int(train_cfg.steps)
@@ -659,7 +461,7 @@ def _train(entry, config, preset, workdir, own_dir, chief, dist, data_info,
     # A finished run only evaluates: it evaluates the final weights file it
     # wrote, byte for byte, and keeps it (a checkpoint from an older
     # version lacks some batch-norm statistics, module checkpoints).
-    checkpoints.load_weights(model, final)
+    weights_lib.load_weights(model, final)
   if start_step > 0:
     if init_from:
       logging.info('Resuming at step %d; --init_from is ignored.', start_step)
@@ -673,7 +475,6 @@ def _train(entry, config, preset, workdir, own_dir, chief, dist, data_info,
   bad_records = pipeline.BadRecords() if skip else None
   source_counts = None
   if data_info.mixture is not None:
-    from zoo.data import mixture as mixture_lib
     source_counts = mixture_lib.SourceCounts()
   if start_step < target:
     input_pipelines = distribute.input_pipelines(dist)
@@ -764,7 +565,7 @@ def _train(entry, config, preset, workdir, own_dir, chief, dist, data_info,
   else:
     manifest = checkpoints.write_final(workdir, model, manifest)
     logging.info('Wrote %s (sha256 %s).',
-                 os.path.join(workdir, checkpoints.WEIGHTS_FILE),
+                 os.path.join(workdir, manifest_lib.WEIGHTS_FILE),
                  manifest['sha256'])
   if not run_evaluation:
     result.manifest = manifest
@@ -802,10 +603,10 @@ def _train(entry, config, preset, workdir, own_dir, chief, dist, data_info,
                                train_cfg.num_train_examples),
         num_eval_examples=train_cfg.num_eval_examples)
   _write_eval_summaries(os.path.join(workdir, 'tb'), metrics, state.step)
-  checkpoints.atomic_write_json(os.path.join(workdir, METRICS_FILE), metrics)
+  fileio.atomic_write_json(os.path.join(workdir, METRICS_FILE), metrics)
   manifest['metrics'] = metrics
-  checkpoints.atomic_write_json(
-      os.path.join(workdir, checkpoints.MANIFEST_FILE), manifest)
+  fileio.atomic_write_json(
+      os.path.join(workdir, manifest_lib.MANIFEST_FILE), manifest)
   print(evaluation.format_report(metrics), flush=True)
   result.metrics, result.manifest = metrics, manifest
   return result
@@ -824,11 +625,11 @@ def _float32_model(entry, config, model, workdir: str):
   previous = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy('float32')
   try:
-    float_model = checkpoints.build_model(entry, config)
+    float_model = weights_lib.build_model(entry, config)
   finally:
     keras.mixed_precision.set_global_policy(previous)
-  checkpoints.load_weights(float_model,
-                           os.path.join(workdir, checkpoints.WEIGHTS_FILE))
+  weights_lib.load_weights(float_model,
+                           os.path.join(workdir, manifest_lib.WEIGHTS_FILE))
   return float_model
 
 
@@ -870,17 +671,17 @@ def _restore(ckpt: checkpoints.TrainingCheckpoint, workdir: str,
     return ckpt.restore_latest()
   # Non-chief workers restore what the chief saved.
   chief_ckpt = checkpoints.TrainingCheckpoint(
-      os.path.join(workdir, checkpoints.CHECKPOINT_DIR),
+      os.path.join(workdir, manifest_lib.CHECKPOINT_DIR),
       ckpt.checkpoint.model, ckpt.checkpoint.optimizer)
   step = chief_ckpt.restore_latest()
   ckpt.step.assign(step)
   return step
 
 
-def _final_weights(workdir: str, step: int) -> checkpoints.Source | None:
+def _final_weights(workdir: str, step: int) -> weights_lib.Source | None:
   """The workdir's final weights file if its manifest is for `step`."""
   try:
-    source = checkpoints.resolve(workdir)
+    source = weights_lib.resolve(workdir)
   except FileNotFoundError:
     return None
   if source.kind != 'h5' or not source.manifest or \
@@ -899,7 +700,7 @@ def _reset_learning_rate(optimizer, learning_rate: float) -> None:
 
 def _previous_metrics(workdir: str) -> dict:
   path = os.path.join(workdir, METRICS_FILE)
-  return checkpoints.read_json(path) if os.path.exists(path) else {}
+  return fileio.read_json(path) if os.path.exists(path) else {}
 
 
 def _write_eval_summaries(logdir: str, metrics: Mapping[str, Any],

@@ -39,7 +39,19 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from zoo import config as config_lib
+
 OUTPUT_KEYS = ('poses3d_rel_mm', 'poses3d_cam_mm', 'poses2d_px', 'confidence')
+# What each output holds, in its units and frame, for the files that carry
+# them (zoo.predict's poses.json, an export's metadata). Image-level outputs
+# (after zoo.inference maps a crop back to the image it came from).
+OUTPUT_UNITS = {
+    'poses3d_rel_mm': 'mm, root (pelvis) relative, camera axes',
+    'poses3d_cam_mm': 'mm, camera frame of the input image (x right, y down, '
+                      'z forward)',
+    'poses2d_px': 'pixels of the input image (x right, y down)',
+    'confidence': 'per joint, 0..1',
+}
 
 
 def replica_scaled(loss: tf.Tensor) -> tf.Tensor:
@@ -115,13 +127,11 @@ class PoseModel(keras.Model):
     return {k: 0.5 * (poses[k] + poses_flipped[k]) for k in poses}
 
   def get_config(self):
-    from zoo import config as config_lib
     return {'config': config_lib.to_dict(self.config),
             'name': self.name}
 
   @classmethod
   def from_config(cls, cfg):
-    from zoo import config as config_lib
     config_cls = cls.config_class
     return cls(config_lib.from_dict(config_cls, cfg['config']),
                name=cfg.get('name'))

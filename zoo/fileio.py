@@ -12,11 +12,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import json
 import os
 import re
 import shutil
 import tempfile
-from typing import Iterator
+from typing import Any, Callable, Iterator
+
+import numpy as np
 
 
 def current_umask() -> int:
@@ -155,3 +158,73 @@ def exchange_paths(first: str, second: str) -> bool:
   if error in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
     return False
   raise OSError(error, os.strerror(error), first, None, second)
+
+
+@contextlib.contextmanager
+def staging_directory(parent: str, name: str) -> Iterator[str]:
+  """A new directory PARENT/.tmp-PID-NAME-* (plain permissions, not
+  mkdtemp's 0700) to build a directory or files in before they are renamed
+  into place; removed with whatever is left in it when the block ends."""
+  os.makedirs(parent, exist_ok=True)
+  path = tempfile.mkdtemp(dir=parent, prefix=temp_prefix(name))
+  try:
+    os.chmod(path, 0o777 & ~current_umask())
+    yield path
+  finally:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def replace_directory(staged: str, final: str,
+                      make_aside: Callable[[], str]) -> None:
+  """Puts the complete directory `staged` at `final`, deleting what was there.
+
+  A new `final` is one rename. An existing one swaps places with `staged` in
+  one atomic step where the system can (`exchange_paths`: `final` is never
+  missing), and the old one, now at `staged`, is deleted. Elsewhere the old
+  one is first renamed to `make_aside()` (a path the caller's recovery
+  finds, should the process die before the second rename), moved back if
+  that rename fails, and deleted once the new one is in place.
+  """
+  if not os.path.exists(final):
+    os.rename(staged, final)  # fails if a writer got there first
+    return
+  if exchange_paths(staged, final):
+    shutil.rmtree(staged, ignore_errors=True)
+    return
+  aside = make_aside()
+  os.rename(final, aside)
+  try:
+    os.rename(staged, final)
+  except BaseException:
+    os.rename(aside, final)
+    raise
+  shutil.rmtree(aside, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------
+# JSON
+# ----------------------------------------------------------------------------
+
+def atomic_write_json(path: str, obj: Any, sort_keys: bool = True) -> None:
+  """Writes `obj` as indented JSON to `path` atomically (NumPy scalars and
+  arrays and bytes are converted; keys sorted unless `sort_keys` is False)."""
+  atomic_write_text(path, json.dumps(
+      obj, indent=2, sort_keys=sort_keys, default=_json_default) + '\n')
+
+
+def _json_default(value):
+  if isinstance(value, np.integer):
+    return int(value)
+  if isinstance(value, np.floating):
+    return float(value)
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  if isinstance(value, bytes):
+    return value.decode()
+  raise TypeError(f'cannot write {type(value).__name__} to JSON: {value!r}')
+
+
+def read_json(path: str) -> Any:
+  """The JSON value in file `path`."""
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)

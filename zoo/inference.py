@@ -27,8 +27,9 @@ from zoo import crop as crop_lib
 from zoo.base import OUTPUT_KEYS
 from zoo.data import records
 from zoo.data.records import DEFAULT_FOV_DEG
+from zoo.signatures import DEFAULT_SIGNATURE
 
-__all__ = ['OUTPUT_KEYS', 'DEFAULT_FOV_DEG', 'crop_settings', 'crop_images',
+__all__ = ['crop_settings', 'crop_images',
            'predict_crops', 'predict_in_image', 'read_image', 'parse_box',
            'make_intrinsics', 'run_keras', 'run_saved_model',
            'export_metadata']
@@ -153,10 +154,10 @@ def run_saved_model(export_dir: str, image: np.ndarray, box_xywh: np.ndarray,
         f'{export_dir!r} is not a SavedModel directory (no saved_model.pb); '
         'pass a version directory such as BASE/NAME/1')
   loaded = tf.saved_model.load(export_dir)
-  if 'serving_default' not in loaded.signatures:
+  if DEFAULT_SIGNATURE not in loaded.signatures:
     raise ValueError(f'{export_dir} has no serving_default signature; it has '
                      f'{sorted(loaded.signatures)}')
-  out = loaded.signatures['serving_default'](
+  out = loaded.signatures[DEFAULT_SIGNATURE](
       images=tf.constant(image[None], tf.uint8),
       boxes=tf.constant(box_xywh[None], tf.float32),
       intrinsics=tf.constant(intrinsics[None], tf.float32))

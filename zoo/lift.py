@@ -18,13 +18,14 @@ Exit status: 0 when at least one person was lifted, 1 when none could be,
 from __future__ import annotations
 
 import json
-import logging
 import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 
 from zoo import lift_lib
+from zoo import manifest as manifest_lib
 
 FLAGS = flags.FLAGS
 
@@ -68,8 +69,7 @@ def parse_image_size(text: str | None) -> tuple[int, int] | None:
 
 def main(argv):
   del argv
-  import zoo
-  logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
+  logging.set_verbosity(logging.INFO)
   try:
     doc = lift_lib.lift_file(
         model=FLAGS.model, keypoints_path=FLAGS.keypoints, out_dir=FLAGS.out,
@@ -79,7 +79,7 @@ def main(argv):
         min_joints=FLAGS.min_joints, pictures=FLAGS.pictures,
         prior_path=FLAGS.prior)
   except (ValueError, FileNotFoundError, KeyError,
-          zoo.BundledCheckpointError) as e:
+          manifest_lib.BundledCheckpointError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   print(json.dumps({'json_path': doc['json_path'],

@@ -49,8 +49,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 from typing import Any, Sequence
 
 import numpy as np
@@ -59,11 +57,19 @@ import tensorflow as tf
 from zoo import crop as crop_lib
 from zoo import fileio
 from zoo import geometry
+from zoo import heatmaps
 from zoo import inference
+from zoo import manifest as manifest_lib
 from zoo import metrics
 from zoo import skeleton as skel
 from zoo import visualize
+from zoo import weights as weights_lib
 from zoo.base import OUTPUT_KEYS
+from zoo.c2f_volumetric import decode as decode_lib
+from zoo.c2f_volumetric import targets as targets_lib
+from zoo.data import mocap2d
+from zoo.data import records
+from zoo.lifting_deep.prior import PosePrior
 
 MODELS = ('lifting_deep', 'decoupled_volumetric')
 # A joint counts as detected when its score is at least this.
@@ -371,7 +377,6 @@ def lift_with_prior(prior, keypoints2d_px: np.ndarray, valid: np.ndarray,
 # Lifting: decoupled network 2 (in-graph; also the `lift` serving signature)
 # ----------------------------------------------------------------------------
 
-LIFT_SIGNATURE = 'lift'
 LIFT_INPUT_SPECS = (
     tf.TensorSpec([None, skel.NUM_JOINTS, 2], tf.float32,
                   name='keypoints2d_px'),
@@ -413,8 +418,6 @@ def keypoint_crop_tf(keypoints2d_px, valid, intrinsics, input_size: int,
 def keypoint_heatmaps_tf(keypoints_crop_px, valid, config) -> tf.Tensor:
   """[B, H, W, 17] Gaussian heatmaps (config.sigma cells) of crop keypoints;
   invalid joints (or outside the grid) get an all-zero channel."""
-  from zoo.c2f_volumetric import targets as targets_lib
-  from zoo import heatmaps
   h = config.heatmap_size
   xy = targets_lib.crop_px_to_heatmap(tf.cast(keypoints_crop_px, tf.float32),
                                       config.input_size, h)
@@ -441,8 +444,6 @@ def lift_decoupled_tf(model, keypoints2d_px, scores, intrinsics,
   limb lengths). confidence is the volume's peak per joint times the
   detection mask. Traceable (the exporter's `lift` signature).
   """
-  from zoo.c2f_volumetric import decode as decode_lib
-  from zoo.c2f_volumetric import targets as targets_lib
   keypoints2d_px = tf.cast(keypoints2d_px, tf.float32)
   scores = tf.cast(scores, tf.float32)
   intrinsics = tf.cast(intrinsics, tf.float32)
@@ -497,8 +498,7 @@ def lift_decoupled_tf(model, keypoints2d_px, scores, intrinsics,
 
 def lift_checkpoint_dir(root: str | None = None) -> str:
   """The bundled mocap-trained decoupled network 2 (LIFT_CHECKPOINT_DIR)."""
-  import zoo
-  return os.path.join(zoo.checkpoints_root(root), LIFT_CHECKPOINT_DIR)
+  return os.path.join(manifest_lib.checkpoints_root(root), LIFT_CHECKPOINT_DIR)
 
 
 class Lifter:
@@ -525,7 +525,6 @@ class Lifter:
         raise ValueError('a prior file (--prior) is for --model=lifting_deep')
       if not os.path.isfile(prior_path):
         raise FileNotFoundError(f'prior file {prior_path!r} does not exist')
-      from zoo.lifting_deep.prior import PosePrior
       self.prior = PosePrior.load(prior_path)
       self.refine_steps = 9
       self.keras_model = None
@@ -533,15 +532,14 @@ class Lifter:
       self._fn = None
       return
     if keras_model is None:
-      import zoo
       if model == 'decoupled_volumetric' and checkpoint is None:
         checkpoint = lift_checkpoint_dir()
         if not os.path.isdir(checkpoint):
-          raise zoo.BundledCheckpointError(
+          raise manifest_lib.BundledCheckpointError(
               f'no bundled lifting checkpoint for decoupled_volumetric at '
               f'{checkpoint}; train one with `python -m trainers.lift_mocap '
               f'--out=DIR` and pass --checkpoint=DIR')
-      keras_model = zoo.load(model, checkpoint=checkpoint)
+      keras_model = weights_lib.load(model, checkpoint=checkpoint)
     self.keras_model = keras_model
     self.checkpoint = checkpoint
     if model == 'lifting_deep':
@@ -580,7 +578,6 @@ def evaluate_on_mocap(lifter: Lifter, poses_world: np.ndarray, seed: int,
   poses seen by zoo.data.mocap2d's random cameras, with its DetectorNoise
   `noise` (default none) plus `pixel_noise_px`; the views depend on `seed`
   only, so every lifter sees the same ones."""
-  from zoo.data import mocap2d
   noise = mocap2d.DetectorNoise.none() if noise is None else noise
   rng = np.random.default_rng([seed, 0xE7A1])
   views = mocap2d.sample_views(rng, poses_world, noise, pixel_noise_px)
@@ -672,10 +669,10 @@ def lift_file(*, model: str, keypoints_path: str, out_dir: str,
     if focal_px is None:
       _log.warning('No --focal given: intrinsics %s.', notes[rows[0][0].index][1])
 
-  os.makedirs(out_dir, exist_ok=True)
-  staging = tempfile.mkdtemp(dir=out_dir, prefix='.tmp-lift-')
   entries = []
-  try:
+  # Pictures are drawn into a staging directory and moved in once all are
+  # drawn, so a failure leaves no partial set.
+  with fileio.staging_directory(out_dir, 'lift') as staging:
     moves = []
     for p in persons:
       entry = {'index': p.index, 'image_id': p.image_id,
@@ -703,8 +700,6 @@ def lift_file(*, model: str, keypoints_path: str, out_dir: str,
       entries.append(entry)
     for name in moves:
       os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
 
   doc = {
       'model': model,
@@ -727,7 +722,7 @@ def lift_file(*, model: str, keypoints_path: str, out_dir: str,
       'persons': entries,
   }
   if focal_px is None:
-    doc['default_fov_deg'] = inference.DEFAULT_FOV_DEG
+    doc['default_fov_deg'] = records.DEFAULT_FOV_DEG
   json_path = os.path.join(out_dir, JSON_FILE)
   fileio.atomic_write_text(json_path, json.dumps(doc, indent=1) + '\n')
   _log.info('Lifted %d of %d persons; wrote %s.', len(results), len(persons),

@@ -23,22 +23,28 @@ an image file to metric 3D poses.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import sys
 from typing import Any, Sequence
 
+from absl import app
+from absl import flags
+from absl import logging as absl_logging
 import numpy as np
 
+from zoo import cli
 from zoo import fileio
+from zoo import manifest as manifest_lib
 from zoo import skeleton as skel
 from zoo import visualize
-from zoo.inference import DEFAULT_FOV_DEG
+from zoo import weights as weights_lib
+from zoo.base import OUTPUT_KEYS
+from zoo.base import OUTPUT_UNITS
+from zoo.data.records import DEFAULT_FOV_DEG
 from zoo.inference import export_metadata
 from zoo.inference import make_intrinsics
-from zoo.inference import OUTPUT_KEYS
 from zoo.inference import parse_box
 from zoo.inference import read_image
 from zoo.inference import run_keras
@@ -52,13 +58,8 @@ _log = logging.getLogger('zoo.predict')
 # ----------------------------------------------------------------------------
 
 def load_checkpoint(name: str, checkpoint: str):
-  """A zoo model with trained weights (trainers.checkpoints.load_model)."""
-  from trainers import checkpoints
-  return checkpoints.load_model(name, checkpoint)
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-  fileio.atomic_write_text(path, json.dumps(obj, indent=2) + '\n')
+  """A zoo model with trained weights (zoo.weights.load_model)."""
+  return weights_lib.load_model(name, checkpoint)
 
 
 def predict_file(*, model: str | None, image_path: str, out_dir: str,
@@ -72,8 +73,7 @@ def predict_file(*, model: str | None, image_path: str, out_dir: str,
   `model` (zoo.bundled_checkpoint; BundledCheckpointError if there is none).
   """
   if checkpoint is None and saved_model is None and model:
-    import zoo
-    checkpoint = zoo.bundled_checkpoint(model)
+    checkpoint = manifest_lib.bundled_checkpoint(model)
     _log.info('No --checkpoint or --saved_model given: using the bundled '
               'checkpoint %s.', checkpoint)
   if (checkpoint is None) == (saved_model is None):
@@ -120,16 +120,12 @@ def predict_file(*, model: str | None, image_path: str, out_dir: str,
       'default_fov_deg': DEFAULT_FOV_DEG if focal_px is None else None,
       'flip_test': bool(flip_test),
       'joint_names': list(skel.H36M17.joint_names),
-      'units': {'poses3d_cam_mm': 'mm, camera frame (x right, y down, z '
-                                  'forward)',
-                'poses3d_rel_mm': 'mm, root (pelvis) relative, camera axes',
-                'poses2d_px': 'pixels of the input image (x right, y down)',
-                'confidence': 'per joint, 0..1'},
+      'units': dict(OUTPUT_UNITS),
   }
   doc.update({k: np.asarray(result[k], np.float64).round(3).tolist()
               for k in OUTPUT_KEYS})
   json_path = os.path.join(out_dir, 'poses.json')
-  write_json_atomic(json_path, doc)
+  fileio.atomic_write_json(json_path, doc, sort_keys=False)
   png_path = visualize.save_figure(os.path.join(out_dir, 'poses.png'), image, result,
                                    box_xywh,
                                    title=f'{model}: {os.path.basename(image_path)}')
@@ -137,37 +133,42 @@ def predict_file(*, model: str | None, image_path: str, out_dir: str,
   return dict(doc, json_path=json_path, png_path=png_path)
 
 
-def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-      prog='python -m zoo.predict',
-      description='Run a zoo model on an image; write poses.json and a PNG.')
-  parser.add_argument('--model', help='registered model name (required with '
-                      '--checkpoint; read from the export with --saved_model)')
-  source = parser.add_mutually_exclusive_group()
-  source.add_argument('--checkpoint', help='a training workdir, a directory '
+PROGRAM = 'python -m zoo.predict'
+
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (zoo.cli: defined only to run the program)."""
+  fv = {'flag_values': flag_values}
+  flags.DEFINE_string('model', None, 'registered model name (required with '
+                      '--checkpoint; read from the export with --saved_model)',
+                      **fv)
+  flags.DEFINE_string('checkpoint', None, 'a training workdir, a directory '
                       'with model.weights.h5 + manifest.json, or the file '
                       '(default, without --saved_model: the bundled '
-                      'checkpoint zoo/checkpoints/NAME)')
-  source.add_argument('--saved_model', help='an exported SavedModel version '
-                      'directory (BASE/NAME/N)')
-  parser.add_argument('--image', required=True, help='JPEG/PNG image file')
-  parser.add_argument('--box', help='person box x,y,w,h in pixels (default: '
-                      'the whole image)')
-  parser.add_argument('--focal', type=float, help='focal length in pixels '
-                      f'(default: a {DEFAULT_FOV_DEG:g} deg field of view)')
-  parser.add_argument('--flip_test', action='store_true',
-                      help='average with the mirrored crop (Keras only)')
-  parser.add_argument('--out', required=True, help='output directory')
-  args = parser.parse_args(argv)
+                      'checkpoint zoo/checkpoints/NAME)', **fv)
+  flags.DEFINE_string('saved_model', None, 'an exported SavedModel version '
+                      'directory (BASE/NAME/N)', **fv)
+  flags.DEFINE_string('image', None, 'JPEG/PNG image file', **fv)
+  flags.DEFINE_string('box', None, 'person box x,y,w,h in pixels (default: '
+                      'the whole image)', **fv)
+  flags.DEFINE_float('focal', None, 'focal length in pixels (default: a '
+                     f'{DEFAULT_FOV_DEG:g} deg field of view)', **fv)
+  flags.DEFINE_boolean('flip_test', False, 'average with the mirrored crop '
+                       '(Keras only)', **fv)
+  flags.DEFINE_string('out', None, 'output directory', **fv)
+  flags.mark_flags_as_required(['image', 'out'], flag_values=flag_values)
+  flags.mark_flags_as_mutual_exclusive(['checkpoint', 'saved_model'],
+                                       flag_values=flag_values)
+
+
+def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:
+  """Predicts as the flags say; prints where the files went. 2 on bad
+  input."""
+  del argv  # unused
   if args.checkpoint is None and args.saved_model is None and not args.model:
-    parser.error('one of --checkpoint, --saved_model or --model (for its '
-                 'bundled checkpoint) is required')
-  return args
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-  args = _parse_args(sys.argv[1:] if argv is None else argv)
-  logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
+    raise app.UsageError('one of --checkpoint, --saved_model or --model (for '
+                         'its bundled checkpoint) is required')
+  absl_logging.set_verbosity(absl_logging.INFO)
   try:
     doc = predict_file(model=args.model, image_path=args.image,
                        out_dir=args.out, checkpoint=args.checkpoint,
@@ -181,5 +182,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   return 0
 
 
+def main(argv: Sequence[str]) -> int:
+  """The program on `argv` (flags only), in this process."""
+  return cli.call(define_flags, run, argv, PROGRAM)
+
+
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.run_program(define_flags, run)

@@ -9,6 +9,8 @@ import dataclasses
 import importlib
 from typing import Any, Callable, Mapping
 
+from zoo import config as config_lib
+
 PRESETS = ('paper', 'cpu', 'smoke')
 
 # Paper packages that register models when imported.
@@ -31,7 +33,6 @@ class ModelEntry:
   prepare: Callable[..., Any] | None = None
 
   def config(self, preset: str = 'cpu', **overrides) -> Any:
-    from zoo import config as config_lib
     if preset not in self.presets:
       raise KeyError(f'model {self.name!r} has no preset {preset!r}; valid '
                      f'presets are {sorted(self.presets)}')

@@ -24,7 +24,7 @@ from zoo import metrics as metrics_lib
 
 MODELS = ('c2f_volumetric', 'metrabs')
 FAST = ['--preset=smoke', '--speed_seconds=0', '--speed_iters=1',
-        '--speed_batch=4', '--no-progress']
+        '--speed_batch=4', '--noprogress']
 
 
 @pytest.fixture(scope='module')
@@ -120,7 +120,7 @@ def test_reuses_finished_runs_and_reports_missing(smoke_study, tmp_path):
   mtime = os.stat(weights).st_mtime_ns
   out = tmp_path / 'reused'
   assert study.main(FAST + ['--models=metrabs,coordinate_regression',
-                            f'--reuse_root={runs}', '--no_train',
+                            f'--reuse_root={runs}', '--notrain',
                             f'--workdir_root={tmp_path / "none"}',
                             f'--out_dir={out}']) == 0
   data = json.loads((out / 'study.json').read_text())

@@ -24,6 +24,7 @@ import export_test_model  # noqa: E402,F401  (registers 'export_test')
 from export_helpers import assert_close  # noqa: E402,F401
 from export_helpers import extra_cases  # noqa: E402
 from export_helpers import keras_outputs  # noqa: E402
+from zoo import weights as weights_lib  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -61,13 +62,13 @@ def exported(tmp_path_factory) -> Exported:
     if entry.prepare is not None:
       config = entry.prepare(config, workdir, None)
     tf.keras.utils.set_random_seed(1)
-    model = checkpoints.build_model(entry, config)
+    model = weights_lib.build_model(entry, config)
     checkpoints.write_final(workdir, model, {
         'model': name, 'preset': 'smoke', 'steps': 0,
         'config': config_lib.to_dict(config)})
     # (verify, i.e. run both loaders before publishing, only for the tiny
     # model: the tests below do the same for every model)
-    verify = [] if name == export_test_model.NAME else ['--no_verify']
+    verify = [] if name == export_test_model.NAME else ['--noverify']
     assert saved_model.main([f'--model={name}', f'--workdir={workdir}',
                              f'--export_dir={base}'] + verify) == 0
     specs = serving_module.PoseServingModule(model).input_specs()

@@ -10,10 +10,12 @@ import tensorflow as tf
 from export import client as client_lib
 from export import saved_model
 from export import serve
+from export import serving_core
 from export import warmup
+from zoo import base
 from zoo import lift_lib
-from zoo import inference
 from zoo import skeleton as skel
+from zoo import weights as weights_lib
 
 NAME = 'decoupled_volumetric'
 
@@ -26,11 +28,10 @@ def export(exported, tmp_path_factory):
   if NAME in exported.models:
     return (exported.models[NAME], exported.base,
             os.path.join(exported.base, NAME, '1'))
-  from trainers import checkpoints
   from zoo import registry
   entry = registry.get(NAME)
   tf.keras.utils.set_random_seed(5)
-  model = checkpoints.build_model(entry, entry.config('smoke'))
+  model = weights_lib.build_model(entry, entry.config('smoke'))
   base = str(tmp_path_factory.mktemp('lift_export'))
   path = saved_model.export_model(model, base, NAME, verify=True)
   return model, base, path
@@ -57,7 +58,7 @@ def test_matches_keras_and_geometry(export):
   keras_out = lift_lib.lift_decoupled_tf(model, *[
       tf.constant(request[k]) for k in ('keypoints2d_px', 'scores',
                                         'intrinsics')])
-  for key in inference.OUTPUT_KEYS:
+  for key in base.OUTPUT_KEYS:
     np.testing.assert_allclose(served[key].numpy(), keras_out[key].numpy(),
                                rtol=1e-4, atol=1e-2)
   # Detected joints keep their keypoints; missing ones have confidence 0.
@@ -107,7 +108,7 @@ def test_server_and_client(export, tmp_path, capsys):
   assert info['persons'] == [0, 1] and info['skipped'][0]['index'] == 2
   np.testing.assert_allclose(inputs['keypoints2d_px'],
                              request['keypoints2d_px'])
-  server = serve.start_server([serve.ModelConfig(NAME, os.path.join(base,
+  server = serve.start_server([serving_core.ModelConfig(NAME, os.path.join(base,
                                                                     NAME))],
                               port=0, rest_api_port=0)
   try:

@@ -19,6 +19,7 @@ from conftest import assert_close
 from export import saved_model
 from export import serving_module
 from export import warmup
+from zoo import weights as weights_lib
 
 PREDICT = 'tensorflow/serving/predict'
 IMAGE_OUTPUTS = {'poses3d_cam_mm': [-1, 17, 3], 'poses3d_rel_mm': [-1, 17, 3],
@@ -315,10 +316,9 @@ def test_versions_and_atomic_failure(exported, tmp_path, monkeypatch):
 
 
 def test_verify_rejects_a_broken_model(exported, tmp_path):
-  from trainers import checkpoints
   from zoo import registry
   entry = registry.get('export_test')
-  model = checkpoints.build_model(entry, entry.config('smoke'))
+  model = weights_lib.build_model(entry, entry.config('smoke'))
   model.head.kernel.assign(np.full(model.head.kernel.shape, np.nan))
   base = str(tmp_path / 'base')
   with pytest.raises(RuntimeError, match='not finite'):

@@ -18,7 +18,9 @@ import tensorflow as tf
 
 from conftest import assert_close
 from export import client as client_lib
-from export import serve
+from export import serving_config
+from export import serving_core
+from export import serving_rest
 
 CODE = grpc.StatusCode
 
@@ -31,30 +33,31 @@ def test_json_to_array_dtypes_and_b64():
   spec = tf.TensorSpec([None], tf.string, name='image_bytes')
   raw = [b'\x89PNG\x00\xff', b'abc']
   value = [{'b64': base64.b64encode(r).decode()} for r in raw]
-  assert list(serve.json_to_array(value, spec, 'image_bytes')) == raw
-  images = serve.json_to_array([[[[0, 255, 7]]]], tf.TensorSpec(
+  assert list(serving_rest.json_to_array(value, spec, 'image_bytes')) == raw
+  images = serving_rest.json_to_array([[[[0, 255, 7]]]], tf.TensorSpec(
       [None, None, None, 3], tf.uint8, name='images'), 'images')
   assert images.dtype == np.uint8 and images.tolist() == [[[[0, 255, 7]]]]
   for bad, match in (([[[[256, 0, 0]]]], r'outside \[0, 255\]'),
                      ([[[[1.5, 0, 0]]]], 'non-integer'),
                      ([[[[1, 2]], [[1, 2, 3]]]], 'rectangular|numbers')):
-    with pytest.raises(serve.ServingError, match=match) as e:
-      serve.json_to_array(bad, tf.TensorSpec([None, None, None, 3], tf.uint8,
-                                             name='images'), 'images')
+    with pytest.raises(serving_core.ServingError, match=match) as e:
+      serving_rest.json_to_array(
+          bad, tf.TensorSpec([None, None, None, 3], tf.uint8, name='images'),
+          'images')
     assert e.value.code == CODE.INVALID_ARGUMENT
-  with pytest.raises(serve.ServingError, match='base64'):
-    serve.json_to_array([{'b64': '***'}], spec, 'image_bytes')
+  with pytest.raises(serving_core.ServingError, match='base64'):
+    serving_rest.json_to_array([{'b64': '***'}], spec, 'image_bytes')
 
 
 def test_version_policies():
-  config = serve.ModelConfig('m', '/x')
-  assert serve.wanted_versions(config, [3, 1, 2]) == [3]
+  config = serving_core.ModelConfig('m', '/x')
+  assert serving_core.wanted_versions(config, [3, 1, 2]) == [3]
   config.num_versions = 2
-  assert serve.wanted_versions(config, [3, 1, 2]) == [2, 3]
+  assert serving_core.wanted_versions(config, [3, 1, 2]) == [2, 3]
   config.policy = 'all'
-  assert serve.wanted_versions(config, [3, 1, 2]) == [1, 2, 3]
+  assert serving_core.wanted_versions(config, [3, 1, 2]) == [1, 2, 3]
   config.policy, config.specific = 'specific', (1, 5)
-  assert serve.wanted_versions(config, [3, 1, 2]) == [1]
+  assert serving_core.wanted_versions(config, [3, 1, 2]) == [1]
 
 
 def test_configs_from_file_and_base_path(tmp_path):
@@ -68,19 +71,19 @@ def test_configs_from_file_and_base_path(tmp_path):
                  model_version_policy { specific { versions: 1 } }
                  version_labels { key: "stable" value: 1 } }
       }''')
-  (config,) = serve.configs_from_file(str(path))
+  (config,) = serving_config.configs_from_file(str(path))
   assert config.base_path == str(tmp_path / 'a')  # found next to the file
   assert (config.policy, config.specific, config.labels) == (
       'specific', (1,), {'stable': 1})
-  (single,) = serve.configs_from_base_path(str(tmp_path / 'a'))
+  (single,) = serving_config.configs_from_base_path(str(tmp_path / 'a'))
   assert (single.name, single.base_path) == ('a', str(tmp_path / 'a'))
-  (multi,) = serve.configs_from_base_path(str(tmp_path))
+  (multi,) = serving_config.configs_from_base_path(str(tmp_path))
   assert multi.name == 'a'
   path.write_text('model_config_list { config { name: 1 } ')
   with pytest.raises(ValueError, match='ModelServerConfig'):
-    serve.configs_from_file(str(path))
+    serving_config.configs_from_file(str(path))
   with pytest.raises(FileNotFoundError, match='no SavedModel'):
-    serve.configs_from_base_path(str(tmp_path / 'a' / '7'))
+    serving_config.configs_from_base_path(str(tmp_path / 'a' / '7'))
 
 
 # ----------------------------------------------------------------------------

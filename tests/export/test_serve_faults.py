@@ -15,11 +15,14 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow_serving.apis import get_model_status_pb2
+from tensorflow_serving.apis import predict_pb2
 
 from conftest import assert_close
 from conftest import serve_process
 from export import client as client_lib
 from export import serve
+from export import serving_core
 from export import warmup
 
 CODE = grpc.StatusCode
@@ -148,15 +151,16 @@ def test_soak_concurrent_clients_across_a_version_swap(exported, model_dir,
 # Versions: a failed new version, a version in use (in process)
 # ----------------------------------------------------------------------------
 
-def _core(model_dir: str) -> serve.ServerCore:
-  core = serve.ServerCore([serve.ModelConfig(NAME, model_dir)], warmup=True,
-                          poll_seconds=0)
+def _core(model_dir: str) -> serving_core.ServerCore:
+  core = serving_core.ServerCore(
+      [serving_core.ModelConfig(NAME, model_dir)], warmup=True,
+      poll_seconds=0)
   core.sync()
   return core
 
 
 def _spec(version: int | None = None):
-  spec = serve.predict_pb2.PredictRequest().model_spec
+  spec = predict_pb2.PredictRequest().model_spec
   spec.name = NAME
   if version is not None:
     spec.version.value = version
@@ -171,30 +175,31 @@ def test_a_failed_new_version_leaves_the_served_one(exported, model_dir,
   bad = _copy_version(os.path.join(model_dir, '1'), model_dir, 2)
   _truncate_variables(bad)
   loads = []
-  real_load = serve.ServerCore._load
-  monkeypatch.setattr(serve.ServerCore, '_load', lambda self, m, v: (
+  real_load = serving_core.ServerCore._load
+  monkeypatch.setattr(serving_core.ServerCore, '_load', lambda self, m, v: (
       loads.append(v), real_load(self, m, v))[1])
   core.sync()
   assert loads == [2]
   assert sorted(model.servables) == [1]
   state, code, message = model.states[2]
-  assert state == serve._State.END and code != 0, model.states
+  assert state == serving_core.VersionState.END and code != 0, model.states
   assert 'failed to load' in message, message
-  assert model.states[1][0] == serve._State.AVAILABLE
+  assert model.states[1][0] == serving_core.VersionState.AVAILABLE
   # Requests still go to version 1; GetModelStatus reports both.
   inputs, expected = exported.cases[NAME]['serving_default'][0]
-  request = serve.predict_pb2.PredictRequest()
+  request = predict_pb2.PredictRequest()
   request.model_spec.CopyFrom(_spec())
   for key, value in inputs.items():
-    request.inputs[key].CopyFrom(serve.tf.make_tensor_proto(value))
+    request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
   reply = core.predict(request)
   assert reply.model_spec.version.value == 1
-  status_request = serve.get_model_status_pb2.GetModelStatusRequest()
+  status_request = get_model_status_pb2.GetModelStatusRequest()
   status_request.model_spec.name = NAME
   status = {s.version: (s.state, s.status.error_message)
             for s in core.status(status_request).model_version_status}
-  assert status[1][0] == serve._State.AVAILABLE
-  assert status[2][0] == serve._State.END and 'failed to load' in status[2][1]
+  assert status[1][0] == serving_core.VersionState.AVAILABLE
+  assert status[2][0] == serving_core.VersionState.END
+  assert 'failed to load' in status[2][1]
   # Not retried while its files stay the same ...
   core.sync()
   core.sync()
@@ -205,8 +210,8 @@ def test_a_failed_new_version_leaves_the_served_one(exported, model_dir,
   core.sync()
   assert loads == [2, 2]
   assert sorted(model.servables) == [2]
-  assert model.states[2][0] == serve._State.AVAILABLE
-  assert model.states[1][0] == serve._State.END
+  assert model.states[2][0] == serving_core.VersionState.AVAILABLE
+  assert model.states[1][0] == serving_core.VersionState.END
 
 
 def test_a_version_in_use_is_released_only_when_idle(exported, model_dir):
@@ -220,7 +225,7 @@ def test_a_version_in_use_is_released_only_when_idle(exported, model_dir):
     assert sorted(model.servables) == [2]
     # Retired (no new request gets it) but not released: a request runs in it.
     assert held._loaded is not None and not held.idle
-    assert model.states[1][0] == serve._State.UNLOADING
+    assert model.states[1][0] == serving_core.VersionState.UNLOADING
     assert not held.acquire()
     inputs, expected = exported.cases[NAME]['serving_default'][0]
     assert_close(held.run(held.signature(''), inputs), expected,
@@ -228,7 +233,7 @@ def test_a_version_in_use_is_released_only_when_idle(exported, model_dir):
   assert time.time() - started < 60
   core.sync()  # the next poll releases it
   assert held._loaded is None and held.signatures == {}
-  assert model.states[1][0] == serve._State.END
+  assert model.states[1][0] == serving_core.VersionState.END
 
 
 # ----------------------------------------------------------------------------
@@ -239,8 +244,9 @@ def test_a_version_in_use_is_released_only_when_idle(exported, model_dir):
 def running(exported, tmp_path_factory):
   base = tmp_path_factory.mktemp('faults') / NAME
   shutil.copytree(os.path.join(exported.base, NAME, '1'), base / '1')
-  server = serve.start_server([serve.ModelConfig(NAME, str(base))], port=0,
-                              rest_api_port=0, poll_seconds=0)
+  server = serve.start_server(
+      [serving_core.ModelConfig(NAME, str(base))], port=0, rest_api_port=0,
+      poll_seconds=0)
   yield server
   server.stop()
 
@@ -362,6 +368,6 @@ def test_clean_tf_message_keeps_brackets_inside_the_assertion():
   message = ("assertion failed: [input 'intrinsics' must have positive focal "
              'lengths fx = K[0][0] and fy = K[1][1] (pixels)]\n\t [[{{node '
              'Assert}}]] [Op:__inference_signature_wrapper_123]')
-  assert serve._clean_tf_message(message) == (
+  assert serving_core.clean_tf_message(message) == (
       "input 'intrinsics' must have positive focal lengths fx = K[0][0] and "
       'fy = K[1][1] (pixels)')

@@ -32,7 +32,9 @@ import trainer_test_model as tiny
 from trainers import callbacks as callbacks_lib
 from trainers import checkpoints
 from trainers import run
-from trainers import train_lib
+from trainers import run_config
+from zoo import manifest as manifest_lib
+from zoo import weights as weights_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -55,10 +57,10 @@ class _BeginWeights(keras.callbacks.Callback):
 
 def _checkpoint_weights(workdir, step):
   """The model weights in WORKDIR/checkpoints/ckpt-STEP, loaded on their own."""
-  entry = train_lib.get_entry(tiny.NAME)
-  model = checkpoints.build_model(entry, entry.config('smoke'))
+  entry = run_config.get_entry(tiny.NAME)
+  model = weights_lib.build_model(entry, entry.config('smoke'))
   path = os.path.join(str(workdir), 'checkpoints', f'ckpt-{step}')
-  checkpoints.load_weights(model, checkpoints.Source('tf', path))
+  weights_lib.load_weights(model, weights_lib.Source('tf', path))
   return _weights(model)
 
 
@@ -105,7 +107,7 @@ def test_sigkill_mid_run_resumes_from_the_last_complete_checkpoint(
     deadline = time.time() + 120
     # Checkpoints are written every step: the kill lands while training and
     # quite possibly while a checkpoint is being written.
-    while checkpoints.latest_checkpoint_step(str(workdir))[1] < 3:
+    while weights_lib.latest_checkpoint_step(str(workdir))[1] < 3:
       assert proc.poll() is None, 'training exited early'
       assert time.time() < deadline, 'no checkpoint within 120 s'
       time.sleep(0.05)
@@ -115,7 +117,7 @@ def test_sigkill_mid_run_resumes_from_the_last_complete_checkpoint(
     if proc.poll() is None:
       proc.kill()
       proc.wait()
-  _, last = checkpoints.latest_checkpoint_step(str(workdir))
+  _, last = weights_lib.latest_checkpoint_step(str(workdir))
   assert last >= 3
   assert not (workdir / 'model.weights.h5').exists()
   saved = _checkpoint_weights(workdir, last)
@@ -150,7 +152,7 @@ def test_dying_while_writing_a_checkpoint_keeps_the_previous_one(
       _train(workdir, tiny_data, steps=4)
   names = os.listdir(workdir / 'checkpoints')
   assert 'ckpt-4_temp' in names and 'ckpt-4.index' not in names, names
-  assert checkpoints.latest_checkpoint_step(str(workdir))[1] == 2
+  assert weights_lib.latest_checkpoint_step(str(workdir))[1] == 2
   # Death after the data, before the `checkpoint` state file names ckpt-4.
   with monkeypatch.context() as patch:
     patch.setattr(checkpoint_management.CheckpointManager, '_record_state',
@@ -158,13 +160,13 @@ def test_dying_while_writing_a_checkpoint_keeps_the_previous_one(
     with pytest.raises(_Died):
       _train(workdir, tiny_data, steps=4)
   assert 'ckpt-4.index' in os.listdir(workdir / 'checkpoints')
-  assert checkpoints.latest_checkpoint_step(str(workdir))[1] == 2
+  assert weights_lib.latest_checkpoint_step(str(workdir))[1] == 2
 
   begin = _BeginWeights()
   result = _train(workdir, tiny_data, steps=6, extra_callbacks=[begin])
   assert result.start_step == 2 and result.step == 6
   _assert_same(begin.weights, good)
-  assert checkpoints.latest_checkpoint_step(str(workdir))[1] == 6
+  assert weights_lib.latest_checkpoint_step(str(workdir))[1] == 6
   _checkpoint_weights(workdir, 4)  # written whole this time
 
 
@@ -177,7 +179,7 @@ def test_dying_while_writing_final_weights_keeps_a_good_pair(
     run2, tiny_data, tmp_path, monkeypatch):
   workdir = _copy(run2, tmp_path)
   before = _final_bytes(workdir)
-  weights_path = str(workdir / checkpoints.WEIGHTS_FILE)
+  weights_path = str(workdir / manifest_lib.WEIGHTS_FILE)
   original = keras.Model.save_weights
 
   def half_then_die(self, path, *args, **kwargs):
@@ -192,14 +194,14 @@ def test_dying_while_writing_final_weights_keeps_a_good_pair(
     with pytest.raises(_Died):
       _train(workdir, tiny_data, steps=4)
   assert _final_bytes(workdir) == before
-  final = checkpoints.load_model(tiny.NAME, weights_path)  # sha256 checked
+  final = weights_lib.load_model(tiny.NAME, weights_path)  # sha256 checked
   _assert_same(_weights(final), _checkpoint_weights(workdir, 2))
 
   # 2. Death between the weights' rename and the manifest's (the rerun has
   # nothing to train and writes the final files at once): new weights, old
   # manifest, and the pending manifest that matches the new weights.
-  manifest_path = str(workdir / checkpoints.MANIFEST_FILE)
-  pending_path = str(workdir / checkpoints.PENDING_MANIFEST_FILE)
+  manifest_path = str(workdir / manifest_lib.MANIFEST_FILE)
+  pending_path = str(workdir / manifest_lib.PENDING_MANIFEST_FILE)
   replace = os.replace
 
   def die_before_manifest(src, dst):
@@ -212,10 +214,10 @@ def test_dying_while_writing_final_weights_keeps_a_good_pair(
     with pytest.raises(_Died):
       _train(workdir, tiny_data, steps=4)
   assert json.load(open(manifest_path))['steps'] == 2
-  source = checkpoints.resolve(weights_path)
+  source = weights_lib.resolve(weights_path)
   assert source.manifest['steps'] == 4
-  checkpoints.verify_sha256(source)  # the pair matches: no ChecksumError
-  model = checkpoints.load_model(tiny.NAME, weights_path)
+  weights_lib.verify_sha256(source)  # the pair matches: no ChecksumError
+  model = weights_lib.load_model(tiny.NAME, weights_path)
   _assert_same(_weights(model), _checkpoint_weights(workdir, 4))
 
   # 3. The rerun completes the pair (keeping the new weights) and clears the
@@ -227,9 +229,9 @@ def test_dying_while_writing_final_weights_keeps_a_good_pair(
   # A temporary left by a killed writer is never taken for weights.
   bundle = tmp_path / 'bundle'
   bundle.mkdir()
-  (bundle / f'.tmp-12345-{checkpoints.WEIGHTS_FILE}').write_bytes(b'\0' * 64)
+  (bundle / f'.tmp-12345-{manifest_lib.WEIGHTS_FILE}').write_bytes(b'\0' * 64)
   with pytest.raises(FileNotFoundError, match='no weights in'):
-    checkpoints.resolve(str(bundle))
+    weights_lib.resolve(str(bundle))
 
 
 # ----------------------------------------------------------------------------
@@ -255,10 +257,10 @@ def test_nonfinite_training_keeps_the_last_good_weights(
            overrides={'train.learning_rate': learning_rate,
                       'train.checkpoint_every': 1})
   assert _final_bytes(tmp_path) == before  # final weights not replaced
-  final = checkpoints.load_model(tiny.NAME,
+  final = weights_lib.load_model(tiny.NAME,
                                  str(tmp_path / 'model.weights.h5'))
   assert all(np.isfinite(w).all() for w in _weights(final))
-  _, last = checkpoints.latest_checkpoint_step(str(tmp_path))
+  _, last = weights_lib.latest_checkpoint_step(str(tmp_path))
   assert last == (2 if learning_rate == 'inf' else 3)
   for step in range(2, last + 1):
     assert all(np.isfinite(w).all() for w in _checkpoint_weights(tmp_path,

@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from trainers import checkpoints
 from trainers import lift_mocap
+from zoo import weights as weights_lib
 
 
 @pytest.fixture(scope='module')
@@ -47,8 +47,8 @@ def test_only_network2_is_trained(trained, tmp_path):
   from zoo import config as config_lib
   config = config_lib.from_dict(entry.config_class, manifest['config'])
   tf.keras.utils.set_random_seed(0)  # train()'s seed
-  fresh = checkpoints.build_model(entry, config)
-  loaded = checkpoints.load_model('decoupled_volumetric', out)
+  fresh = weights_lib.build_model(entry, config)
+  loaded = weights_lib.load_model('decoupled_volumetric', out)
   net1 = {id(v) for layer in fresh.backbone for v in layer.weights}
   moved = []
   for a, b in zip(fresh.weights, loaded.weights):

@@ -10,6 +10,7 @@ import pytest
 import trainer_test_model as tiny
 from trainers import evaluate
 from trainers import evaluation
+from trainers import run_config
 from trainers import train_lib
 from zoo.data import mixture
 from zoo.data import records
@@ -22,9 +23,9 @@ def second_data(tmp_path_factory):
 
 
 def test_override_keeps_a_mixture_with_commas():
-  entry = train_lib.get_entry(tiny.NAME)
+  entry = run_config.get_entry(tiny.NAME)
   spec = 'a=/x:0.6,b=/y:0.4'
-  config = train_lib.make_config(
+  config = run_config.make_config(
       entry, 'smoke', [f'train.data={spec},train.steps=3'])
   assert config.train.data == spec and config.train.steps == 3
 
@@ -38,7 +39,7 @@ def test_mixture_from_the_config_trains_counts_and_scores_per_source(
   counts = metrics['train_examples_per_source']
   assert set(counts) == {'a', 'b'}
   # At least the 4 trained batches (the input runs ahead by a few).
-  config = train_lib.make_config(train_lib.get_entry(tiny.NAME), 'smoke')
+  config = run_config.make_config(run_config.get_entry(tiny.NAME), 'smoke')
   assert sum(counts.values()) >= 4 * config.train.batch_size
   # Every test example of both sources, and each source's own metrics.
   assert metrics['num_eval_examples'] == 8 + 4

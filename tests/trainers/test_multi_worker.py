@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import trainer_test_model as tiny
-from trainers import checkpoints
+from zoo import weights as weights_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -110,14 +110,14 @@ def test_two_workers_train_in_sync_on_disjoint_input(tiny_data, tmp_path):
   assert len(weights[0].files) == len(weights[1].files) > 0
   for key in weights[0].files:
     np.testing.assert_array_equal(weights[0][key], weights[1][key])
-  final = checkpoints.load_model(tiny.NAME, str(workdir))
+  final = weights_lib.load_model(tiny.NAME, str(workdir))
   for key, value in zip(weights[0].files, final.weights):
     np.testing.assert_array_equal(weights[0][key], value.numpy())
 
   # Only the chief wrote results; the non-chief's scratch directory is gone.
   manifest = json.load(open(workdir / 'manifest.json'))
   assert manifest['steps'] == 4 and manifest['strategy'] == 'multi_worker'
-  assert checkpoints.latest_checkpoint_step(str(workdir))[1] == 4
+  assert weights_lib.latest_checkpoint_step(str(workdir))[1] == 4
   assert not (workdir / '.worker_tmp').exists()
 
   # Input sharded by file: each worker one of the 2 shards, 8 examples each,

@@ -14,6 +14,7 @@ from trainers import checkpoints
 from trainers import train_lib
 from zoo import base
 from zoo import registry
+from zoo import weights as weights_lib
 from zoo.layers.normalization import BatchNormalization
 
 # One model of each paper (the contract test runs every registered model).
@@ -109,8 +110,8 @@ def test_bfloat16_training_and_weights_in_both_precisions(name, bf16_runs):
   # The bfloat16 run's weights in a float32 model: the same predictions up
   # to bfloat16 rounding.
   entry = registry.get(name)
-  float_model = checkpoints.build_model(entry, model.config)
-  checkpoints.load_weights(float_model, str(workdir))
+  float_model = weights_lib.build_model(entry, model.config)
+  weights_lib.load_weights(float_model, str(workdir))
   # (lifting_deep's non-trainable lifting constants are recomputed from its
   # prior at build, in the build's precision.)
   loaded = {w.path: w.numpy() for w in float_model.weights}
@@ -129,7 +130,7 @@ def test_bfloat16_training_and_weights_in_both_precisions(name, bf16_runs):
   previous = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy('mixed_bfloat16')
   try:
-    bf16_model = checkpoints.build_model(entry, model.config)
+    bf16_model = weights_lib.build_model(entry, model.config)
   finally:
     keras.mixed_precision.set_global_policy(previous)
   checkpoints.load_init_weights(bf16_model, str(float_dir), name, 'smoke')

@@ -21,9 +21,10 @@ import tensorflow as tf
 
 import trainer_test_model as tiny
 from trainers import callbacks as callbacks_lib
-from trainers import checkpoints
 from trainers import run
 from trainers import train_lib
+from zoo import manifest as manifest_lib
+from zoo import weights as weights_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -90,7 +91,7 @@ def test_smoke_run_writes_metrics_manifest_and_logs(trained_run, tiny_data):
   with open(os.path.join(workdir, 'manifest.json')) as f:
     manifest = json.load(f)
   weights = os.path.join(workdir, 'model.weights.h5')
-  assert manifest['sha256'] == checkpoints.sha256_file(weights)
+  assert manifest['sha256'] == manifest_lib.sha256_file(weights)
   assert manifest['model'] == tiny.NAME and manifest['steps'] == 4
   assert manifest['config']['train']['steps'] == 4
   assert manifest['data'] == {'name': 'tfrecords',
@@ -100,7 +101,7 @@ def test_smoke_run_writes_metrics_manifest_and_logs(trained_run, tiny_data):
   assert manifest['command'] == 'pytest trained_run'
 
   # Checkpoints every 2 steps, TensorBoard events, log file, prepare hook.
-  path, step = checkpoints.latest_checkpoint_step(workdir)
+  path, step = weights_lib.latest_checkpoint_step(workdir)
   assert step == 4 and path.endswith('ckpt-4')
   assert os.path.exists(os.path.join(workdir, 'checkpoints', 'ckpt-2.index'))
   events = os.listdir(os.path.join(workdir, 'tb'))
@@ -136,7 +137,7 @@ def test_resume_restores_weights_optimizer_and_step(tiny_data, tmp_path):
     np.testing.assert_array_equal(a, b)
   for a, b in zip(saved_opt, capture.begin_optimizer):
     np.testing.assert_array_equal(a, b)
-  assert checkpoints.latest_checkpoint_step(str(tmp_path))[1] == 6
+  assert weights_lib.latest_checkpoint_step(str(tmp_path))[1] == 6
   with open(tmp_path / 'manifest.json') as f:
     assert json.load(f)['steps'] == 6
 
@@ -183,7 +184,7 @@ def test_nonfinite_loss_stops_naming_the_step(tiny_data, tmp_path):
     _train(tmp_path, tiny_data, steps=5,
            overrides={'train.learning_rate': 1e38,
                       'train.checkpoint_every': 1})
-  assert checkpoints.latest_checkpoint_step(str(tmp_path))[1] == 1
+  assert weights_lib.latest_checkpoint_step(str(tmp_path))[1] == 1
 
 
 def test_mixed_bfloat16_keeps_outputs_and_loss_float32(tiny_data, tmp_path):
@@ -191,7 +192,7 @@ def test_mixed_bfloat16_keeps_outputs_and_loss_float32(tiny_data, tmp_path):
   model = result.model
   assert model.conv1.compute_dtype == 'bfloat16'
   assert keras.mixed_precision.global_policy().name == 'float32'  # restored
-  x = checkpoints.dummy_inputs(32, 2)
+  x = weights_lib.dummy_inputs(32, 2)
   out = model(x)
   assert all(v.dtype == tf.float32 for v in out.values())
   y = {'joints3d_rel_mm': tf.zeros([2, 17, 3]),
@@ -319,7 +320,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(tiny_data, tmp_path):
   match = re.search(r'Stopped by signal 15 at step (\d+)', text)
   assert match, text
   stopped = int(match.group(1))
-  path, step = checkpoints.latest_checkpoint_step(str(workdir))
+  path, step = weights_lib.latest_checkpoint_step(str(workdir))
   assert step == stopped > 0, text
   assert not (workdir / 'model.weights.h5').exists()
 

@@ -80,3 +80,46 @@ def test_exchange_paths_swaps_two_directories(tmp_path):
   assert os.listdir(first) == ['b'] and os.listdir(second) == ['a']
   with pytest.raises(FileNotFoundError):
     fileio.exchange_paths(str(first), str(tmp_path / 'missing'))
+
+
+def _tree(path) -> dict[str, str]:
+  return {name: open(os.path.join(path, name)).read()
+          for name in sorted(os.listdir(path))}
+
+
+@pytest.mark.parametrize('swap', [True, False])
+def test_replace_directory(tmp_path, monkeypatch, swap):
+  final = tmp_path / 'final'
+  asides = []
+
+  def make_aside():
+    asides.append(str(tmp_path / '.old-aside'))
+    return asides[-1]
+
+  for version in ('1', '2'):
+    staged = tmp_path / f'.tmp-staged-{version}'
+    staged.mkdir()
+    (staged / 'version.txt').write_text(version)
+    if not swap:
+      monkeypatch.setattr(fileio, 'exchange_paths', lambda a, b: False)
+    fileio.replace_directory(str(staged), str(final), make_aside)
+    assert _tree(final) == {'version.txt': version}
+    assert not staged.exists()
+  # Only the two-rename fallback moves the old directory aside; either way
+  # nothing but the new directory is left.
+  assert len(asides) == (0 if swap else 1)
+  assert sorted(os.listdir(tmp_path)) == ['final']
+
+
+def test_replace_directory_puts_the_old_one_back_on_failure(tmp_path,
+                                                             monkeypatch):
+  final = tmp_path / 'final'
+  final.mkdir()
+  (final / 'version.txt').write_text('old')
+  staged = tmp_path / 'missing'  # the second rename fails
+  monkeypatch.setattr(fileio, 'exchange_paths', lambda a, b: False)
+  with pytest.raises(FileNotFoundError):
+    fileio.replace_directory(str(staged), str(final),
+                             lambda: str(tmp_path / '.old-aside'))
+  assert _tree(final) == {'version.txt': 'old'}
+  assert sorted(os.listdir(tmp_path)) == ['final']

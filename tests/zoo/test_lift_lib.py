@@ -10,6 +10,7 @@ from zoo import geometry
 from zoo import lift_lib
 from zoo import metrics
 from zoo import skeleton as skel
+from zoo import weights as weights_lib
 from zoo.data import mocap2d
 from zoo.data import motion
 
@@ -40,11 +41,10 @@ def prior_lifter():
 @pytest.fixture(scope='module')
 def decoupled_model():
   import tensorflow as tf
-  from trainers import checkpoints
   from zoo import registry
   entry = registry.get('decoupled_volumetric')
   tf.keras.utils.set_random_seed(3)
-  return checkpoints.build_model(
+  return weights_lib.build_model(
       entry, entry.config('smoke', train_mode='network2_mocap'))
 
 

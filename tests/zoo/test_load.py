@@ -19,6 +19,8 @@ import pytest
 import publish_fixture  # noqa: E402
 
 import zoo  # noqa: E402
+from zoo import manifest as manifest_lib
+from zoo import weights as weights_lib
 
 SLICE_TOLERANCE_MM = 2.
 BUNDLED = zoo.bundled_models()
@@ -143,17 +145,16 @@ def test_missing_bundled_checkpoint_names_the_available_ones(published):
 
 
 def test_sha256_mismatch_is_a_clear_error(published, tmp_path):
-  from trainers import checkpoints
   root = publish_fixture.copy_root(published, str(tmp_path))
   weights = os.path.join(root, published.name,
                          f'{published.name}.weights.h5')
   data = bytearray(open(weights, 'rb').read())
   data[len(data) // 2] ^= 0xFF
   open(weights, 'wb').write(bytes(data))
-  with pytest.raises(checkpoints.ChecksumError,
+  with pytest.raises(manifest_lib.ChecksumError,
                      match=r'sha256 mismatch.*trainers\.publish'):
     zoo.load(published.name, root=root)
-  with pytest.raises(checkpoints.ChecksumError, match='sha256 mismatch'):
+  with pytest.raises(manifest_lib.ChecksumError, match='sha256 mismatch'):
     zoo.load(published.name, checkpoint=os.path.join(root, published.name))
 
 
@@ -236,8 +237,7 @@ def test_finetune_with_frozen_backbone(published, user_data):
 
 def test_run_init_from_accepts_a_bundled_directory(published):
   """--init_from=zoo/checkpoints/NAME resolves the bundled layout."""
-  from trainers import checkpoints
-  source = checkpoints.resolve(published.directory)
+  source = weights_lib.resolve(published.directory)
   assert source.kind == 'h5' and source.path == published.weights
   assert source.model_name == published.name
-  checkpoints.verify_sha256(source)
+  weights_lib.verify_sha256(source)

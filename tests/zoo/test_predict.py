@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from zoo import base
 from zoo import inference
 from zoo import predict
 from zoo import registry
 from zoo import skeleton as skel
+from zoo import weights as weights_lib
 from zoo.data import records
 
 MODEL = 'metrabs'  # any registered model; the smallest smoke preset
@@ -27,7 +29,7 @@ def workdir(tmp_path_factory):
   entry = registry.get(MODEL)
   config = entry.config('smoke')
   tf.keras.utils.set_random_seed(3)
-  model = checkpoints.build_model(entry, config)
+  model = weights_lib.build_model(entry, config)
   path = str(tmp_path_factory.mktemp('predict_workdir'))
   checkpoints.write_final(path, model, {
       'model': MODEL, 'preset': 'smoke', 'steps': 0,
@@ -73,7 +75,7 @@ def test_predict_in_image_maps_crop_poses_back(workdir):
   np.testing.assert_allclose(out['poses3d_cam_mm'], cam, rtol=1e-4, atol=1e-2)
   np.testing.assert_allclose(out['poses3d_rel_mm'], rel, rtol=1e-4, atol=1e-2)
   np.testing.assert_allclose(out['confidence'], crop_poses['confidence'])
-  for key in inference.OUTPUT_KEYS:
+  for key in base.OUTPUT_KEYS:
     assert out[key].dtype == tf.float32
   # Rotating by R^T keeps distances: the root-relative pose's bone lengths
   # are those of the crop-frame prediction.
@@ -150,14 +152,14 @@ def test_cli_checkpoint_and_saved_model_agree(workdir, image_path, tmp_path,
                        f'--image={image_path}', '--box=5,10,60,80',
                        '--focal=120', f'--out={out_ckpt2}']) == 0
   doc_ckpt2 = _check_outputs(out_ckpt2, (100, 80))
-  for key in inference.OUTPUT_KEYS:
+  for key in base.OUTPUT_KEYS:
     scale = max(1., np.abs(doc_ckpt2[key]).max())
     np.testing.assert_allclose(doc_sm[key], doc_ckpt2[key], rtol=1e-3,
                                atol=2e-3 * scale, err_msg=key)
 
 
 def test_cli_errors(image_path, tmp_path, capsys):
-  with pytest.raises(SystemExit):  # argparse: one source is required
+  with pytest.raises(SystemExit):  # a usage error: one source is required
     predict.main([f'--image={image_path}', f'--out={tmp_path}'])
   assert predict.main(['--checkpoint=/nonexistent', f'--image={image_path}',
                        f'--out={tmp_path}']) == 2

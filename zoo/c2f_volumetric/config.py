@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 
 from zoo import config as config_lib
+from zoo import skeleton as skel
 
 DECODINGS = ('argmax', 'soft_argmax')
 TRAIN_MODES = ('joint', 'network2_mocap')
@@ -183,7 +184,6 @@ def validate(config: C2FConfig, variant: str = 'volumetric') -> None:
       raise ValueError('network 2 must end in a volume (depth >= 2), got '
                        f'depth_schedule {tuple(c.depth_schedule)}')
   if c.bone_lengths_mm is not None:
-    from zoo import skeleton as skel
     n = len(skel.H36M17.limbs)
     if len(c.bone_lengths_mm) != n:
       raise ValueError(f'bone_lengths_mm needs {n} entries (H36M17.limbs '

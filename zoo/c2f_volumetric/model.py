@@ -25,11 +25,13 @@ import tensorflow as tf
 
 from zoo import base
 from zoo import heatmaps
+from zoo import lift_lib
 from zoo import skeleton as skel
 from zoo.c2f_volumetric import decode as decode_lib
 from zoo.c2f_volumetric import targets as targets_lib
 from zoo.c2f_volumetric.config import C2FConfig, validate
 from zoo.layers import ConvBNReLU, Hourglass, Residual, StackLink, Stem
+from zoo.signatures import LIFT_SIGNATURE
 
 PACKAGE = 'pose3d_zoo'
 J = skel.NUM_JOINTS
@@ -415,8 +417,7 @@ class DecoupledVolumetric(_C2FBase):
     """The exporter's `lift` signature: keypoints2d_px [B, 17, 2], scores
     [B, 17], intrinsics [B, 3, 3] -> serving_default's outputs
     (zoo.lift_lib.lift_decoupled_tf: network 2 on the keypoints' heatmaps)."""
-    from zoo import lift_lib  # lift_lib imports this package's decoding
-    return {lift_lib.LIFT_SIGNATURE: (
+    return {LIFT_SIGNATURE: (
         lambda keypoints2d_px, scores, intrinsics: lift_lib.lift_decoupled_tf(
             self, keypoints2d_px, scores, intrinsics),
         list(lift_lib.LIFT_INPUT_SPECS))}

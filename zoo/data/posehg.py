@@ -322,7 +322,7 @@ def write_split(out_dir: str, split: str, jobs: Sequence[Any],
 def update_manifest(out_dir: str, dataset: str, split_info: Mapping[str, dict],
                     extra: Mapping[str, Any]) -> dict:
   """Merges this run's splits into out_dir's manifest, keeping other splits."""
-  path = os.path.join(out_dir, 'manifest.json')
+  path = os.path.join(out_dir, records.DATASET_MANIFEST_FILE)
   manifest: dict[str, Any] = {}
   if os.path.exists(path):
     old = records.read_manifest(out_dir)

@@ -19,6 +19,7 @@ set its mask to 0. Units and frames:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -53,6 +54,9 @@ INT_FIELDS = ('frame', 'image/height', 'image/width')
 
 # Fields a writer must be given; the rest default to zeros / masks of 0.
 REQUIRED = ('image/encoded', 'joints2d_px', 'intrinsics', 'box_xywh')
+# A dataset directory's JSON manifest (splits, counts, skeleton); a split may
+# have its own, '{split}_' + this name.
+DATASET_MANIFEST_FILE = 'manifest.json'
 
 
 # The field of view (deg, on the longer image side) assumed for images
@@ -253,7 +257,11 @@ class ShardedWriter:
     os.makedirs(out_dir, exist_ok=True)
     self.paths = [os.path.join(out_dir, f'{prefix}-{i:05d}-of-{num_shards:05d}'
                                '.tfrecord') for i in range(num_shards)]
-    self._tmp = [p + '.tmp' for p in self.paths]
+    # Each shard's temporary path (fileio.atomic_path): renamed into place
+    # when the stack closes without an error, removed otherwise.
+    self._renames = contextlib.ExitStack()
+    self._tmp = [self._renames.enter_context(fileio.atomic_path(p))
+                 for p in self.paths]
     self._writers = [tf.io.TFRecordWriter(p) for p in self._tmp]
     self.count = 0
 
@@ -265,8 +273,7 @@ class ShardedWriter:
   def close(self):
     for w in self._writers:
       w.close()
-    for tmp, final in zip(self._tmp, self.paths):
-      os.replace(tmp, final)
+    self._renames.close()
 
   def __enter__(self):
     return self
@@ -277,13 +284,11 @@ class ShardedWriter:
     else:
       for w in self._writers:
         w.close()
-      for tmp in self._tmp:
-        if os.path.exists(tmp):
-          os.remove(tmp)
+      self._renames.__exit__(exc_type, *_)
 
 
 def write_manifest(out_dir: str, manifest: Mapping[str, Any],
-                   name: str = 'manifest.json'):
+                   name: str = DATASET_MANIFEST_FILE):
   """Writes a JSON manifest atomically (temp file, then rename)."""
   manifest = dict(manifest)
   manifest.setdefault('format_version', FORMAT_VERSION)
@@ -294,7 +299,7 @@ def write_manifest(out_dir: str, manifest: Mapping[str, Any],
                            json.dumps(manifest, indent=2, sort_keys=True))
 
 
-def read_manifest(data_dir: str, name: str = 'manifest.json') -> dict:
+def read_manifest(data_dir: str, name: str = DATASET_MANIFEST_FILE) -> dict:
   path = os.path.join(data_dir, name)
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path} not found: a zoo dataset directory holds '
@@ -470,7 +475,7 @@ def manifest_count(data_dir: str, split: str) -> int | None:
   """The example count of `split` a dataset directory's manifest states
   ('{split}_manifest.json' or 'manifest.json', key counts[split]); None
   where no manifest states one."""
-  for name in (f'{split}_manifest.json', 'manifest.json'):
+  for name in (f'{split}_{DATASET_MANIFEST_FILE}', DATASET_MANIFEST_FILE):
     path = os.path.join(data_dir, name)
     if not os.path.exists(path):
       continue

@@ -33,9 +33,7 @@ import functools
 import math
 import multiprocessing
 import os
-import shutil
 import sys
-import tempfile
 import time
 from typing import Any, Iterator
 
@@ -271,29 +269,25 @@ def ensure_dataset(num_train: int, num_test: int, seed: int = 0,
   counts = {'train': num_train, 'test': num_test}
   if _is_complete(path, counts, seed):
     return path
-  tmp = tempfile.mkdtemp(dir=root, prefix=name + '.tmp-')
   # Said once, so a run without progress bars does not look stalled.
   logging.info('Generating the embedded synthetic dataset (%d train + %d test '
                'examples, seed %d) into %s; later runs reuse it.', num_train,
                num_test, seed, path)
   start = time.perf_counter()
-  try:
+  with fileio.staging_directory(root, name) as tmp:
     for split, n in counts.items():
       generate(tmp, split, n, seed=seed, num_workers=num_workers,
                progress=progress)
-    if os.path.exists(path):  # incomplete leftovers (or a concurrent writer)
+    if _is_complete(path, counts, seed):  # a concurrent writer finished
+      return path
+    try:  # replaces incomplete leftovers
+      fileio.replace_directory(tmp, path, lambda: os.path.join(
+          root, fileio.temp_prefix(name, fileio.ASIDE_PREFIX) + 'old'))
+    except OSError:
       if _is_complete(path, counts, seed):
         return path
-      shutil.rmtree(path)
-    os.rename(tmp, path)
-    logging.info('Generated %s in %.0f s.', path, time.perf_counter() - start)
-  except OSError:
-    if _is_complete(path, counts, seed):
-      return path
-    raise
-  finally:
-    if os.path.exists(tmp):
-      shutil.rmtree(tmp, ignore_errors=True)
+      raise
+  logging.info('Generated %s in %.0f s.', path, time.perf_counter() - start)
   return path
 
 

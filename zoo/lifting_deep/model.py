@@ -34,6 +34,7 @@ from zoo.layers.cpm import CPMStage, CPMStage1, CPMTrunk
 from zoo.lifting_deep.config import LiftingDeepConfig, validate
 from zoo.lifting_deep.layer import LiftingLayer
 from zoo.lifting_deep.prior import PosePrior
+from zoo.signatures import LIFT_SIGNATURE
 
 PACKAGE = 'pose3d_zoo'
 J = skel.NUM_JOINTS
@@ -372,7 +373,7 @@ class LiftingDeep(base.PoseModel):
 
   def extra_serving_signatures(self):
     """The exporter's model-specific signatures: `lift` (2D joints -> 3D)."""
-    return {'lift': (
+    return {LIFT_SIGNATURE: (
         lambda poses2d_px: {'poses3d_rel_mm': self.lift(poses2d_px)},
         [tf.TensorSpec([None, skel.NUM_JOINTS, 2], tf.float32,
                        name='poses2d_px')])}

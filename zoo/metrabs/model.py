@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoo import base
+from zoo import config as config_lib
 from zoo import heatmaps
 from zoo import skeleton as skel
 from zoo.base import PoseModel
@@ -334,7 +335,6 @@ class Metrabs(PoseModel):
   # --- serialisation ------------------------------------------------------
   @classmethod
   def from_config(cls, cfg):
-    from zoo import config as config_lib
     config = config_lib.from_dict(MetrabsConfig, cfg['config'])
     # The full model's weights come from the checkpoint being loaded; the
     # backbone file it was initialised from may not exist here.

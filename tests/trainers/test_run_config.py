@@ -1,16 +1,16 @@
-"""Unit tests for trainers/train_lib.py helpers (overrides, optimizers, config)."""
+"""Unit tests for trainers/run_config.py (overrides, optimizers, config)."""
 import keras
 import pytest
 
 import trainer_test_model as tiny
-from trainers import train_lib
+from trainers import run_config
 from zoo import registry
 from zoo.config import TrainConfig
 
 
 def test_parse_overrides_types_and_commas():
   config = tiny.TinyConfig()
-  got = train_lib.parse_overrides(config, [
+  got = run_config.parse_overrides(config, [
       'train.steps=1e3,augment.scale_range=(0.9, 1.1),augment.flip=false',
       'train.learning_rate=0.5', 'train.num_eval_examples=5',
       'train.optimizer=sgd'])
@@ -31,12 +31,12 @@ def test_parse_overrides_types_and_commas():
 ])
 def test_parse_overrides_errors(item, error, pattern):
   with pytest.raises(error, match=pattern):
-    train_lib.parse_overrides(tiny.TinyConfig(), item)
+    run_config.parse_overrides(tiny.TinyConfig(), item)
 
 
 def test_make_config_applies_shortcuts_after_overrides():
   entry = registry.get(tiny.NAME)
-  config = train_lib.make_config(entry, 'paper', 'train.batch_size=8,filters=2',
+  config = run_config.make_config(entry, 'paper', 'train.batch_size=8,filters=2',
                                  steps=7, batch_size=2)
   assert (config.train.steps, config.train.batch_size, config.filters) == \
       (7, 2, 2)
@@ -47,7 +47,7 @@ def test_make_config_applies_shortcuts_after_overrides():
     ('rmsprop', keras.optimizers.RMSprop), ('adam', keras.optimizers.Adam),
     ('adamw', keras.optimizers.AdamW), ('SGD', keras.optimizers.SGD)])
 def test_make_optimizer(name, cls):
-  opt = train_lib.make_optimizer(TrainConfig(optimizer=name,
+  opt = run_config.make_optimizer(TrainConfig(optimizer=name,
                                              learning_rate=0.25,
                                              weight_decay=0.01))
   assert type(opt) is cls
@@ -57,21 +57,21 @@ def test_make_optimizer(name, cls):
 
 def test_learning_rate_schedules():
   constant = TrainConfig(learning_rate=1e-3, steps=100)
-  assert train_lib.learning_rate_schedule(constant) == 1e-3
+  assert run_config.learning_rate_schedule(constant) == 1e-3
   cosine = TrainConfig(learning_rate=1e-3, steps=100,
                        lr_schedule='cosine')
-  sched = train_lib.learning_rate_schedule(cosine)
+  sched = run_config.learning_rate_schedule(cosine)
   assert float(sched(0)) == pytest.approx(1e-3)
   assert float(sched(50)) == pytest.approx(0.5e-3, rel=1e-4)  # cos(pi/2)
   assert float(sched(100)) == pytest.approx(0., abs=1e-9)
   warm = TrainConfig(learning_rate=1e-3, steps=110,
                      lr_schedule='cosine', warmup_steps=10)
-  sched = train_lib.learning_rate_schedule(warm)
+  sched = run_config.learning_rate_schedule(warm)
   assert float(sched(5)) == pytest.approx(0.5e-3, rel=1e-4)
   assert float(sched(10)) == pytest.approx(1e-3, rel=1e-4)
   # The optimizer follows the schedule: at iteration 0 warm-up starts at 0.
-  assert float(train_lib.make_optimizer(warm).learning_rate) == \
+  assert float(run_config.make_optimizer(warm).learning_rate) == \
       pytest.approx(0., abs=1e-9)
   with pytest.raises(ValueError, match='valid choices'):
-    train_lib.learning_rate_schedule(
+    run_config.learning_rate_schedule(
         TrainConfig(lr_schedule='linear'))
