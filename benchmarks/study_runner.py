@@ -200,6 +200,16 @@ def load_run(name: str, workdir: str):
   return model, config, data_dir, trained
 
 
+def _shown_path(path: str) -> str:
+  """A path as the report shows it: under the home directory as `~/...`, so
+  study.json names no directory of the machine it ran on."""
+  path = os.path.abspath(path)
+  home = os.path.expanduser('~')
+  if home not in ('', '/') and (path == home or path.startswith(home + os.sep)):
+    return '~' + path[len(home):]
+  return path
+
+
 def evaluate_truncated(model, config, data_dir: str, *, margin: float,
                        flip_test: bool, progress: bool) -> dict[str, float]:
   """Test-split metrics on crops with box margin `margin`."""
@@ -256,7 +266,7 @@ def study_result(name: str, preset: str, workdir: str, source: str,
   result['parameters'] = int(model.count_params())
   result['config_differences'] = config_differences(
       trained, model_config(name, preset))
-  result['data_dir'] = os.path.abspath(data_dir)
+  result['data_dir'] = _shown_path(data_dir)
   flip_test = bool(metrics.get('flip_test', config.flip_test))
   result['run_mpjpe_mm'] = metrics.get('mpjpe_mm')
   result.update(evaluation.evaluate_model(

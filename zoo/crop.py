@@ -21,12 +21,15 @@ of this (and un-swaps joints when det(rotation) < 0).
 """
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from zoo import geometry
 from zoo import skeleton as skel
 
-_FLIP_PERMUTATION = tf.constant(skel.FLIP_PERMUTATION, tf.int32)
+# NumPy, not a tf.constant: importing the module must not start the TF
+# runtime (a multi-worker strategy has to be created first).
+_FLIP_PERMUTATION = np.asarray(skel.FLIP_PERMUTATION, np.int32)
 
 
 def _per_example(value, batch: tf.Tensor, dtype, tail=()) -> tf.Tensor:

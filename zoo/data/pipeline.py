@@ -88,7 +88,9 @@ FEATURE_KEYS = ('image', 'intrinsics', 'joints2d_px', 'joints3d_cam_mm',
 ON_BAD_RECORD = ('stop', 'skip')
 SHARD_BY_FILE, SHARD_BY_DATA, NO_SHARDING = 'FILE', 'DATA', 'OFF'
 
-_FLIP_PERMUTATION = tf.constant(skel.FLIP_PERMUTATION, tf.int32)
+# NumPy, not a tf.constant: importing the module must not start the TF
+# runtime (a multi-worker strategy has to be created first).
+_FLIP_PERMUTATION = np.asarray(skel.FLIP_PERMUTATION, np.int32)
 # Leading bytes of the image formats records.decode_image accepts.
 _IMAGE_MAGIC = (b'\xff\xd8\xff', b'\x89PNG', b'GIF8', b'BM')
 # TFRecord framing per record: 8-byte length, 4-byte length CRC, data, 4-byte
