@@ -64,6 +64,9 @@ class MetrabsConfig(ModelConfig):
   # None: every joint is P_rel + T. A value w in [0, 1]: joints inside the
   # crop become w * (P_rel + T) + (1 - w) * (2D ray at depth T_z + z_rel).
   mix_3d_inside_crop: float | None = None
+  # The evaluation's default: average the poses decoded from the crop and
+  # its mirror image (zoo.base.PoseModel.predict_poses). The paper: off.
+  flip_test: bool = False
   train: TrainConfig = dataclasses.field(default_factory=_paper_train)
   augment: AugmentConfig = dataclasses.field(default_factory=_paper_augment)
 
@@ -81,8 +84,8 @@ class MetrabsConfig(ModelConfig):
                        f'keras.applications backbone {self.backbone!r} (use '
                        f'resnet18/resnet34 for 8 or 16), got '
                        f'{self.output_stride}')
-    if self.output_stride not in (8, 16, 32):
-      raise ValueError('MetrabsConfig.output_stride must be 8, 16 or 32, got '
+    if self.output_stride not in (4, 8, 16, 32):
+      raise ValueError('MetrabsConfig.output_stride must be 4, 8, 16 or 32, got '
                        f'{self.output_stride}')
     if self.input_size % self.output_stride or self.heatmap_size < 2:
       raise ValueError(f'MetrabsConfig.input_size ({self.input_size}) must be '

@@ -26,15 +26,16 @@ _PAPER = MetrabsConfig()
 
 _CPU = MetrabsConfig(
     input_size=128, backbone='resnet18', backbone_widths=(32, 64, 128, 128),
-    output_stride=16, depth_bins=8, abs_loss_start_step=500,
+    output_stride=16, depth_bins=8, abs_loss_start_step=500, flip_test=True,
     train=config_lib.TrainConfig(
-        optimizer='adamw', learning_rate=1e-3, weight_decay=3e-3,
-        lr_schedule='cosine', batch_size=32, steps=2000, checkpoint_every=500,
+        optimizer='adamw', learning_rate=2e-3, weight_decay=3e-3,
+        lr_schedule='cosine', batch_size=32, steps=3600, checkpoint_every=600,
         log_every=50, num_train_examples=20_000, num_test_examples=1_000),
     augment=config_lib.AugmentConfig(
         scale_range=(0.75, 1.25), rotation_deg=10., rotation_prob=1.,
-        flip=True, color_gain=(0.8, 1.2), shift_fraction=0.25,
-        occlusion_prob=0.3))
+        flip=True, color_gain=(0.8, 1.2), shift_fraction=0.15,
+        occlusion_prob=0.3, color_permute_prob=1., grayscale_prob=0.1,
+        hue_delta=0.5, saturation_range=(0.6, 1.4)))
 
 _SMOKE = MetrabsConfig(
     input_size=64, backbone='resnet18', backbone_widths=(8, 8, 16, 16),
