@@ -12,7 +12,7 @@
   trunk of two 3x3 convs of 32 channels per resolution and two more after
   the last pool, later stages of three 5x5 convs of 32 channels; prior 3 x 25
   fitted on 50,000 poses (+ mirrored), 80 angles. Adam 3e-3 with cosine
-  decay, batch 64, 3,000 steps.
+  decay, batch 64, 2,300 steps.
   Not the paper's, and why (each measured; BENCHMARKS.md):
   - 64 px and batch 64: on 2 cores the run is compute-bound, and what wins is
     the number of examples seen per minute;
@@ -51,7 +51,7 @@ _CPU = LiftingDeepConfig(
         hue_delta=0.5, saturation_range=(0.6, 1.4)),
     train=config_lib.TrainConfig(
         optimizer='adam', learning_rate=3e-3, lr_schedule='cosine',
-        batch_size=64, steps=3000, checkpoint_every=500, log_every=50,
+        batch_size=64, steps=2300, checkpoint_every=500, log_every=50,
         num_train_examples=20_000, num_test_examples=1_000))
 
 _SMOKE = LiftingDeepConfig(
