@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import logging
 import os
 import shutil
 import sys
@@ -46,7 +45,7 @@ import tempfile
 from typing import Any, Sequence
 
 from absl import flags
-from absl import logging as absl_logging
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -63,8 +62,6 @@ METADATA_FILE = 'pose3d_zoo.json'
 MODELS_CONFIG = 'models.config'
 BATCHING_PARAMETERS = 'batching_parameters.txt'
 DEFAULT_CONTAINER_BASE = '/models'
-
-_log = logging.getLogger('export.saved_model')
 
 
 # ----------------------------------------------------------------------------
@@ -281,7 +278,7 @@ def export_model(model, export_base: str, model_name: str | None = None, *,
   examples = warmup.example_inputs(module.input_specs())
   with fileio.staging_directory(export_base, model_name) as staging:
     path = os.path.join(staging, str(version))
-    _log.info('Tracing and saving %s version %d ...', model_name, version)
+    logging.info('Tracing and saving %s version %d ...', model_name, version)
     tf.saved_model.save(module, path, signatures=module.signatures())
     if write_warmup:
       warmup.write_warmup_file(path, model_name, examples)
@@ -294,7 +291,7 @@ def export_model(model, export_base: str, model_name: str | None = None, *,
     _publish(path, final, overwrite)
   write_models_config(export_base, container_base)
   write_batching_parameters(export_base, **(batching or {}))
-  _log.info('Exported %s version %d to %s.', model_name, version, final)
+  logging.info('Exported %s version %d to %s.', model_name, version, final)
   return final
 
 
@@ -349,11 +346,11 @@ def recover_interrupted(export_base: str) -> None:
       target = os.path.join(export_base, version_dir) if version_dir else None
       if target and not os.path.exists(target) and os.path.isfile(
           os.path.join(old, 'saved_model.pb')):
-        _log.warning('Restoring %s from %s: an --overwrite export was killed '
-                     'between its renames.', target, path)
+        logging.warning('Restoring %s from %s: an --overwrite export was '
+                        'killed between its renames.', target, path)
         os.rename(old, target)
   for path in fileio.remove_stale_temporaries(export_base):
-    _log.warning('Removed %s, left by an export that was killed.', path)
+    logging.warning('Removed %s, left by an export that was killed.', path)
 
 
 def export_checkpoint(name: str, checkpoint: str, export_base: str, *,
@@ -405,13 +402,13 @@ def define_flags(flag_values: flags.FlagValues) -> None:
 def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:
   """Exports as the flags say; prints the version directory. 2 on bad input."""
   del argv  # unused
-  absl_logging.set_verbosity(absl_logging.INFO)
+  logging.set_verbosity(logging.INFO)
   try:
     workdir = args.workdir
     if workdir is None:
       workdir = manifest_lib.bundled_checkpoint(args.model)
-      _log.info('No --workdir given: exporting the bundled checkpoint %s.',
-                workdir)
+      logging.info('No --workdir given: exporting the bundled checkpoint %s.',
+                   workdir)
     path = export_checkpoint(
         args.model, workdir, args.export_dir, preset=args.preset,
         version=args.version, flip_test=args.flip_test,

@@ -47,7 +47,6 @@ import concurrent.futures
 import dataclasses
 import http.server
 import json
-import logging
 import os
 import signal
 import sys
@@ -57,7 +56,7 @@ from typing import Any, Sequence
 
 from absl import app
 from absl import flags
-from absl import logging as absl_logging
+from absl import logging
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import prediction_service_pb2_grpc
@@ -70,8 +69,6 @@ from export.serving_core import ServerCore
 from export.serving_grpc import ModelServicer
 from export.serving_grpc import PredictionServicer
 from export.serving_rest import make_handler
-
-_log = logging.getLogger('export.serve')
 
 
 @dataclasses.dataclass
@@ -158,8 +155,7 @@ def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:
   if not args.model_base_path and not args.model_config_file:
     raise app.UsageError('pass --model_base_path=BASE or '
                          '--model_config_file=FILE')
-  absl_logging.set_verbosity(absl_logging.DEBUG if args.verbose else
-                             absl_logging.INFO)
+  logging.set_verbosity(logging.DEBUG if args.verbose else logging.INFO)
   try:
     configs = configs_from_file(args.model_config_file) if \
         args.model_config_file else configs_from_base_path(
@@ -168,8 +164,9 @@ def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 2
   if args.enable_batching:
-    _log.warning('--enable_batching: server-side batching is not implemented '
-                 'by this development server; requests run one by one.')
+    logging.warning('--enable_batching: server-side batching is not '
+                    'implemented by this development server; requests run '
+                    'one by one.')
   rest_port = None if args.rest_api_port == 0 else max(args.rest_api_port, 0)
   running = start_server(
       configs, port=args.port, rest_api_port=rest_port, host=args.host,

@@ -8,17 +8,14 @@ not exist, the model is looked up next to the config file.
 """
 from __future__ import annotations
 
-import logging
 import os
 
+from absl import logging
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from export.serving_core import ModelConfig
 from export.serving_core import available_versions
-
-_log = logging.getLogger('export.serve')
-
 
 
 def configs_from_base_path(base_path: str, model_name: str | None = None
@@ -62,9 +59,9 @@ def configs_from_file(path: str) -> list[ModelConfig]:
     if not os.path.isdir(base):
       local = os.path.join(directory, os.path.basename(base.rstrip('/')))
       if os.path.isdir(local):
-        _log.info('base_path %s of %s not found; using %s (next to the '
-                  'config file, as mounted in Docker).', base, entry.name,
-                  local)
+        logging.info('base_path %s of %s not found; using %s (next to the '
+                     'config file, as mounted in Docker).', base, entry.name,
+                     local)
         base = local
     policy = entry.model_version_policy.WhichOneof('policy_choice') or 'latest'
     configs.append(ModelConfig(

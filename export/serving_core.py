@@ -27,13 +27,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-import logging
 import os
 import re
 import threading
 import time
 from typing import Any, Iterable, Sequence
 
+from absl import logging
 import grpc
 import numpy as np
 import tensorflow as tf
@@ -44,7 +44,6 @@ from tensorflow_serving.apis import predict_pb2
 
 from export import warmup as warmup_lib
 
-_log = logging.getLogger('export.serve')
 
 # The signature a request without signature_name runs.
 DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
@@ -433,8 +432,8 @@ class ServerCore:
       servable = model.servables.pop(version)
       servable.retire()
     self._retiring.append(servable)
-    _log.info('Unloading %s version %d (after its running requests).',
-              model.config.name, version)
+    logging.info('Unloading %s version %d (after its running requests).',
+                 model.config.name, version)
 
   def _reap(self, wait_seconds: float = 30.) -> None:
     """Releases retired versions once no request runs in them."""
@@ -450,8 +449,8 @@ class ServerCore:
           self._retiring.remove(servable)
           self.models[servable.name].set_state(servable.version,
                                                VersionState.END)
-          _log.info('Unloaded %s version %d.', servable.name,
-                    servable.version)
+          logging.info('Unloaded %s version %d.', servable.name,
+                       servable.version)
         continue
       if time.time() > deadline:  # a request still runs; next poll
         return
@@ -474,16 +473,16 @@ class ServerCore:
                       f'failed to load: {message}')
       model.failed[version] = fingerprint
       serving = sorted(model.servables)
-      _log.error('Failed to load %s version %d from %s: %s. Still serving '
-                 'versions %s; retried when its files change.', name,
-                 version, path, message, serving)
+      logging.error('Failed to load %s version %d from %s: %s. Still serving '
+                    'versions %s; retried when its files change.', name,
+                    version, path, message, serving)
       return False
     model.failed.pop(version, None)
     with model.lock:
       model.servables[version] = servable
     model.set_state(version, VersionState.AVAILABLE)
-    _log.info('Loaded %s version %d (%d warm-up requests, %.1f s).', name,
-              version, count, time.time() - start)
+    logging.info('Loaded %s version %d (%d warm-up requests, %.1f s).', name,
+                 version, count, time.time() - start)
     return True
 
   def start_polling(self) -> None:
@@ -494,7 +493,7 @@ class ServerCore:
         try:
           self.sync()
         except Exception:  # keep polling
-          _log.exception('Polling the model directories failed.')
+          logging.exception('Polling the model directories failed.')
     self._poller = threading.Thread(target=loop, name='model-poller',
                                     daemon=True)
     self._poller.start()

@@ -5,17 +5,13 @@ any other exception INTERNAL, and no request stops the server.
 """
 from __future__ import annotations
 
-import logging
-
+from absl import logging
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from export.serving_core import ServerCore
 from export.serving_core import ServingError
-
-_log = logging.getLogger('export.serve')
-
 
 
 def _grpc_call(method):
@@ -25,7 +21,7 @@ def _grpc_call(method):
     except ServingError as e:
       context.abort(e.code, e.message)
     except Exception as e:  # never let a request kill the server
-      _log.exception('Internal error')
+      logging.exception('Internal error')
       context.abort(grpc.StatusCode.INTERNAL, f'internal error: {e}')
   return wrapped
 

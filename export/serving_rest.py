@@ -13,10 +13,10 @@ from __future__ import annotations
 import base64
 import http.server
 import json
-import logging
 import re
 from typing import Any
 
+from absl import logging
 import grpc
 import numpy as np
 import tensorflow as tf
@@ -32,9 +32,6 @@ from export.serving_core import ServerCore
 from export.serving_core import ServingError
 from export.serving_core import invalid
 from export.serving_core import spec_text
-
-_log = logging.getLogger('export.serve')
-
 
 
 _PATH = re.compile(r'^/v1/models/(?P<name>[^/:]+)'
@@ -204,7 +201,7 @@ def make_handler(core: ServerCore):
     timeout = 300  # seconds a client may stall mid-request
 
     def log_message(self, fmt, *args):  # quiet by default
-      _log.debug('REST %s', fmt % args)
+      logging.debug('REST %s', fmt % args)
 
     def _reply(self, status: int, obj: Any) -> None:
       data = json.dumps(obj).encode()
@@ -259,7 +256,7 @@ def make_handler(core: ServerCore):
       except RecursionError:
         self._reply(400, {'error': 'the request is nested too deeply'})
       except Exception as e:  # never let a request kill the server
-        _log.exception('Internal error')
+        logging.exception('Internal error')
         self._reply(500, {'error': f'internal error: {e}'})
 
     def _body(self) -> bytes | None:

@@ -46,11 +46,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import os
 from typing import Any, Sequence
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -84,8 +84,6 @@ EXTENT_MARGIN = 0.1
 # it lifts keypoints only and has no image network worth evaluating.
 LIFT_CHECKPOINT_DIR = os.path.join('lift', 'decoupled_volumetric')
 JSON_FILE = 'lift.json'
-
-_log = logging.getLogger('zoo.lift')
 
 
 class KeypointsError(ValueError):
@@ -650,7 +648,7 @@ def lift_file(*, model: str, keypoints_path: str, out_dir: str,
     else:
       rows.append((p, hw))
   for index, message in errors.items():
-    _log.warning('person %d: %s', index, message)
+    logging.warning('person %d: %s', index, message)
 
   results: dict[int, dict[str, np.ndarray]] = {}
   notes = {}
@@ -667,7 +665,8 @@ def lift_file(*, model: str, keypoints_path: str, out_dir: str,
     for i, (p, _) in enumerate(rows):
       results[p.index] = {k: v[i] for k, v in out.items()}
     if focal_px is None:
-      _log.warning('No --focal given: intrinsics %s.', notes[rows[0][0].index][1])
+      logging.warning('No --focal given: intrinsics %s.',
+                      notes[rows[0][0].index][1])
 
   entries = []
   # Pictures are drawn into a staging directory and moved in once all are
@@ -725,6 +724,6 @@ def lift_file(*, model: str, keypoints_path: str, out_dir: str,
     doc['default_fov_deg'] = records.DEFAULT_FOV_DEG
   json_path = os.path.join(out_dir, JSON_FILE)
   fileio.atomic_write_text(json_path, json.dumps(doc, indent=1) + '\n')
-  _log.info('Lifted %d of %d persons; wrote %s.', len(results), len(persons),
-            json_path)
+  logging.info('Lifted %d of %d persons; wrote %s.', len(results), len(persons),
+               json_path)
   return dict(doc, json_path=json_path)

@@ -24,14 +24,13 @@ an image file to metric 3D poses.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from typing import Any, Sequence
 
 from absl import app
 from absl import flags
-from absl import logging as absl_logging
+from absl import logging
 import numpy as np
 
 from zoo import cli
@@ -49,8 +48,6 @@ from zoo.inference import parse_box
 from zoo.inference import read_image
 from zoo.inference import run_keras
 from zoo.inference import run_saved_model
-
-_log = logging.getLogger('zoo.predict')
 
 
 # ----------------------------------------------------------------------------
@@ -74,8 +71,8 @@ def predict_file(*, model: str | None, image_path: str, out_dir: str,
   """
   if checkpoint is None and saved_model is None and model:
     checkpoint = manifest_lib.bundled_checkpoint(model)
-    _log.info('No --checkpoint or --saved_model given: using the bundled '
-              'checkpoint %s.', checkpoint)
+    logging.info('No --checkpoint or --saved_model given: using the bundled '
+                 'checkpoint %s.', checkpoint)
   if (checkpoint is None) == (saved_model is None):
     raise ValueError('pass exactly one of --checkpoint=DIR (Keras weights) '
                      'and --saved_model=DIR (an exported version directory)')
@@ -84,10 +81,10 @@ def predict_file(*, model: str | None, image_path: str, out_dir: str,
   box_xywh = parse_box(box, height, width)
   intrinsics, intrinsics_note = make_intrinsics(height, width, focal_px)
   if focal_px is None:
-    _log.warning('No --focal given: intrinsics %s.', intrinsics_note)
+    logging.warning('No --focal given: intrinsics %s.', intrinsics_note)
   if box is None:
-    _log.info('No --box given: using the whole image %dx%d as the person '
-              'box.', width, height)
+    logging.info('No --box given: using the whole image %dx%d as the person '
+                 'box.', width, height)
 
   if checkpoint is not None:
     if not model:
@@ -101,8 +98,8 @@ def predict_file(*, model: str | None, image_path: str, out_dir: str,
       raise ValueError(f'{saved_model} holds model {meta["model"]!r}, not '
                        f'{model!r}')
     if flip_test:
-      _log.warning('--flip_test is fixed at export time for a SavedModel '
-                   '(this one: %s); ignored.', meta.get('flip_test'))
+      logging.warning('--flip_test is fixed at export time for a SavedModel '
+                      '(this one: %s); ignored.', meta.get('flip_test'))
     model = model or meta.get('model', 'unknown')
     result = run_saved_model(saved_model, image, box_xywh, intrinsics)
     source = {'saved_model': os.path.abspath(saved_model)}
@@ -129,7 +126,7 @@ def predict_file(*, model: str | None, image_path: str, out_dir: str,
   png_path = visualize.save_figure(os.path.join(out_dir, 'poses.png'), image, result,
                                    box_xywh,
                                    title=f'{model}: {os.path.basename(image_path)}')
-  _log.info('Wrote %s and %s.', json_path, png_path)
+  logging.info('Wrote %s and %s.', json_path, png_path)
   return dict(doc, json_path=json_path, png_path=png_path)
 
 
@@ -168,7 +165,7 @@ def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:
   if args.checkpoint is None and args.saved_model is None and not args.model:
     raise app.UsageError('one of --checkpoint, --saved_model or --model (for '
                          'its bundled checkpoint) is required')
-  absl_logging.set_verbosity(absl_logging.INFO)
+  logging.set_verbosity(logging.INFO)
   try:
     doc = predict_file(model=args.model, image_path=args.image,
                        out_dir=args.out, checkpoint=args.checkpoint,

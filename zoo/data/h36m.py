@@ -56,11 +56,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import re
 from typing import Any, Mapping, Sequence
 
+from absl import logging
 import numpy as np
 
 from zoo import geometry

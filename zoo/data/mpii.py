@@ -36,10 +36,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import re
 
+from absl import logging
 import numpy as np
 
 from zoo import geometry

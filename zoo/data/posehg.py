@@ -19,10 +19,10 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import glob
-import logging
 import os
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+from absl import logging
 import cv2
 import h5py
 import numpy as np

@@ -14,8 +14,9 @@ the config with `prior_path` set.
 """
 from __future__ import annotations
 
-import logging
 import os
+
+from absl import logging
 
 from zoo import config as config_lib
 from zoo import registry
@@ -60,8 +61,7 @@ def prepare(config: LiftingDeepConfig, workdir: str | None = None,
   path = prior_cache_path(config, cache_dir)
   if not os.path.exists(path):
     from zoo.data import synthetic
-    log = logging.getLogger(__name__)
-    log.info('Fitting the pose prior (%d components x %d bases) on %d '
+    logging.info('Fitting the pose prior (%d components x %d bases) on %d '
              'motion-capture poses; cached at %s.', config.num_components,
              config.num_basis, config.prior_num_poses, path)
     poses = synthetic.poses(config.prior_num_poses, 'train', config.prior_seed)

@@ -18,9 +18,9 @@ labels only (the paper's point: 3D comes from the motion-capture prior).
 """
 from __future__ import annotations
 
-import logging
 import os
 
+from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
@@ -140,7 +140,7 @@ def load_prior(config: LiftingDeepConfig) -> PosePrior | None:
   if not config.prior_path:
     return None
   if not os.path.exists(config.prior_path):
-    logging.getLogger(__name__).warning(
+    logging.warning(
         'lifting_deep: prior file %s (config.prior_path) does not exist; '
         'building without it (load weights that carry one, or run prepare()).',
         config.prior_path)
@@ -181,7 +181,7 @@ class LiftingDeep(base.PoseModel):
                      for t in range(c.num_stages)] if c.fusion else [])
     prior = load_prior(c)
     if prior is None and not c.prior_path:
-      logging.getLogger(__name__).warning(
+      logging.warning(
           'lifting_deep built without a prior (config.prior_path unset): '
           'load weights that carry one, or run the registry prepare() hook.')
     self.lifting = LiftingLayer(
