@@ -10,7 +10,7 @@
   8x8 as in the paper (a stride-32 backbone would give 4x4 at 128 px, too
   coarse); D = 8 over the same 2200 mm cube. The last stage keeps 128
   channels: at 256 the dilated stage made a step about 4x slower here.
-  AdamW 2e-3 (from scratch), cosine decay, batch 32, 2,600 steps, the
+  AdamW 2e-3 (from scratch), cosine decay, batch 32, 3,000 steps, the
   absolute loss from step 500. Not the paper's, and why (BENCHMARKS.md):
   - appearance augmentation as in the c2f and lifting_deep cpu presets (RGB
     channel permutation, grayscale 0.1, hue rotation +-0.5, saturation
@@ -39,7 +39,7 @@ _CPU = MetrabsConfig(
     output_stride=16, depth_bins=8, abs_loss_start_step=500, flip_test=True,
     train=config_lib.TrainConfig(
         optimizer='adamw', learning_rate=2e-3, weight_decay=3e-3,
-        lr_schedule='cosine', batch_size=32, steps=2600, checkpoint_every=500,
+        lr_schedule='cosine', batch_size=32, steps=3000, checkpoint_every=500,
         log_every=50, num_train_examples=20_000, num_test_examples=1_000),
     augment=config_lib.AugmentConfig(
         scale_range=(0.75, 1.25), rotation_deg=10., rotation_prob=1.,
