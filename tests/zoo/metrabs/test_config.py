@@ -33,8 +33,12 @@ def test_paper_defaults():
 def test_cpu_and_smoke_presets():
   cpu = presets_lib.PRESETS['cpu']
   assert cpu.input_size == 128 and cpu.heatmap_size == 8
-  assert 0.2 <= cpu.augment.shift_fraction <= 0.3
+  # Truncation augmentation stronger than the paper's (shift 10 % of the
+  # box), the flip test on at evaluation (the paper: off).
+  paper = presets_lib.PRESETS['paper']
+  assert cpu.augment.shift_fraction > paper.augment.shift_fraction
   assert cpu.augment.occlusion_prob == pytest.approx(0.3)
+  assert cpu.flip_test and not paper.flip_test
   smoke = presets_lib.PRESETS['smoke']
   assert (smoke.train.steps, smoke.train.num_train_examples,
           smoke.train.num_test_examples, smoke.train.batch_size) == (3, 32, 16, 2)
@@ -50,9 +54,17 @@ def test_dict_round_trip_and_dotted_overrides():
   assert changed.backbone_weights == '/x/b.weights.h5'
 
 
+def test_resnet18_strides_4_to_32_validate():
+  for stride in (4, 8, 16, 32):
+    config = dataclasses.replace(MetrabsConfig(), backbone='resnet18',
+                                 input_size=128, output_stride=stride)
+    assert config.validate().heatmap_size == 128 // stride
+
+
 @pytest.mark.parametrize('overrides, field', [
     ({'backbone': 'vgg'}, 'backbone'),
     ({'backbone': 'resnet50v2', 'output_stride': 16}, 'output_stride'),
+    ({'backbone': 'resnet18', 'output_stride': 2}, 'output_stride'),
     ({'input_size': 100}, 'input_size'),
     ({'depth_bins': 1}, 'depth_bins'),
     ({'box_size_mm': 0.}, 'box_size_mm'),
