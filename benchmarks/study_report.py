@@ -237,7 +237,8 @@ def render_markdown(study: Mapping[str, Any], verdicts: Sequence[Verdict]
   speed_batch = setup['speed_batch']
   lines += ['## Speed', '',
             'Means over the seeds. Training: from each run\'s metrics.json '
-            '(steady state, first step excluded). Inference: '
+            '(steady state, first step excluded; a resumed run\'s time is '
+            'that of its last segment). Inference: '
             f'`predict_poses` at batch {speed_batch} on the CPU, real test '
             'crops, after warm-up.', '']
   header = ['model', 'batch', 'train examples/s', 'train steps/s',
