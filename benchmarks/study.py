@@ -73,9 +73,10 @@ Usage:
 
 Cost: at the cpu preset a run trains for about 15-25 minutes on 2 idle
 cores, so the default 3 seeds x 8 models (24 runs) take about 6-10 hours
-of training; with finished runs reused, the evaluations and speed
-measurements take a few minutes per seed. One seed (--seeds=0) takes a third of that, but its verdicts
-are all "inconclusive (one seed)". Tests use --preset=smoke.
+of training, more on a loaded machine; with finished runs reused, the
+evaluations and speed measurements take a few minutes per seed. One seed
+(--seeds=0) takes a third of that, but all its verdicts are "inconclusive
+(one seed)". Tests use --preset=smoke.
 """
 from __future__ import annotations
 

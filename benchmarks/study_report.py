@@ -1,5 +1,7 @@
-"""The study's report: STUDY.md (Markdown tables and the claims' verdicts)
-and study.png (a chart of the main metrics).
+"""The study's report: STUDY.md (Markdown tables of the means ± sample
+standard deviations over seeds, and the claims' verdicts) and study.png (a
+chart of the main metrics' means with the standard deviations as error
+bars).
 """
 from __future__ import annotations
 
@@ -105,13 +107,15 @@ def also_lines(v: Verdict, results: Mapping[str, Mapping[str, Any]]
   if v.ours is None:
     return []
   lines = []
+  def text(entry, key):
+    return _metric_text(get_value(entry.get('mean'), key),
+                        get_value(entry.get('std'), key), key)
+
   for key in v.claim.also:
-    b, w = results[v.better], results[v.worse]
     direction = 'higher' if key in HIGHER_IS_BETTER else 'lower'
-    lines.append(
-        f'  - {LABELS.get(key, key)} ({direction} is better): '
-        f'{v.better} {_metric_text(get_value(b.get("mean"), key), get_value(b.get("std"), key), key)}, '
-        f'{v.worse} {_metric_text(get_value(w.get("mean"), key), get_value(w.get("std"), key), key)}')
+    lines.append(f'  - {LABELS.get(key, key)} ({direction} is better): '
+                 f'{v.better} {text(results[v.better], key)}, '
+                 f'{v.worse} {text(results[v.worse], key)}')
   return lines
 
 

@@ -5,10 +5,11 @@ and its verdicts from the spread rule, and finished runs are reused.
 One smoke-preset study of two models (c2f_volumetric and metrabs, the
 truncation pair) with two seeds trains into a temporary directory; further
 invocations find and reuse those runs, with a stand-in for their
-evaluation (the trained runs' evaluation is checked on the first). The rest checks the claim logic, the seed
-statistics, the run matching, the truncation statistics and the study-only
-models against independent computations, with stand-ins for training and
-evaluation where only the study's decisions are under test.
+evaluation (the trained runs' evaluation is checked on the first). The
+rest checks the claim logic, the seed statistics, the run matching, the
+truncation statistics and the study-only models against independent
+computations, with stand-ins for training and evaluation where only the
+study's decisions are under test.
 """
 from __future__ import annotations
 
