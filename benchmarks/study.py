@@ -1,19 +1,30 @@
 """The study: every zoo model at one preset and one training budget on the
-embedded data, evaluated side by side, and the papers' comparative claims
-checked against those numbers. Writes STUDY.md, study.json and study.png.
+embedded data, trained once per seed, evaluated side by side, and the
+papers' comparative claims checked against those numbers. Writes STUDY.md,
+study.json and study.png.
 
 What it does, per model (every registered model plus the study-only
-pseudo-models below, or those named by --models):
-1. finds a finished run (a workdir with metrics.json) under --reuse_root
-   (DIR/<model> or DIR/<model>_<preset>) or --workdir_root, or trains one
-   into --workdir_root/<model> with trainers.train_lib.train for the budget:
-   --steps (default: the c2f_volumetric preset's train.steps, 2500 at `cpu`)
-   or --seconds of training after the first (tracing) step (stopping at
-   --steps, else at the model's own preset steps, if that comes first);
-2. loads the run's weights and evaluates the test split again with this
-   code (MPJPE, PA-MPJPE, PCK3D@150, AUC, per action, 2D error): a reused
-   run may predate a change of decoding, so its own metrics.json figure is
-   shown beside it ("at training"); the training speed comes from the
+pseudo-models below, or those named by --models) and per seed of --seeds
+(default 0,1,2; seed by seed, every model at the first seed before any at
+the next):
+1. finds a finished run for that seed and budget under --reuse_root
+   (DIR/<model>/seed<N> or DIR/<model>_<preset>/seed<N>; for seed 0 also a
+   single-seed run DIR/<model> or DIR/<model>_<preset> that recorded seed
+   0) or under --workdir_root (DIR/<model>/seed<N>, default
+   runs/study_<preset>). A run is used only when its metrics.json and
+   config.json record the model (and a pseudo-model's config), the preset,
+   the seed and the budget; otherwise it trains one into
+   --workdir_root/<model>/seed<N> with trainers.train_lib.train, which
+   resumes an unfinished run there from its training checkpoints. The
+   budget: --steps (default: the c2f_volumetric preset's train.steps, 2500
+   at `cpu`) or --seconds of training after the first (tracing) step
+   (stopping at --steps, else at the model's own preset steps, if that
+   comes first);
+2. evaluates the test split (MPJPE, PA-MPJPE, PCK3D@150, AUC, per action,
+   2D error): a reused run again from its weights with this code, as it
+   may predate a change of decoding (its own metrics.json figure is shown
+   beside it, "at training"); a run trained now keeps the figures its
+   training wrote with the same code. The training speed comes from the
    run's metrics.json;
 3. loads the run's weights and evaluates again on deliberately truncated
    crops: the same test split cropped with augment.box_margin =
@@ -24,6 +35,11 @@ pseudo-models below, or those named by --models):
 4. measures inference speed: examples/s of `predict_poses` at batch
    --speed_batch (32) on the CPU, on real test crops, after warm-up.
 
+Tables show each figure as the mean ± the sample standard deviation
+(ddof=1) over the seeds (n/a with one seed); study.json keeps every seed's
+values ('runs') beside the means and standard deviations; the chart shows
+the means with the standard deviations as error bars.
+
 Pseudo-models are registered models trained with config overrides, so a
 paper's ablation can be run at the same budget:
 - lifting_deep_nofusion: lifting_deep with fusion=false (a plain CPM whose
@@ -33,24 +49,34 @@ paper's ablation can be run at the same budget:
   the coordinate_regression baseline).
 
 Then, for each claim this data can test, STUDY.md puts the paper's numbers
-(from the papers' tables, quoted in
-PAPER_CLAIMS) next to ours and says whether
-the claim held here: "held" when the model the paper favours is better by
-more than --tie_fraction (2 %) of the other's value, "did not hold" when it
-is worse by more, "inconclusive" in between, "not tested" when a run is
-missing. Verdicts are computed from the numbers, never written by hand. The
+(from the papers' tables, quoted in PAPER_CLAIMS) next to ours and says
+whether the claim held here: "held" when the mean of the model the paper
+favours is better by more than twice the larger of the two models' seed
+standard deviations, "did not hold" when it is worse by more than that,
+"inconclusive" in between, "inconclusive (one seed)" when either model has
+a single seed (the spread is unknown), "not tested" when a model has no
+run. Verdicts are computed from the numbers, never written by hand. The
 data are synthetic and the budgets small: only the direction of each
 comparison is meaningful, not the absolute numbers.
 
-Usage:
-  python -m benchmarks.study [--preset=cpu] [--steps=N] [--seconds=S]
-      [--models=all|NAME,...] [--workdir_root=runs/study_cpu]
-      [--reuse_root=DIR]... [--notrain] [--out_dir=.]
-      [--truncation_margin=0.8] [--speed_batch=32] [--seed=0] [--data_seed=0]
+Running the same command again reuses the finished runs, resumes the
+unfinished ones (also after Ctrl-C, which stops the study with exit status
+130) and rewrites the three outputs; with no runs it regenerates them from
+nothing.
 
-Cost: at the cpu preset each model trains for about 15-25 minutes on 2 idle
-cores (8 models: 2-3 hours); with finished runs reused, the evaluations and
-speed measurements take a few minutes. Tests use --preset=smoke.
+Usage:
+  python -m benchmarks.study [--preset=cpu] [--seeds=0,1,2] [--steps=N]
+      [--seconds=S] [--models=all|NAME,...]
+      [--workdir_root=runs/study_cpu] [--reuse_root=DIR]... [--notrain]
+      [--out_dir=.] [--truncation_margin=0.8] [--speed_batch=32]
+      [--data_seed=0]
+
+Cost: at the cpu preset a run trains for about 15-25 minutes on 2 idle
+cores, so the default 3 seeds x 8 models (24 runs) take about 6-10 hours
+of training, more on a loaded machine; with finished runs reused, the
+evaluations and speed measurements take a few minutes per seed. One seed
+(--seeds=0) takes a third of that, but all its verdicts are "inconclusive
+(one seed)". Tests use --preset=smoke.
 """
 from __future__ import annotations
 
@@ -66,7 +92,9 @@ from benchmarks.study_claims import CHART_FILE
 from benchmarks.study_claims import JSON_FILE
 from benchmarks.study_claims import PSEUDO_MODELS
 from benchmarks.study_claims import REPO_ROOT
+from benchmarks.study_claims import STATUSES
 from benchmarks.study_claims import STUDY_FILE
+from benchmarks.study_runner import StudyInterrupted
 from benchmarks.study_runner import run_study
 from zoo import cli
 
@@ -92,12 +120,15 @@ def define_flags(flag_values: flags.FlagValues) -> None:
                      'seconds instead (stopping earlier at --steps if given, '
                      'else at the model\'s preset steps).', **fv)
   flags.DEFINE_string('workdir_root', None, 'Where runs are trained '
-                      '(DIR/<model>; default runs/study_<preset>). Finished '
-                      'runs there are reused.', **fv)
+                      '(DIR/<model>/seed<N>; default runs/study_<preset>). '
+                      'Finished runs there are reused, unfinished ones '
+                      'resumed.', **fv)
   flags.DEFINE_multi_string('reuse_root', [], 'A directory of finished runs '
-                            '(DIR/<model> or DIR/<model>_<preset> with '
-                            'metrics.json) to use instead of training; may be '
-                            'repeated.', **fv)
+                            '(DIR/<model>/seed<N> or '
+                            'DIR/<model>_<preset>/seed<N> with metrics.json; '
+                            'for seed 0 also DIR/<model> or '
+                            'DIR/<model>_<preset>) to use instead of '
+                            'training; may be repeated.', **fv)
   flags.DEFINE_boolean('train', True, 'Train models without a finished run '
                        '(--notrain: report them as missing).', **fv)
   flags.DEFINE_string('out_dir', REPO_ROOT, 'Where STUDY.md, study.json and '
@@ -105,7 +136,9 @@ def define_flags(flag_values: flags.FlagValues) -> None:
   flags.DEFINE_string('data', 'synthetic', 'Training data of new runs: '
                       'synthetic (embedded) or a directory of zoo '
                       'TFRecords.', **fv)
-  flags.DEFINE_integer('seed', 0, 'Training seed.', **fv)
+  flags.DEFINE_list('seeds', ['0', '1', '2'], 'Training seeds (integers, '
+                    'comma-separated): every model trains once per seed, '
+                    'into DIR/<model>/seed<N>.', **fv)
   flags.DEFINE_integer('data_seed', 0, 'Synthetic data seed.', **fv)
   flags.DEFINE_float('truncation_margin', 0.8, 'Box margin of the truncated '
                      'test crops (models train and test at 1.2).', **fv)
@@ -115,20 +148,19 @@ def define_flags(flag_values: flags.FlagValues) -> None:
                      'inference speed.', **fv)
   flags.DEFINE_integer('speed_iters', 5, 'Minimum timed batches of the '
                        'inference speed.', **fv)
-  flags.DEFINE_float('tie_fraction', 0.02, 'Relative difference below which '
-                     'a claim is inconclusive.', **fv)
   flags.DEFINE_boolean('progress', True, 'tqdm progress bars.', **fv)
 
 
 # The flags run_study reads (the CLI's own; absl adds its logging flags).
 _STUDY_FLAGS = ('preset', 'models', 'steps', 'seconds', 'workdir_root',
-                'reuse_root', 'train', 'out_dir', 'data', 'seed', 'data_seed',
-                'truncation_margin', 'speed_batch', 'speed_seconds',
-                'speed_iters', 'tie_fraction', 'progress')
+                'reuse_root', 'train', 'out_dir', 'data', 'seeds',
+                'data_seed', 'truncation_margin', 'speed_batch',
+                'speed_seconds', 'speed_iters', 'progress')
 
 
 def run(flag_values: flags.FlagValues, argv: Sequence[str] = ()) -> int:
-  """Runs the study; prints the verdicts. 2 on bad input."""
+  """Runs the study; prints the verdicts. 2 on bad input, 130 when a
+  signal stopped training (rerunning the command resumes it)."""
   args = types.SimpleNamespace(
       **{name: flag_values[name].value for name in _STUDY_FLAGS})
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -137,11 +169,17 @@ def run(flag_values: flags.FlagValues, argv: Sequence[str] = ()) -> int:
   except ValueError as e:
     print(f'study.py: error: {e}', file=sys.stderr)
     return 2
+  except StudyInterrupted as e:
+    print(f'study.py: {e}', file=sys.stderr)
+    return 130
   out = os.path.join(args.out_dir, STUDY_FILE)
-  print(f'Wrote {out}, {JSON_FILE} and {CHART_FILE} '
-        f'({len(study["results"])} models, {len(study["missing"])} missing).')
+  num_runs = sum(len(r['runs']) for r in study['results'].values())
+  num_missing = sum(len(m) for m in study['missing'].values())
+  print(f'Wrote {out}, {JSON_FILE} and {CHART_FILE} ({num_runs} runs of '
+        f'{len(study["results"])} models, {num_missing} runs missing).')
+  width = max(len(s) for s in STATUSES)
   for claim in study['claims']:
-    print(f'  {claim["status"]:>13}: {claim["title"]}')
+    print(f'  {claim["status"]:>{width}}: {claim["title"]}')
   return 0
 
 

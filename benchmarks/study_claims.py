@@ -2,8 +2,10 @@
 pseudo-models) and the papers' comparative claims, with their verdicts.
 
 Each claim names the two models (or metrics) a paper compares and which it
-favours; `judge` computes the verdict from the study's numbers ("held",
-"did not hold", "inconclusive", "not tested"), never by hand. See
+favours; `judge` computes the verdict from the study's per-seed numbers
+("held", "did not hold", "inconclusive", "inconclusive (one seed)", "not
+tested"), never by hand, and `aggregate_runs` / `seed_stats` give the means
+and sample standard deviations over seeds the report shows. See
 benchmarks/study.py for what the study runs.
 """
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
 
 from trainers import publish_lib
 from zoo import config as config_lib
@@ -221,50 +225,144 @@ def _finite(x: float) -> bool:
   return isinstance(x, (int, float)) and math.isfinite(x)
 
 
+# ----------------------------------------------------------------------------
+# Seeds: mean and spread
+# ----------------------------------------------------------------------------
+
+# A claim is decided only when the two models' means differ by more than
+# SPREAD_FACTOR times the larger of their seed standard deviations.
+SPREAD_FACTOR = 2.
+# How the standard deviation over seeds is taken: the sample one.
+STD_DDOF = 1
+
+
+def seed_stats(values: Sequence[float]) -> tuple[float, float, int]:
+  """(mean, sample standard deviation (ddof=1), count) of the finite values
+  among `values` (one per seed); the std is NaN below two values, the mean
+  NaN with none."""
+  finite = np.asarray([v for v in values if _finite(v)], np.float64)
+  if finite.size == 0:
+    return float('nan'), float('nan'), 0
+  std = float(finite.std(ddof=STD_DDOF)) if finite.size > STD_DDOF else \
+      float('nan')
+  return float(finite.mean()), std, int(finite.size)
+
+
+def _is_number(value: Any) -> bool:
+  return isinstance(value, (int, float, np.integer, np.floating)) and \
+      not isinstance(value, (bool, np.bool_))
+
+
+def aggregate_runs(runs: Sequence[Mapping[str, Any]]
+                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+  """(mean, std) over the per-seed results `runs`: every numeric field, at
+  any depth of nested dicts, becomes its seed_stats mean and std (NaN std
+  with one seed); other fields are left out."""
+  mean, std = {}, {}
+  keys = list(dict.fromkeys(k for run in runs for k in run))
+  for key in keys:
+    values = [run[key] for run in runs if key in run]
+    if values and all(isinstance(v, Mapping) for v in values):
+      mean[key], std[key] = aggregate_runs(values)
+    elif values and all(_is_number(v) or v is None for v in values) and \
+        any(_is_number(v) for v in values):
+      m, s, _ = seed_stats([float(v) if v is not None else float('nan')
+                            for v in values])
+      mean[key], std[key] = m, s
+  return mean, std
+
+
+def seed_values(entry: Mapping[str, Any] | None, key: str) -> list[float]:
+  """The finite per-seed values of (dotted) `key` of a model's study entry
+  (its 'runs': one result per seed)."""
+  if not entry:
+    return []
+  values = [get_value(run, key) for run in entry.get('runs') or ()]
+  return [v for v in values if _finite(v)]
+
+
+# ----------------------------------------------------------------------------
+# Verdicts
+# ----------------------------------------------------------------------------
+
+HELD = 'held'
+NOT_HELD = 'did not hold'
+INCONCLUSIVE = 'inconclusive'
+ONE_SEED = 'inconclusive (one seed)'
+NOT_TESTED = 'not tested'
+STATUSES = (HELD, NOT_HELD, INCONCLUSIVE, ONE_SEED, NOT_TESTED)
+
+
 @dataclasses.dataclass
 class Verdict:
   claim: Claim
-  status: str                 # held | did not hold | inconclusive | not tested
+  status: str                 # one of STATUSES
   better: str | None
   worse: str | None
-  ours: tuple[float, float] | None
+  ours: tuple[float, float] | None   # the means over seeds
   relative: float | None      # (worse - better) / worse, for lower-is-better
   notes: list[str]
+  stds: tuple[float, float] | None = None   # sample std over seeds (NaN: 1)
+  seeds: tuple[int, int] | None = None      # seeds with a value, per model
+  # SPREAD_FACTOR x the larger std: what the means' difference must exceed.
+  threshold: float | None = None
 
 
-def judge(claim: Claim, results: Mapping[str, Mapping[str, Any]],
-          tie_fraction: float = 0.02) -> Verdict:
-  """Whether `claim` held on `results` (model -> result dict)."""
+def judge(claim: Claim, results: Mapping[str, Mapping[str, Any]]) -> Verdict:
+  """Whether `claim` held on `results` (model -> study entry whose 'runs'
+  are its per-seed results).
+
+  "held" / "did not hold" when the means over seeds differ, in the paper's
+  / the other direction, by more than SPREAD_FACTOR times the larger of the
+  two models' seed standard deviations; "inconclusive" otherwise;
+  "inconclusive (one seed)" when either model has fewer than two seeds
+  (the spread is unknown); "not tested" when either has no value.
+  """
   def pick(candidates):
     for name in candidates:
-      if name in results and _finite(get_value(results[name], claim.metric)):
+      if seed_values(results.get(name), claim.metric):
         return name
     return None
 
+  label = LABELS.get(claim.metric, claim.metric)
   better, worse = pick(claim.better), pick(claim.worse)
   notes = []
   if better is None or worse is None:
     missing = [c[0] if len(c) == 1 else ' or '.join(c)
                for c, m in ((claim.better, better), (claim.worse, worse))
                if m is None]
-    return Verdict(claim, 'not tested', better, worse, None, None,
-                   [f'no finished run with {LABELS.get(claim.metric, claim.metric)}'
-                    f' for {"; ".join(missing)}'])
-  b = get_value(results[better], claim.metric)
-  w = get_value(results[worse], claim.metric)
+    return Verdict(claim, NOT_TESTED, better, worse, None, None,
+                   [f'no finished run with {label} for {"; ".join(missing)}'])
+  b, b_std, b_n = seed_stats(seed_values(results[better], claim.metric))
+  w, w_std, w_n = seed_stats(seed_values(results[worse], claim.metric))
   relative = (w - b) / abs(w) if w else 0.
-  if relative > tie_fraction:
-    status = 'held'
-  elif relative < -tie_fraction:
-    status = 'did not hold'
+  difference = w - b  # lower is better: > 0 favours `better`
+  threshold = None
+  if b_n < 2 or w_n < 2:
+    status = ONE_SEED
+    one = [m for m, n in ((better, b_n), (worse, w_n)) if n < 2]
+    notes.append(f'{" and ".join(one)} {"has" if len(one) == 1 else "have"} '
+                 'one seed, so the spread over seeds is unknown')
   else:
-    status = 'inconclusive'
-    notes.append(f'the difference is within {100 * tie_fraction:.0f} % '
-                 '(--tie_fraction)')
+    threshold = SPREAD_FACTOR * max(b_std, w_std)
+    if difference > threshold:
+      status = HELD
+    elif difference < -threshold:
+      status = NOT_HELD
+    else:
+      status = INCONCLUSIVE
   if better != claim.better[0]:
     notes.append(f'{claim.better[0]} has no run; {better} stands in for it')
-  steps = (results[better].get('steps'), results[worse].get('steps'))
+  steps = [sorted({run.get('steps') for run in results[m].get('runs') or ()},
+                  key=str) for m in (better, worse)]
   if steps[0] != steps[1]:
-    notes.append(f'unequal training budgets: {better} {steps[0]} steps, '
-                 f'{worse} {steps[1]} steps')
-  return Verdict(claim, status, better, worse, (b, w), relative, notes)
+    notes.append('unequal training budgets: '
+                 f'{better} {"/".join(map(str, steps[0]))} steps, '
+                 f'{worse} {"/".join(map(str, steps[1]))} steps')
+  seeds = [sorted(run.get('seed') for run in results[m].get('runs') or ()
+                  if _finite(get_value(run, claim.metric))
+                  and run.get('seed') is not None) for m in (better, worse)]
+  if seeds[0] != seeds[1]:
+    notes.append(f'different seeds: {better} {seeds[0]}, {worse} {seeds[1]}')
+  return Verdict(claim, status, better, worse, (b, w), relative, notes,
+                 stds=(b_std, w_std), seeds=(b_n, w_n), threshold=threshold)

@@ -1,5 +1,7 @@
-"""The study's report: STUDY.md (Markdown tables and the claims' verdicts)
-and study.png (a chart of the main metrics).
+"""The study's report: STUDY.md (Markdown tables of the means ± sample
+standard deviations over seeds, and the claims' verdicts) and study.png (a
+chart of the main metrics' means with the standard deviations as error
+bars).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from benchmarks.study_claims import HIGHER_IS_BETTER
 from benchmarks.study_claims import LABELS
 from benchmarks.study_claims import PAPER_MPJPE
 from benchmarks.study_claims import PSEUDO_MODELS
+from benchmarks.study_claims import SPREAD_FACTOR
 from benchmarks.study_claims import UNITS
 from benchmarks.study_claims import Verdict
 from benchmarks.study_claims import _finite
@@ -37,9 +40,34 @@ def fmt(value: Any, digits: int = 1, scale: float = 1.) -> str:
   return f'{value * scale:.{digits}f}'
 
 
-def _metric_text(value: float, key: str) -> str:
+def fmt_spread(mean: Any, std: Any, digits: int = 1, scale: float = 1.
+               ) -> str:
+  """`mean ± std` (the std n/a with one seed); n/a without a mean."""
+  text = fmt(mean, digits, scale)
+  if text == 'n/a':
+    return text
+  return f'{text} ± {fmt(std, digits, scale)}'
+
+
+def cell(entry: Mapping[str, Any], key: str, digits: int = 1,
+         scale: float = 1.) -> str:
+  """A model's (dotted) `key` over its seeds, as `mean ± std`."""
+  return fmt_spread(get_value(entry.get('mean'), key),
+                    get_value(entry.get('std'), key), digits, scale)
+
+
+def _metric_text(mean: float, std: float | None, key: str) -> str:
   unit = UNITS.get(key, '')
-  return f'{fmt(value, DIGITS.get(key, 1))} {unit}'.strip()
+  text = fmt_spread(mean, std, DIGITS.get(key, 1))
+  return f'{text} {unit}'.strip()
+
+
+def _value_text(value: float, key: str) -> str:
+  return f'{fmt(value, DIGITS.get(key, 1))} {UNITS.get(key, "")}'.strip()
+
+
+def _seeds_text(n: int) -> str:
+  return f'{n} seed{"s" if n != 1 else ""}'
 
 
 def claim_line(v: Verdict) -> str:
@@ -51,11 +79,20 @@ def claim_line(v: Verdict) -> str:
     ours = 'Ours: ' + '; '.join(v.notes) + '.'
     return f'{head} {ours} Paper: {c.paper_text}.'
   b, w = v.ours
-  ours = (f'Ours ({label}, lower is better): {v.better} '
-          f'{_metric_text(b, c.metric)} vs {v.worse} '
-          f'{_metric_text(w, c.metric)} '
-          f'({fmt(100 * abs(v.relative))} % '
-          f'{"better" if v.relative >= 0 else "worse"} for {v.better}).')
+  b_std, w_std = v.stds if v.stds else (None, None)
+  b_n, w_n = v.seeds if v.seeds else (0, 0)
+  ours = (f'Ours ({label}, lower is better, mean ± std over seeds): '
+          f'{v.better} {_metric_text(b, b_std, c.metric)} '
+          f'({_seeds_text(b_n)}) vs {v.worse} '
+          f'{_metric_text(w, w_std, c.metric)} ({_seeds_text(w_n)}); the '
+          f'means are {fmt(100 * abs(v.relative))} % '
+          f'{"better" if v.relative >= 0 else "worse"} for {v.better}')
+  if v.threshold is not None:
+    ours += (f'; they differ by {_value_text(abs(b - w), c.metric)}, '
+             f'{"more" if abs(b - w) > v.threshold else "not more"} than '
+             f'{SPREAD_FACTOR:g} x the larger std '
+             f'({_value_text(v.threshold, c.metric)})')
+  ours += '.'
   paper = f'Paper: {c.paper_text}'
   if c.paper is not None:
     pb, pw = c.paper
@@ -70,13 +107,15 @@ def also_lines(v: Verdict, results: Mapping[str, Mapping[str, Any]]
   if v.ours is None:
     return []
   lines = []
+  def text(entry, key):
+    return _metric_text(get_value(entry.get('mean'), key),
+                        get_value(entry.get('std'), key), key)
+
   for key in v.claim.also:
-    b = get_value(results[v.better], key)
-    w = get_value(results[v.worse], key)
     direction = 'higher' if key in HIGHER_IS_BETTER else 'lower'
     lines.append(f'  - {LABELS.get(key, key)} ({direction} is better): '
-                 f'{v.better} {_metric_text(b, key)}, {v.worse} '
-                 f'{_metric_text(w, key)}')
+                 f'{v.better} {text(results[v.better], key)}, '
+                 f'{v.worse} {text(results[v.worse], key)}')
   return lines
 
 
@@ -90,51 +129,76 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]],
   return out
 
 
+def _steps_text(entry: Mapping[str, Any]) -> str:
+  steps = sorted({r.get('steps') for r in entry['runs']}, key=str)
+  return '/'.join('n/a' if s is None else str(s) for s in steps)
+
+
+def _spread_rule(setup: Mapping[str, Any]) -> str:
+  return (f'a claim "held" when the mean of the model the paper favours is '
+          f'better than the other\'s by more than '
+          f'{setup.get("spread_factor", SPREAD_FACTOR):g} times the larger '
+          'of their two seed standard deviations, and "did not hold" when '
+          'it is worse by more than that; otherwise it is "inconclusive", '
+          'and "inconclusive (one seed)" when either model has a single seed, '
+          'whose spread is unknown')
+
+
 def render_markdown(study: Mapping[str, Any], verdicts: Sequence[Verdict]
                     ) -> str:
   results = study['results']
   models = [m for m in study['models'] if m in results]
   setup = study['setup']
+  seeds = setup.get('seeds') or []
   lines = ['# Study: the zoo\'s models at one budget on the embedded data', '']
   lines += [
       f'Generated by `{setup["command"]}` on {setup["date"]}. Preset '
-      f'`{setup["preset"]}`, budget {setup["budget"]}. Data: the embedded '
-      'synthetic dataset (not Human3.6M): the papers\' numbers are on '
-      'Human3.6M with full-size networks and long training, ours on small '
+      f'`{setup["preset"]}`, budget {setup["budget"]}, seeds '
+      f'{", ".join(map(str, seeds))} (one run per model and seed). Data: the '
+      'embedded synthetic dataset (not Human3.6M): the papers\' numbers are '
+      'on Human3.6M with full-size networks and long training, ours on small '
       'synthetic renders with CPU presets, so compare the direction of each '
       'comparison, not the absolute values.', '']
+  lines += [
+      'Every figure is the mean ± the sample standard deviation (ddof=1) '
+      'over the model\'s seeds (the `seeds` column; n/a with one seed); '
+      'study.json holds each seed\'s values.', '']
   lines += [f'Machine: {setup["machine"]}. Load average before / after: '
             f'{setup["load_before"]} / {setup["load_after"]} (speeds measured '
             'while other work ran are contended).', '']
-  for key in ('data_warning', 'budget_warning'):
-    if setup.get(key):
-      lines += [f'**Warning:** {setup[key]}.', '']
+  if setup.get('data_warning'):
+    lines += [f'**Warning:** {setup["data_warning"]}.', '']
   if study.get('missing'):
     lines += ['**Missing:** ' + '; '.join(
-        f'`{m}` ({" ".join(str(why).split())})'
-        for m, why in study['missing'].items()) + '.', '']
+        f'`{m}` seed {seed} ({" ".join(str(why).split())})'
+        for m, per_seed in study['missing'].items()
+        for seed, why in per_seed.items()) + '.', '']
 
   # Main table.
   lines += ['## Accuracy on the test split', '',
-            'Evaluated by this study\'s code from each run\'s weights; '
-            '"MPJPE at training" is what the run\'s own evaluation wrote '
-            'when it finished (it differs where decoding changed since).', '']
-  header = ['model', 'steps', 'MPJPE (mm)', 'PA-MPJPE (mm)', 'PCK3D@150 (%)',
-            'AUC (%)', '2D error (px)', 'PCKh@0.5 (%)',
+            'Runs this study trained keep the figures their training '
+            'evaluation wrote; reused runs are evaluated again by this '
+            'study\'s code from their weights. "MPJPE at training" is what '
+            'each run\'s own evaluation wrote when it finished (it differs '
+            'where decoding changed since).', '']
+  header = ['model', 'seeds', 'steps', 'MPJPE (mm)', 'PA-MPJPE (mm)',
+            'PCK3D@150 (%)', 'AUC (%)', '2D error (px)', 'PCKh@0.5 (%)',
             'MPJPE at training (mm)', 'paper MPJPE, H36M (mm)']
   rows = []
   for m in models:
     r = results[m]
-    rows.append([f'`{m}`', r.get('steps', 'n/a'), fmt(r.get('mpjpe_mm')),
-                 fmt(r.get('pa_mpjpe_mm')), fmt(r.get('pck3d_150'), 1, 100),
-                 fmt(r.get('auc'), 1, 100), fmt(r.get('mean_error_2d_px')),
-                 fmt(r.get('pckh'), 1, 100), fmt(r.get('run_mpjpe_mm')),
-                 PAPER_MPJPE.get(m, 'n/a')])
-  baseline = next((results[m].get('mean_pose_baseline') for m in models
-                   if isinstance(results[m].get('mean_pose_baseline'),
+    rows.append([f'`{m}`', len(r['runs']), _steps_text(r),
+                 cell(r, 'mpjpe_mm'), cell(r, 'pa_mpjpe_mm'),
+                 cell(r, 'pck3d_150', 1, 100), cell(r, 'auc', 1, 100),
+                 cell(r, 'mean_error_2d_px'), cell(r, 'pckh', 1, 100),
+                 cell(r, 'run_mpjpe_mm'), PAPER_MPJPE.get(m, 'n/a')])
+  baseline = next((results[m]['mean'].get('mean_pose_baseline')
+                   for m in models
+                   if isinstance(results[m]['mean'].get('mean_pose_baseline'),
                                  Mapping)), None)
   if baseline:
-    rows.append(['mean pose (baseline)', '-', fmt(baseline.get('mpjpe_mm')),
+    rows.append(['mean pose (baseline)', '-', '-',
+                 fmt(baseline.get('mpjpe_mm')),
                  fmt(baseline.get('pa_mpjpe_mm')), 'n/a', 'n/a', 'n/a', 'n/a',
                  'n/a', 'n/a'])
   lines += _table(header, rows) + ['']
@@ -142,10 +206,10 @@ def render_markdown(study: Mapping[str, Any], verdicts: Sequence[Verdict]
 
   # Per action.
   actions = sorted({a for m in models
-                    for a in (results[m].get('per_action') or {})})
+                    for a in (results[m]['mean'].get('per_action') or {})})
   lines += ['## MPJPE per action (mm)', '']
   if actions:
-    rows = [[f'`{m}`'] + [fmt((results[m].get('per_action') or {}).get(a))
+    rows = [[f'`{m}`'] + [cell(results[m], f'per_action.{a}')
                           for a in actions] for m in models]
     lines += _table(['model'] + actions, rows) + ['']
   else:
@@ -164,43 +228,44 @@ def render_markdown(study: Mapping[str, Any], verdicts: Sequence[Verdict]
             'joints outside (%)', 'model\'s own mpjpe_truncated_mm']
   rows = []
   for m in models:
-    t = results[m].get('truncated') or {}
-    rows.append([f'`{m}`', fmt(results[m].get('mpjpe_mm')),
-                 fmt(t.get('mpjpe_mm')),
-                 fmt(t.get('mpjpe_truncated_joints_mm')),
-                 fmt(t.get('mpjpe_in_crop_joints_mm')),
-                 fmt(t.get('outside_inside_ratio'), 2),
-                 fmt(t.get('truncated_joint_fraction'), 1, 100),
-                 fmt(t.get('mpjpe_truncated_mm'))])
+    r = results[m]
+    rows.append([f'`{m}`', cell(r, 'mpjpe_mm'), cell(r, 'truncated.mpjpe_mm'),
+                 cell(r, 'truncated.mpjpe_truncated_joints_mm'),
+                 cell(r, 'truncated.mpjpe_in_crop_joints_mm'),
+                 cell(r, 'truncated.outside_inside_ratio', 2),
+                 cell(r, 'truncated.truncated_joint_fraction', 1, 100),
+                 cell(r, 'truncated.mpjpe_truncated_mm')])
   lines += _table(header, rows) + ['']
 
   # Speed.
   speed_batch = setup['speed_batch']
   lines += ['## Speed', '',
-            'Training: from each run\'s metrics.json (steady state, first step '
-            f'excluded). Inference: `predict_poses` at batch {speed_batch} on '
-            'the CPU, real test crops, after warm-up.', '']
+            'Means over the seeds. Training: from each run\'s metrics.json '
+            '(steady state, first step excluded; a resumed run\'s time is '
+            'that of its last segment). Inference: '
+            f'`predict_poses` at batch {speed_batch} on the CPU, real test '
+            'crops, after warm-up.', '']
   header = ['model', 'batch', 'train examples/s', 'train steps/s',
             'train time (min)', 'inference examples/s', 'parameters']
   rows = []
   for m in models:
-    r = results[m]
-    eps = get_value(r, 'train_examples_per_second')
-    batch = r.get('batch_size')
+    mean = results[m]['mean']
+    eps = get_value(mean, 'train_examples_per_second')
+    batch = get_value(mean, 'batch_size')
+    batch = int(batch) if _finite(batch) and batch > 0 else None
+    parameters = get_value(mean, 'parameters')
     rows.append([f'`{m}`', batch if batch else 'n/a', fmt(eps),
                  fmt(eps / batch, 2) if batch and _finite(eps) else 'n/a',
-                 fmt(get_value(r, 'train_seconds') / 60.),
-                 fmt(get_value(r, 'inference.examples_per_second')),
-                 f'{r["parameters"]:,}' if r.get('parameters') else 'n/a'])
+                 fmt(get_value(mean, 'train_seconds') / 60.),
+                 fmt(get_value(mean, 'inference.examples_per_second')),
+                 f'{int(parameters):,}' if _finite(parameters) else 'n/a'])
   lines += _table(header, rows) + ['']
 
   # Claims.
   lines += ['## The papers\' claims on this data', '',
-            f'Verdicts are computed from the numbers above: "held" when the '
-            'model the paper favours is better by more than '
-            f'{100 * setup["tie_fraction"]:.0f} % of the other\'s value, '
-            '"did not hold" when it is worse by more, "inconclusive" in '
-            'between.', '']
+            f'Verdicts are computed from the per-seed numbers: '
+            f'{_spread_rule(setup)}. The standard deviations are the sample '
+            'ones (ddof=1) over each model\'s seeds.', '']
   for v in verdicts:
     lines.append(f'- {claim_line(v)}')
     lines += also_lines(v, results)
@@ -208,22 +273,31 @@ def render_markdown(study: Mapping[str, Any], verdicts: Sequence[Verdict]
 
   # Runs.
   lines += ['## Runs', '']
-  header = ['model', 'trained as', 'source', 'workdir',
+  header = ['model', 'seed', 'trained as', 'source', 'workdir',
             'config unlike the current preset']
   rows = []
   for m in study['models']:
-    r = results.get(m)
-    if r is None:
-      rows.append([f'`{m}`', '', 'missing', '(see above)', ''])
-      continue
-    trained_as = r.get('base_model', m)
-    if r.get('overrides'):
-      trained_as += ' ' + ', '.join(f'{k}={v}' for k, v in
-                                     r['overrides'].items())
-    rows.append([f'`{m}`', trained_as, r['source'], f'`{r["workdir"]}`',
-                 '; '.join(r.get('config_differences') or []) or 'none'])
+    entry = results.get(m)
+    by_seed = {r['seed']: r for r in (entry or {}).get('runs', ())}
+    missing = (study.get('missing') or {}).get(m, {})
+    for seed in seeds:
+      r = by_seed.get(seed)
+      if r is None:
+        rows.append([f'`{m}`', seed, '', 'missing' if str(seed) in missing
+                     else 'n/a', '(see above)', ''])
+        continue
+      trained_as = r.get('base_model', m)
+      if r.get('overrides'):
+        trained_as += ' ' + ', '.join(f'{k}={v}' for k, v in
+                                       r['overrides'].items())
+      rows.append([f'`{m}`', seed, trained_as, r['source'],
+                   f'`{r["workdir"]}`',
+                   '; '.join(r.get('config_differences') or []) or 'none'])
   lines += _table(header, rows, numeric=False) + ['']
-  lines += ['A reused run keeps the config it trained with; where the preset '
+  lines += ['"trained": trained by the command above; "resumed": trained by '
+            'it from an unfinished run\'s checkpoints; "reused": a finished '
+            'run found for the same model, preset, seed and budget. A reused '
+            'run keeps the config it trained with; where the preset '
             'changed since, the last column says how (the comparisons above '
             'are fair when the runs they compare share those changes).', '']
   lines += ['Descriptions of the study-only models: ' + ' '.join(
@@ -232,8 +306,10 @@ def render_markdown(study: Mapping[str, Any], verdicts: Sequence[Verdict]
 
 
 def write_chart(study: Mapping[str, Any], path: str) -> None:
-  """Bar charts of MPJPE, PA-MPJPE, PCK3D and AUC per model (PNG), with
-  the mean-pose baseline as a dashed line where the runs measured it."""
+  """Bar charts of MPJPE, PA-MPJPE, PCK3D and AUC per model (PNG): the
+  means over seeds, with the sample standard deviations as error bars
+  (none with one seed), and the mean-pose baseline as a dashed line where
+  the runs measured it."""
   import matplotlib
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt
@@ -247,15 +323,18 @@ def write_chart(study: Mapping[str, Any], path: str) -> None:
   fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
   colors = plt.get_cmap('tab10')(np.arange(max(len(models), 1)) % 10)
   for ax, (key, title, scale) in zip(axes.ravel(), panels):
-    values = [get_value(results[m], key) * scale for m in models]
+    values = [get_value(results[m]['mean'], key) * scale for m in models]
+    stds = [get_value(results[m]['std'], key) * scale for m in models]
     shown = [v if math.isfinite(v) else 0. for v in values]
-    bars = ax.bar(range(len(models)), shown, color=colors[:len(models)])
-    for bar, v in zip(bars, values):
+    errors = [s if math.isfinite(s) else 0. for s in stds]
+    bars = ax.bar(range(len(models)), shown, color=colors[:len(models)],
+                  yerr=errors, capsize=3, error_kw={'linewidth': 1})
+    for bar, v, e in zip(bars, values, errors):
       ax.annotate(fmt(v), (bar.get_x() + bar.get_width() / 2,
-                           bar.get_height()), ha='center', va='bottom',
+                           bar.get_height() + e), ha='center', va='bottom',
                   fontsize=8)
     baseline = next((r['mean_pose_baseline'].get(key) for r in (
-        results[m] for m in models)
+        results[m]['mean'] for m in models)
                      if isinstance(r.get('mean_pose_baseline'), Mapping)
                      and _finite(get_value(r['mean_pose_baseline'], key))),
                     None)
@@ -267,8 +346,11 @@ def write_chart(study: Mapping[str, Any], path: str) -> None:
     ax.set_xticks(range(len(models)))
     ax.set_xticklabels(models, rotation=30, ha='right', fontsize=8)
     ax.grid(axis='y', alpha=0.3)
+  seeds = study['setup'].get('seeds') or []
   fig.suptitle(f'pose3d-zoo study: preset {study["setup"]["preset"]}, '
-               f'{study["setup"]["budget"]}, embedded synthetic test split',
+               f'{study["setup"]["budget"]}, embedded synthetic test split\n'
+               f'bars: mean; error bars: sample std (ddof=1) over '
+               f'{len(seeds)} seed{"s" if len(seeds) != 1 else ""}',
                fontsize=11)
   fig.tight_layout()
   try:

@@ -26,7 +26,10 @@ from benchmarks.study_claims import CHART_FILE
 from benchmarks.study_claims import JSON_FILE
 from benchmarks.study_claims import PAPER_CLAIMS
 from benchmarks.study_claims import PSEUDO_MODELS
+from benchmarks.study_claims import SPREAD_FACTOR
+from benchmarks.study_claims import STD_DDOF
 from benchmarks.study_claims import STUDY_FILE
+from benchmarks.study_claims import aggregate_runs
 from benchmarks.study_claims import base_model
 from benchmarks.study_claims import config_differences
 from benchmarks.study_claims import judge
@@ -39,6 +42,7 @@ from trainers import evaluation
 from trainers import train_lib
 from zoo import config as config_lib
 from zoo import fileio
+from zoo import manifest as manifest_lib
 from zoo import metrics as metrics_lib
 from zoo import registry
 from zoo import weights as weights_lib
@@ -50,22 +54,50 @@ from zoo.manifest import RUN_CONFIG_FILE
 # Runs: find, train, evaluate
 # ----------------------------------------------------------------------------
 
-def _run_matches(name: str, preset: str, workdir: str) -> str | None:
-  """None if `workdir` is a finished run of `name` at `preset`, else why not."""
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.exists(path):
-    return f'no {METRICS_FILE}'
-  metrics = fileio.read_json(path)
+SEED_DIR = 'seed{seed}'  # a model's run for one seed: ROOT/<model>/seed<N>
+
+
+def seed_workdir(root: str, name: str, seed: int) -> str:
+  """Where the study trains `name` with `seed` under `root`."""
+  return os.path.join(root, name, SEED_DIR.format(seed=seed))
+
+
+def _read_json(path: str) -> dict:
+  return fileio.read_json(path) if os.path.exists(path) else {}
+
+
+def recorded_seed(workdir: str) -> int | None:
+  """The training seed a run recorded (its config.json, else its
+  manifest.json); None if neither says."""
+  for record in (_read_json(os.path.join(workdir, RUN_CONFIG_FILE)),
+                 manifest_lib.read_manifest(workdir) or {}):
+    if record.get('seed') is not None:
+      return int(record['seed'])
+  return None
+
+
+def run_mismatch(name: str, preset: str, seed: int, workdir: str
+                 ) -> str | None:
+  """None if `workdir` holds a run (finished or not) of study model `name`
+  at `preset` with `seed`, or nothing; else why not."""
+  metrics = _read_json(os.path.join(workdir, METRICS_FILE))
+  run_config = _read_json(os.path.join(workdir, RUN_CONFIG_FILE))
+  if not metrics and not run_config:
+    return None  # nothing trained there yet
   base = base_model(name)
-  if metrics.get('model') not in (None, base):
-    return f'it is a run of {metrics.get("model")!r}'
-  if metrics.get('preset') not in (None, preset):
-    return f'it used preset {metrics.get("preset")!r}'
-  config_path = os.path.join(workdir, RUN_CONFIG_FILE)
+  for record in (metrics, run_config):
+    if record.get('model') not in (None, base):
+      return f'it is a run of {record.get("model")!r}'
+    if record.get('preset') not in (None, preset):
+      return f'it used preset {record.get("preset")!r}'
+  have_seed = recorded_seed(workdir)
+  if have_seed is None:
+    return 'it records no training seed'
+  if have_seed != seed:
+    return f'it was trained with seed {have_seed}'
   wanted = model_overrides(name, preset)
+  config = run_config.get('config') or {}
   if wanted:
-    config = (fileio.read_json(config_path).get('config') or {}) if os.path.exists(
-        config_path) else {}
     for key, value in wanted.items():
       have: Any = config
       for part in key.split('.'):
@@ -74,9 +106,8 @@ def _run_matches(name: str, preset: str, workdir: str) -> str | None:
                           else have) != (list(value) if isinstance(
                               value, (list, tuple)) else value):
         return f'its config has {key}={have!r}, not {value!r}'
-  elif os.path.exists(config_path):
+  elif config:
     # A registered model's run must not be one of its ablations.
-    config = fileio.read_json(config_path).get('config') or {}
     for pseudo in PSEUDO_MODELS.values():
       if pseudo.base != name:
         continue
@@ -87,20 +118,56 @@ def _run_matches(name: str, preset: str, workdir: str) -> str | None:
   return None
 
 
-def find_run(name: str, preset: str, reuse_roots: Sequence[str]
+def budget_mismatch(metrics: Mapping[str, Any], steps: int | None,
+                    seconds: float | None) -> str | None:
+  """None if a finished run's metrics.json meets the budget: exactly
+  `steps` training steps, or (with `seconds`) at least 95 % of `seconds` of
+  training or `steps` steps; else why not."""
+  have = metrics.get('steps')
+  if seconds:
+    if float(metrics.get('train_seconds') or 0.) >= 0.95 * seconds or (
+        steps is not None and int(have or 0) >= steps):
+      return None
+    return (f'it trained {float(metrics.get("train_seconds") or 0.):.0f} s, '
+            f'not {seconds:g} s')
+  if steps is None or have == steps:
+    return None
+  return f'it was trained for {have} steps, not {steps}'
+
+
+def finished_mismatch(name: str, preset: str, seed: int, workdir: str,
+                      steps: int | None, seconds: float | None) -> str | None:
+  """None if `workdir` is a finished run (metrics.json) of `name` at
+  `preset` with `seed` for the budget; else why not."""
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.exists(path):
+    return f'no {METRICS_FILE}'
+  return run_mismatch(name, preset, seed, workdir) or budget_mismatch(
+      fileio.read_json(path), steps, seconds)
+
+
+def find_run(name: str, preset: str, seed: int, reuse_roots: Sequence[str],
+             steps: int | None = None, seconds: float | None = None
              ) -> tuple[str | None, list[str]]:
-  """A finished workdir of `name` under the reuse roots, and why others
-  were passed over."""
+  """A finished workdir of `name` with `seed` for the budget under the
+  reuse roots (ROOT/<model>/seed<N> or ROOT/<model>_<preset>/seed<N>; for
+  seed 0 also the single-seed layout ROOT/<model> and ROOT/<model>_<preset>
+  when the run recorded seed 0), and why others were passed over."""
   skipped = []
   for root in reuse_roots:
-    for sub in (name, f'{name}_{preset}'):
-      workdir = os.path.join(root, sub)
-      if not os.path.isdir(workdir):
-        continue
-      reason = _run_matches(name, preset, workdir)
+    candidates = [seed_workdir(root, sub, seed)
+                  for sub in (name, f'{name}_{preset}')]
+    if seed == 0:
+      candidates += [os.path.join(root, sub)
+                     for sub in (name, f'{name}_{preset}')]
+    for workdir in candidates:
+      if not any(os.path.exists(os.path.join(workdir, f))
+                 for f in (METRICS_FILE, RUN_CONFIG_FILE)):
+        continue  # not a run (e.g. the seeds' parent directory)
+      reason = finished_mismatch(name, preset, seed, workdir, steps, seconds)
       if reason is None:
         return workdir, skipped
-      skipped.append(f'{workdir}: {reason}')
+      skipped.append(f'{shown_path(workdir)}: {reason}')
   return None, skipped
 
 
@@ -126,16 +193,19 @@ def time_budget_callback(seconds: float):
 
 def train_run(name: str, preset: str, workdir: str, *, steps: int | None,
               seconds: float | None, seed: int, data: str, data_seed: int,
-              progress: bool) -> None:
-  """Trains `name` into `workdir` (resuming an unfinished run there)."""
+              progress: bool, baseline: bool = True) -> train_lib.TrainResult:
+  """Trains `name` into `workdir`; an unfinished run there (its training
+  checkpoints) is resumed by trainers.train_lib.train. `baseline`: measure
+  the mean-pose baseline too (it depends on the data, not on the seed)."""
   overrides = model_overrides(name, preset)
   callbacks = [time_budget_callback(seconds)] if seconds else []
   command = [os.path.basename(sys.executable), '-m', 'benchmarks.study',
-             f'--preset={preset}', f'--models={name}']
-  train_lib.train(base_model(name), preset=preset, workdir=workdir,
+             f'--preset={preset}', f'--models={name}', f'--seeds={seed}']
+  return train_lib.train(base_model(name), preset=preset, workdir=workdir,
                   data=data, steps=steps, seed=seed, data_seed=data_seed,
                   overrides=overrides or None, progress=progress,
-                  command=command, extra_callbacks=callbacks)
+                  command=command, extra_callbacks=callbacks,
+                  baseline=baseline)
 
 
 def truncation_stats(poses: Mapping[str, np.ndarray],
@@ -200,14 +270,62 @@ def load_run(name: str, workdir: str):
   return model, config, data_dir, trained
 
 
-def _shown_path(path: str) -> str:
-  """A path as the report shows it: under the home directory as `~/...`, so
-  study.json names no directory of the machine it ran on."""
+def shown_path(path: str) -> str:
+  """A path as the report shows it, naming no directory of the machine it
+  ran on: relative to the working directory when under it, else under the
+  home directory as `~/...`, else relative to the working directory."""
   path = os.path.abspath(path)
+  cwd = os.getcwd()
+  if path == cwd or path.startswith(cwd.rstrip(os.sep) + os.sep):
+    return os.path.relpath(path, cwd)
   home = os.path.expanduser('~')
   if home not in ('', '/') and (path == home or path.startswith(home + os.sep)):
     return '~' + path[len(home):]
-  return path
+  return os.path.relpath(path, cwd)
+
+
+def portable_text(text: str) -> str:
+  """`text` (e.g. an error message) with the working and home directories
+  written as shown_path writes them."""
+  cwd = os.getcwd().rstrip(os.sep)
+  home = os.path.expanduser('~')
+  if cwd:
+    text = text.replace(cwd + os.sep, '')
+  if home not in ('', '/'):
+    text = text.replace(home + os.sep, '~' + os.sep)
+  return text
+
+
+# Flags whose values are paths: the report's command line shows them
+# relative to the working directory, so it runs from there.
+PATH_FLAGS = ('workdir_root', 'reuse_root', 'out_dir', 'data')
+
+
+def command_line(argv: Sequence[str]) -> str:
+  """The study's command line for the report: `argv` with absolute paths of
+  PATH_FLAGS made relative to the working directory."""
+  args, out = list(argv), []
+  i = 0
+  while i < len(args):
+    arg = args[i]
+    name = arg.lstrip('-').split('=', 1)[0]
+    if arg.startswith('-') and name in PATH_FLAGS:
+      if '=' in arg:
+        value = arg.split('=', 1)[1]
+        out.append(f'--{name}={_relative(value)}')
+      elif i + 1 < len(args):  # --flag VALUE
+        out += [f'--{name}', _relative(args[i + 1])]
+        i += 1
+      else:
+        out.append(arg)
+    else:
+      out.append(arg)
+    i += 1
+  return shlex.join(['python', '-m', 'benchmarks.study', *out])
+
+
+def _relative(value: str) -> str:
+  return os.path.relpath(value) if os.path.isabs(value) else value
 
 
 def evaluate_truncated(model, config, data_dir: str, *, margin: float,
@@ -252,25 +370,33 @@ def inference_speed(model, config, data_dir: str, *, batch: int,
           'iterations': iters, 'seconds': elapsed, 'flip_test': flip_test}
 
 
-def study_result(name: str, preset: str, workdir: str, source: str,
-                 args: Any) -> dict[str, Any]:
-  """Metrics, truncated-crop metrics and speeds of one finished run."""
+def study_result(name: str, preset: str, seed: int, workdir: str,
+                 source: str, args: Any, *, evaluate: bool = True
+                 ) -> dict[str, Any]:
+  """Metrics, truncated-crop metrics and speeds of one finished run.
+
+  `evaluate`: evaluate the test split again from the run's weights (a
+  reused run may predate a change of decoding); False keeps the figures of
+  its metrics.json (a run this study has just trained evaluated itself with
+  the same code).
+  """
   metrics = fileio.read_json(os.path.join(workdir, METRICS_FILE))
   result = dict(metrics)
-  result.update({'model': name, 'base_model': base_model(name),
+  result.update({'model': name, 'base_model': base_model(name), 'seed': seed,
                  'overrides': {k: list(v) if isinstance(v, tuple) else v
                                for k, v in model_overrides(name,
                                                            preset).items()},
-                 'workdir': os.path.abspath(workdir), 'source': source})
+                 'workdir': shown_path(workdir), 'source': source})
   model, config, data_dir, trained = load_run(name, workdir)
   result['parameters'] = int(model.count_params())
   result['config_differences'] = config_differences(
       trained, model_config(name, preset))
-  result['data_dir'] = _shown_path(data_dir)
+  result['data_dir'] = shown_path(data_dir)
   flip_test = bool(metrics.get('flip_test', config.flip_test))
   result['run_mpjpe_mm'] = metrics.get('mpjpe_mm')
-  result.update(evaluation.evaluate_model(
-      model, data_dir, config, flip_test=flip_test, progress=args.progress))
+  if evaluate:
+    result.update(evaluation.evaluate_model(
+        model, data_dir, config, flip_test=flip_test, progress=args.progress))
   result['truncated'] = evaluate_truncated(
       model, config, data_dir, margin=args.truncation_margin,
       flip_test=flip_test, progress=args.progress)
@@ -278,6 +404,97 @@ def study_result(name: str, preset: str, workdir: str, source: str,
       model, config, data_dir, batch=args.speed_batch, flip_test=flip_test,
       min_seconds=args.speed_seconds, min_iters=args.speed_iters)
   return result
+
+
+def model_entry(name: str, preset: str, runs: Sequence[Mapping[str, Any]]
+                ) -> dict[str, Any]:
+  """A model's study.json entry: its per-seed results ('runs', by seed)
+  and their mean and sample standard deviation ('mean', 'std': NaN, null in
+  study.json, with one seed) for every numeric field."""
+  runs = sorted(runs, key=lambda r: r['seed'])
+  mean, std = aggregate_runs(runs)
+  return {'model': name, 'base_model': base_model(name),
+          'overrides': runs[0]['overrides'] if runs else {},
+          'seeds': [r['seed'] for r in runs], 'mean': mean, 'std': std,
+          'runs': list(runs)}
+
+
+class StudyInterrupted(Exception):
+  """Training was stopped by a signal; rerunning the command resumes it."""
+
+
+def parse_seeds(values: Sequence[Any]) -> list[int]:
+  """--seeds as distinct integers >= 0, in the order given."""
+  seeds = []
+  for value in values:
+    try:
+      seed = int(str(value).strip())
+    except ValueError:
+      raise ValueError(f'--seeds: {value!r} is not an integer; expected a '
+                       'comma-separated list of seeds such as 0,1,2') from None
+    if seed < 0:
+      raise ValueError(f'--seeds: seeds must be >= 0, got {seed}')
+    if seed in seeds:
+      raise ValueError(f'--seeds: seed {seed} is given twice')
+    seeds.append(seed)
+  if not seeds:
+    raise ValueError('--seeds: give at least one seed, e.g. --seeds=0,1,2')
+  return seeds
+
+
+def obtain_run(name: str, preset: str, seed: int, args: Any, steps: int | None,
+               workdir_root: str, baseline: bool = True
+               ) -> tuple[str | None, str, str | None]:
+  """(workdir, source, why missing) of `name` with `seed`: a finished run
+  under the reuse roots or the workdir root ('reused'), else one trained
+  now ('trained', or 'resumed' from an unfinished run's checkpoints;
+  `baseline`: it measures the mean-pose baseline too)."""
+  workdir, skipped = find_run(name, preset, seed, args.reuse_root, steps,
+                              args.seconds)
+  if workdir is not None:
+    return workdir, 'reused', None
+  own = seed_workdir(workdir_root, name, seed)
+  shown = shown_path(own)
+  if os.path.isdir(own):
+    other = run_mismatch(name, preset, seed, own)
+    if other is not None:
+      return None, '', '; '.join(skipped + [
+          f'{shown} holds another run ({other}); choose another '
+          '--workdir_root'])
+    if os.path.exists(os.path.join(own, METRICS_FILE)):
+      metrics = fileio.read_json(os.path.join(own, METRICS_FILE))
+      over = budget_mismatch(metrics, steps, args.seconds)
+      if over is None:
+        return own, 'reused', None
+      if not args.seconds and steps is not None and int(
+          metrics.get('steps') or 0) > steps:
+        return None, '', '; '.join(skipped + [
+            f'{shown}: {over}, more than the budget; choose another '
+            '--workdir_root or --steps'])
+  if not args.train:
+    reason = 'no finished run for the budget'
+    return None, '', '; '.join(skipped + [f'{shown}: {reason}']) + \
+        ' (--notrain)'
+  resumed = os.path.isdir(own) and \
+      weights_lib.latest_checkpoint_step(own)[0] is not None
+  try:
+    result = train_run(name, preset, own, steps=steps, seconds=args.seconds,
+                       seed=seed, data=args.data, data_seed=args.data_seed,
+                       progress=args.progress, baseline=baseline)
+  except Exception as e:  # pylint: disable=broad-except
+    # One failed run must not lose hours of others' results.
+    traceback.print_exc()
+    return None, '', portable_text(
+        f'training failed: {type(e).__name__}: {e}')
+  if getattr(result, 'interrupted_by', None) is not None:
+    raise StudyInterrupted(
+        f'training {name} (seed {seed}) was stopped by signal '
+        f'{result.interrupted_by}; its checkpoint is in {shown}: run the same '
+        'command again to resume')
+  reason = finished_mismatch(name, preset, seed, own, steps, args.seconds)
+  if reason is not None:
+    return None, '', f'{shown}: after training: {reason}'
+  return own, 'resumed' if resumed else 'trained', None
 
 
 # ----------------------------------------------------------------------------
@@ -289,6 +506,7 @@ def run_study(args: Any, argv: Sequence[str] = ()
   """Runs the study described by `args` (attributes named as the flags of
   benchmarks/study.py); returns study.json's dict."""
   models = parse_models(args.models)
+  seeds = parse_seeds(args.seeds)
   preset = args.preset
   for name in models:
     entry = registry.get(base_model(name))
@@ -302,62 +520,57 @@ def run_study(args: Any, argv: Sequence[str] = ()
   if not 0 < args.truncation_margin:
     raise ValueError('--truncation_margin must be > 0')
   if args.seconds:
-    steps, budget = args.steps, f'{args.seconds:g} s of training per model'
+    steps, budget = args.steps, f'{args.seconds:g} s of training per run'
   else:
     steps = args.steps
     if steps is None:
       budget_model = BUDGET_MODEL if BUDGET_MODEL in registry.names() else \
           base_model(models[0])
       steps = registry.get(budget_model).config(preset).train.steps
-    budget = f'{steps} training steps per model'
+    budget = f'{steps} training steps per run'
   workdir_root = args.workdir_root or os.path.join('runs', f'study_{preset}')
   load_before = ', '.join(f'{x:.1f}' for x in os.getloadavg())
 
-  results, missing = {}, {}
-  bar = tqdm.tqdm(models, desc='study', unit='model', disable=not args.progress)
-  for name in bar:
-    bar.set_postfix_str(name)
-    workdir, skipped = find_run(name, preset, args.reuse_root)
-    source = 'reused'
-    if workdir is None:
-      own = os.path.join(workdir_root, name)
-      reason = _run_matches(name, preset, own) if os.path.isdir(own) else \
-          'no workdir'
-      if reason is None and _budget_met(own, steps, args.seconds):
-        workdir, source = own, 'reused'
-      elif not args.train:
-        missing[name] = '; '.join(skipped + [f'{own}: {reason}']) + \
-            ' (--notrain)'
+  runs: dict[str, list[dict[str, Any]]] = {name: [] for name in models}
+  missing: dict[str, dict[str, str]] = {}
+  # Seed by seed, so an interrupted study has every model at the first seeds.
+  pairs = [(seed, name) for seed in seeds for name in models]
+  bar = tqdm.tqdm(pairs, desc='study', unit='run', disable=not args.progress)
+  try:
+    for seed, name in bar:
+      bar.set_postfix_str(f'{name} seed {seed}')
+      # The mean-pose baseline is the same for every seed: measured once.
+      workdir, source, why = obtain_run(name, preset, seed, args, steps,
+                                        workdir_root,
+                                        baseline=seed == seeds[0])
+      if workdir is None:
+        missing.setdefault(name, {})[str(seed)] = why
         continue
-      else:
-        try:
-          train_run(name, preset, own, steps=steps, seconds=args.seconds,
-                    seed=args.seed, data=args.data, data_seed=args.data_seed,
-                    progress=args.progress)
-        except Exception as e:  # pylint: disable=broad-except
-          # One failed model must not lose hours of others' results.
-          traceback.print_exc()
-          missing[name] = f'training failed: {type(e).__name__}: {e}'
-          continue
-        workdir, source = own, 'trained'
-    try:
-      results[name] = study_result(name, preset, workdir, source, args)
-    except Exception as e:  # pylint: disable=broad-except
-      traceback.print_exc()
-      missing[name] = f'{workdir}: evaluation failed: {type(e).__name__}: {e}'
-  bar.close()
+      try:
+        runs[name].append(study_result(
+            name, preset, seed, workdir, source, args,
+            evaluate=source == 'reused'))
+      except Exception as e:  # pylint: disable=broad-except
+        traceback.print_exc()
+        missing.setdefault(name, {})[str(seed)] = portable_text(
+            f'{shown_path(workdir)}: evaluation failed: '
+            f'{type(e).__name__}: {e}')
+  finally:
+    bar.close()
+  results = {name: model_entry(name, preset, runs[name]) for name in models
+             if runs[name]}
 
-  data_dirs = sorted({r['data_dir'] for r in results.values()})
-  off_budget = [f'{m} ({r.get("steps")} steps)' for m, r in results.items()
-                if steps is not None and not args.seconds
-                and r.get('steps') != steps]
+  data_dirs = sorted({r['data_dir'] for entry in results.values()
+                      for r in entry['runs']})
   setup = {
-      'command': shlex.join(['python', '-m', 'benchmarks.study', *argv]),
+      'command': command_line(argv),
       'date': datetime.datetime.now().astimezone().isoformat(
           timespec='seconds'),
       'preset': preset, 'budget': budget, 'steps': steps,
-      'seconds': args.seconds, 'truncation_margin': args.truncation_margin,
-      'speed_batch': args.speed_batch, 'tie_fraction': args.tie_fraction,
+      'seconds': args.seconds, 'seeds': seeds,
+      'truncation_margin': args.truncation_margin,
+      'speed_batch': args.speed_batch,
+      'spread_factor': SPREAD_FACTOR, 'std_ddof': STD_DDOF,
       'machine': f'{platform.machine()}, {os.cpu_count()} CPUs, Python '
                  f'{platform.python_version()}, {_versions()}',
       'load_before': load_before,
@@ -366,38 +579,28 @@ def run_study(args: Any, argv: Sequence[str] = ()
       'data_warning': None if len(data_dirs) <= 1 else (
           'the runs were evaluated on different test sets: '
           + ', '.join(data_dirs)),
-      'budget_warning': None if not off_budget else (
-          f'reused runs not trained for the budget of {steps} steps: '
-          + ', '.join(off_budget) + '; comparisons involving them are '
-          'flagged below'),
   }
   study = {'setup': setup, 'models': models, 'results': results,
            'missing': missing}
-  verdicts = [judge(c, results, args.tie_fraction) for c in PAPER_CLAIMS]
+  verdicts = [judge(c, results) for c in PAPER_CLAIMS]
   study['claims'] = [{
       'key': v.claim.key, 'title': v.claim.title, 'status': v.status,
       'better': v.better, 'worse': v.worse, 'metric': v.claim.metric,
-      'ours': list(v.ours) if v.ours else None, 'relative': v.relative,
+      'ours': list(v.ours) if v.ours else None,
+      'std': list(v.stds) if v.stds else None,
+      'seeds': list(v.seeds) if v.seeds else None,
+      'threshold': v.threshold, 'relative': v.relative,
       'paper': list(v.claim.paper) if v.claim.paper else None,
       'notes': v.notes} for v in verdicts]
 
   os.makedirs(args.out_dir, exist_ok=True)
   fileio.atomic_write_text(os.path.join(args.out_dir, JSON_FILE),
-                     json.dumps(_jsonable(study), indent=1, sort_keys=False)
-                     + '\n')
+                           json.dumps(_jsonable(study), indent=1,
+                                      sort_keys=False) + '\n')
   write_chart(study, os.path.join(args.out_dir, CHART_FILE))
   fileio.atomic_write_text(os.path.join(args.out_dir, STUDY_FILE),
-                     render_markdown(study, verdicts))
+                           render_markdown(study, verdicts))
   return study
-
-
-def _budget_met(workdir: str, steps: int | None,
-                seconds: float | None) -> bool:
-  metrics = fileio.read_json(os.path.join(workdir, METRICS_FILE))
-  if seconds:
-    return float(metrics.get('train_seconds') or 0.) >= 0.95 * seconds or (
-        steps is not None and int(metrics.get('steps') or 0) >= steps)
-  return steps is None or int(metrics.get('steps') or 0) >= steps
 
 
 def _versions() -> str:

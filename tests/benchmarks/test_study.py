@@ -1,10 +1,15 @@
 """benchmarks/study.py (and study_claims, study_report, study_runner): the
-report is produced and its verdicts follow from the numbers.
+report is produced, its means and spreads follow from the per-seed numbers
+and its verdicts from the spread rule, and finished runs are reused.
 
 One smoke-preset study of two models (c2f_volumetric and metrabs, the
-truncation pair) trains into a temporary directory and is then re-run
-reusing those runs; the rest checks the claim logic, the truncation
-statistics and the study-only models against independent computations.
+truncation pair) with two seeds trains into a temporary directory; further
+invocations find and reuse those runs, with a stand-in for their
+evaluation (the trained runs' evaluation is checked on the first). The
+rest checks the claim logic, the seed statistics, the run matching, the
+truncation statistics and the study-only models against independent
+computations, with stand-ins for training and evaluation where only the
+study's decisions are under test.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import json
 import math
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -23,90 +29,161 @@ from benchmarks import study_runner
 from zoo import metrics as metrics_lib
 
 MODELS = ('c2f_volumetric', 'metrabs')
+SEEDS = (0, 1)
 FAST = ['--preset=smoke', '--speed_seconds=0', '--speed_iters=1',
         '--speed_batch=4', '--noprogress']
 
 
+def _study_argv(root):
+  return FAST + [f'--models={",".join(MODELS)}',
+                 f'--seeds={",".join(map(str, SEEDS))}',
+                 f'--workdir_root={root / "runs"}', f'--out_dir={root / "out"}']
+
+
 @pytest.fixture(scope='module')
 def smoke_study(tmp_path_factory):
+  """(root, trainer calls) of a real smoke study run from `root`."""
   root = tmp_path_factory.mktemp('study')
-  runs, out = root / 'runs', root / 'out'
-  argv = FAST + [f'--models={",".join(MODELS)}', f'--workdir_root={runs}',
-                 f'--out_dir={out}']
-  assert study.main(argv) == 0
-  return runs, out
+  calls = []
+  train_run, study_result = study_runner.train_run, study_runner.study_result
+
+  def counting_train_run(name, preset, workdir, **kwargs):
+    calls.append((name, kwargs['seed'], workdir, kwargs['baseline']))
+    return train_run(name, preset, workdir, **kwargs)
+
+  def checked_study_result(*args, evaluate=True):
+    assert not evaluate  # trained now: its training evaluated it
+    return study_result(*args, evaluate=evaluate)
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.chdir(root)  # as a user runs it: from the repository root
+    patch.setattr(study_runner, 'train_run', counting_train_run)
+    patch.setattr(study_runner, 'study_result', checked_study_result)
+    assert study.main(_study_argv(root)) == 0
+  return root, calls
 
 
-def _status(better: float, worse: float, tie: float = 0.02) -> str:
-  relative = (worse - better) / abs(worse)
-  if relative > tie:
+def _expected_status(better, worse):
+  """The spread rule, written out independently: lower is better."""
+  better, worse = np.asarray(better, float), np.asarray(worse, float)
+  if better.size == 0 or worse.size == 0:
+    return 'not tested'
+  if better.size < 2 or worse.size < 2:
+    return 'inconclusive (one seed)'
+  difference = worse.mean() - better.mean()
+  spread = 2 * max(np.std(better, ddof=1), np.std(worse, ddof=1))
+  if difference > spread:
     return 'held'
-  if relative < -tie:
+  if difference < -spread:
     return 'did not hold'
   return 'inconclusive'
 
 
+def _pm(values, digits=1, scale=1.):
+  values = scale * np.asarray(values, float)
+  std = f'{np.std(values, ddof=1):.{digits}f}' if values.size > 1 else 'n/a'
+  return f'{values.mean():.{digits}f} ± {std}'
+
+
 def test_report_chart_and_json_are_written(smoke_study):
-  runs, out = smoke_study
+  root, calls = smoke_study
+  runs, out = root / 'runs', root / 'out'
+  # Every model trained once per seed, each into its own workdir; the
+  # mean-pose baseline (the same for every seed) measured at the first.
+  assert sorted(calls) == sorted(
+      (n, s, os.path.join(str(runs), n, f'seed{s}'), s == SEEDS[0])
+      for n in MODELS for s in SEEDS)
   with open(out / 'study.png', 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   data = json.loads((out / 'study.json').read_text())
   text = (out / 'STUDY.md').read_text()
-  assert data['setup']['budget'] == '3 training steps per model'  # smoke
+  assert data['setup']['budget'] == '3 training steps per run'  # smoke
+  assert data['setup']['seeds'] == list(SEEDS)
   for name in MODELS:
-    result = data['results'][name]
-    assert result['source'] == 'trained'
-    assert result['steps'] == 3
-    metrics = json.loads((runs / name / 'metrics.json').read_text())
-    assert result['mpjpe_mm'] == pytest.approx(metrics['mpjpe_mm'])
-    # Main table row: the run's own numbers, formatted.
-    row = next(l for l in text.splitlines() if l.startswith(f'| `{name}` | 3 |'))
-    assert f'| {metrics["mpjpe_mm"]:.1f} | {metrics["pa_mpjpe_mm"]:.1f} |' \
-        in row
-    assert f'| {100 * metrics["pck3d_150"]:.1f} | {100 * metrics["auc"]:.1f}' \
-        in row
+    entry = data['results'][name]
+    assert entry['seeds'] == list(SEEDS)
+    metrics = []
+    for seed, result in zip(SEEDS, entry['runs']):
+      workdir = runs / name / f'seed{seed}'
+      assert result['seed'] == seed
+      assert result['source'] == 'trained'
+      assert result['steps'] == 3
+      assert result['workdir'] == f'runs/{name}/seed{seed}'
+      assert json.loads((workdir / 'config.json').read_text())['seed'] == seed
+      metrics.append(json.loads((workdir / 'metrics.json').read_text()))
+      assert result['mpjpe_mm'] == pytest.approx(metrics[-1]['mpjpe_mm'])
+      # Truncated crops: the smaller box margin really truncates.
+      truncated = result['truncated']
+      assert truncated['box_margin'] == 0.8
+      assert truncated['truncated_joint_fraction'] > 0.05
+      assert math.isfinite(truncated['mpjpe_truncated_joints_mm'])
+      assert result['train_examples_per_second'] == pytest.approx(
+          metrics[-1]['train_examples_per_second'])
+      assert result['inference']['examples_per_second'] > 0
+      assert result['inference']['batch'] == 4
+      # Trained now at the preset: nothing differs from it.
+      assert result['config_differences'] == []
+    # The seeds are different runs.
+    assert metrics[0]['mpjpe_mm'] != metrics[1]['mpjpe_mm']
+    mpjpe = [m['mpjpe_mm'] for m in metrics]
+    assert entry['mean']['mpjpe_mm'] == pytest.approx(np.mean(mpjpe))
+    assert entry['std']['mpjpe_mm'] == pytest.approx(np.std(mpjpe, ddof=1))
+    # Main table row: mean ± sample std of the runs' own numbers.
+    row = next(l for l in text.splitlines()
+               if l.startswith(f'| `{name}` | 2 | 3 |'))
+    pa = [m['pa_mpjpe_mm'] for m in metrics]
+    assert f'| {_pm(mpjpe)} | {_pm(pa)} |' in row
+    assert f'| {_pm([m["pck3d_150"] for m in metrics], 1, 100)} | ' \
+           f'{_pm([m["auc"] for m in metrics], 1, 100)} |' in row
     # Per-action row, in the header's action order.
     header = next(l for l in text.splitlines()
                   if l.startswith('| model | ') and 'discussion' in l)
     actions = [c.strip() for c in header.strip('|').split('|')][1:]
-    assert actions == sorted(metrics['per_action'])
-    cells = [f'{metrics["per_action"][a]:.1f}' for a in actions]
+    assert actions == sorted(metrics[0]['per_action'])
+    cells = [_pm([m['per_action'][a] for m in metrics]) for a in actions]
     assert f'| `{name}` | ' + ' | '.join(cells) + ' |' in text
-    # Truncated crops: the smaller box margin really truncates.
-    truncated = result['truncated']
-    assert truncated['box_margin'] == 0.8
-    assert truncated['truncated_joint_fraction'] > 0.05
-    assert math.isfinite(truncated['mpjpe_truncated_joints_mm'])
-    # Speeds: training from metrics.json, inference measured.
-    assert result['train_examples_per_second'] == pytest.approx(
-        metrics['train_examples_per_second'])
-    assert result['inference']['examples_per_second'] > 0
-    assert result['inference']['batch'] == 4
-    # Trained now at the preset: nothing differs from it.
-    assert result['config_differences'] == []
+    # The mean-pose baseline: measured by the first seed's run only.
+    assert 'mean_pose_baseline' not in metrics[1]
+  baseline = json.loads((runs / MODELS[0] / 'seed0' / 'metrics.json')
+                        .read_text())['mean_pose_baseline']
+  assert (f'| mean pose (baseline) | - | - | {baseline["mpjpe_mm"]:.1f} | '
+          f'{baseline["pa_mpjpe_mm"]:.1f} |') in text
   # The metrabs model reports its own truncation metric too.
-  assert 'mpjpe_truncated_mm' in data['results']['metrabs']['truncated']
+  assert 'mpjpe_truncated_mm' in data['results']['metrabs']['runs'][0][
+      'truncated']
   assert '![main table](study.png)' in text
+  assert 'ddof=1' in text
+  # A command a user can run from the repository root, and no path of the
+  # machine anywhere in the report.
+  assert (f'`python -m benchmarks.study {" ".join(FAST)} '
+          f'--models={",".join(MODELS)} --seeds=0,1 --workdir_root=runs '
+          '--out_dir=out`') in text
+  for document in (text, (out / 'study.json').read_text()):
+    assert str(root) not in document
+    assert os.path.expanduser('~') + os.sep not in document
 
 
 def test_claim_lines_follow_the_numbers(smoke_study):
-  _, out = smoke_study
-  data = json.loads((out / 'study.json').read_text())
-  text = (out / 'STUDY.md').read_text()
+  root, _ = smoke_study
+  data = json.loads((root / 'out' / 'study.json').read_text())
+  text = (root / 'out' / 'STUDY.md').read_text()
   claims = {c['key']: c for c in data['claims']}
-  # Truncation: recomputed from the per-model truncated-crop errors.
-  t = {m: data['results'][m]['truncated'] for m in MODELS}
-  ratio = {m: t[m]['mpjpe_truncated_joints_mm'] / t[m][
-      'mpjpe_in_crop_joints_mm'] for m in MODELS}
-  expected = _status(ratio['metrabs'], ratio['c2f_volumetric'])
+  # Truncation: recomputed from the per-seed truncated-crop errors.
+  ratio = {m: [r['truncated']['mpjpe_truncated_joints_mm'] /
+               r['truncated']['mpjpe_in_crop_joints_mm']
+               for r in data['results'][m]['runs']] for m in MODELS}
+  expected = _expected_status(ratio['metrabs'], ratio['c2f_volumetric'])
   claim = claims['truncation_robustness']
   assert claim['status'] == expected
-  assert claim['ours'] == pytest.approx([ratio['metrabs'],
-                                         ratio['c2f_volumetric']])
+  assert claim['ours'] == pytest.approx([np.mean(ratio['metrabs']),
+                                         np.mean(ratio['c2f_volumetric'])])
+  assert claim['std'] == pytest.approx(
+      [np.std(ratio['metrabs'], ddof=1),
+       np.std(ratio['c2f_volumetric'], ddof=1)])
   line = next(l for l in text.splitlines() if 'localise joints outside' in l)
   assert line.startswith(f'- **{expected.upper()}**')
-  assert f'metrabs {ratio["metrabs"]:.2f} vs c2f_volumetric ' \
-         f'{ratio["c2f_volumetric"]:.2f}' in line
+  assert f'metrabs {_pm(ratio["metrabs"], 2)} (2 seeds) vs c2f_volumetric ' \
+         f'{_pm(ratio["c2f_volumetric"], 2)} (2 seeds)' in line
   # The other claims need models this study did not run.
   for key in ('volumetric_vs_regression', 'c2f_vs_naive',
               'end_to_end_vs_decoupled', 'fusion_vs_none'):
@@ -114,83 +191,361 @@ def test_claim_lines_follow_the_numbers(smoke_study):
   assert text.count('- **NOT TESTED**') == 4
 
 
-def test_reuses_finished_runs_and_reports_missing(smoke_study, tmp_path):
-  runs, _ = smoke_study
-  weights = runs / 'metrabs' / 'model.weights.h5'
+def _stand_in_result(calls):
+  """study_result without loading or evaluating: the run's metrics.json."""
+  def study_result(name, preset, seed, workdir, source, args, *,
+                   evaluate=True):
+    calls.append((name, seed, workdir, source, evaluate))
+    metrics = json.loads(open(os.path.join(workdir, 'metrics.json')).read())
+    return {'model': name, 'seed': seed, 'source': source,
+            'workdir': study_runner.shown_path(workdir), 'overrides': {},
+            'steps': metrics['steps'], 'mpjpe_mm': metrics['mpjpe_mm'],
+            'data_dir': 'data'}
+  return study_result
+
+
+def _no_training(*args, **kwargs):
+  raise AssertionError(f'trained again: {args} {kwargs}')
+
+
+def test_same_command_again_reuses_every_run(smoke_study, monkeypatch):
+  root, _ = smoke_study
+  runs = root / 'runs'
+  weights = sorted(runs.glob('*/seed*/model.weights.h5'))
+  assert len(weights) == len(MODELS) * len(SEEDS)
+  mtimes = [os.stat(w).st_mtime_ns for w in weights]
+  evaluated = []
+  monkeypatch.chdir(root)
+  monkeypatch.setattr(study_runner, 'train_run', _no_training)
+  monkeypatch.setattr(study_runner, 'study_result',
+                      _stand_in_result(evaluated))
+  argv = _study_argv(root)
+  argv[argv.index(f'--out_dir={root / "out"}')] = f'--out_dir={root / "again"}'
+  assert study.main(argv) == 0
+  assert sorted(evaluated) == sorted(
+      (n, s, os.path.join(str(runs), n, f'seed{s}'), 'reused', True)
+      for n in MODELS for s in SEEDS)
+  assert [os.stat(w).st_mtime_ns for w in weights] == mtimes
+  data = json.loads((root / 'again' / 'study.json').read_text())
+  assert data['missing'] == {}
+
+
+def test_reuse_root_and_missing_runs(smoke_study, tmp_path, monkeypatch):
+  root, _ = smoke_study
+  runs = root / 'runs'
+  weights = runs / 'metrabs' / 'seed0' / 'model.weights.h5'
   mtime = os.stat(weights).st_mtime_ns
+  evaluated = []
+  monkeypatch.setattr(study_runner, 'train_run', _no_training)
+  monkeypatch.setattr(study_runner, 'study_result',
+                      _stand_in_result(evaluated))
   out = tmp_path / 'reused'
   assert study.main(FAST + ['--models=metrabs,coordinate_regression',
-                            f'--reuse_root={runs}', '--notrain',
+                            '--seeds=0', f'--reuse_root={runs}', '--notrain',
+                            f'--workdir_root={tmp_path / "none"}',
+                            f'--out_dir={out}']) == 0
+  # A run found under a reuse root is evaluated again (it may predate a
+  # change of decoding).
+  assert evaluated == [('metrabs', 0, str(weights.parent), 'reused', True)]
+  assert os.stat(weights).st_mtime_ns == mtime  # not retrained
+  data = json.loads((out / 'study.json').read_text())
+  (result,) = data['results']['metrabs']['runs']
+  assert result['workdir'] == study_runner.shown_path(weights.parent)
+  assert list(data['missing']) == ['coordinate_regression']
+  assert '--notrain' in data['missing']['coordinate_regression']['0']
+  assert not (tmp_path / 'none').exists()
+  text = (out / 'STUDY.md').read_text()
+  assert re.search(r'\| `coordinate_regression` \| 0 \| +\| missing \|', text)
+  # One seed: the spread is unknown, shown as n/a.
+  assert f'| `metrabs` | 1 | 3 | {result["mpjpe_mm"]:.1f} ± n/a |' in text
+
+
+def test_runs_of_another_seed_or_budget_are_not_reused(smoke_study,
+                                                       tmp_path):
+  root, _ = smoke_study
+  reuse = tmp_path / 'reuse'
+  # A seed-0 run filed under seed 1.
+  shutil.copytree(root / 'runs' / 'metrabs' / 'seed0',
+                  reuse / 'metrabs' / 'seed1')
+  out = tmp_path / 'out'
+  assert study.main(FAST + ['--models=metrabs', '--seeds=1', '--notrain',
+                            f'--reuse_root={reuse}',
                             f'--workdir_root={tmp_path / "none"}',
                             f'--out_dir={out}']) == 0
   data = json.loads((out / 'study.json').read_text())
-  assert data['results']['metrabs']['source'] == 'reused'
-  assert data['results']['metrabs']['workdir'] == str(runs / 'metrabs')
-  assert os.stat(weights).st_mtime_ns == mtime  # not retrained
-  assert 'coordinate_regression' in data['missing']
-  assert not (tmp_path / 'none').exists()
-  text = (out / 'STUDY.md').read_text()
-  assert re.search(r'\| `coordinate_regression` \| +\| missing \|', text)
+  assert data['results'] == {}
+  assert 'trained with seed 0' in data['missing']['metrabs']['1']
+  # The right seed, but another budget.
+  assert study.main(FAST + ['--models=metrabs', '--seeds=0', '--notrain',
+                            '--steps=4', f'--reuse_root={root / "runs"}',
+                            f'--workdir_root={tmp_path / "none"}',
+                            f'--out_dir={out}']) == 0
+  data = json.loads((out / 'study.json').read_text())
+  assert data['results'] == {}
+  assert 'trained for 3 steps, not 4' in data['missing']['metrabs']['0']
+  assert data['claims'][-1]['status'] == 'not tested'
 
 
-def _result(value, steps=100, key='mpjpe_mm'):
-  out = {'steps': steps}
-  node = out
-  parts = key.split('.')
-  for part in parts[:-1]:
-    node = node.setdefault(part, {})
-  node[parts[-1]] = value
-  return out
+# ----------------------------------------------------------------------------
+# The decisions, with stand-ins for training and evaluation
+# ----------------------------------------------------------------------------
+
+def _fake_run(workdir, model, preset='smoke', seed=0, steps=3, config=None,
+              finished=True, checkpoint=False):
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    json.dump({'model': model, 'preset': preset, 'seed': seed,
+               'config': config or {}}, f)
+  if finished:
+    with open(os.path.join(workdir, 'metrics.json'), 'w') as f:
+      json.dump({'model': model, 'preset': preset, 'steps': steps,
+                 'mpjpe_mm': 100. + seed}, f)
+  if checkpoint:  # what tf.train.latest_checkpoint finds
+    directory = os.path.join(workdir, 'checkpoints')
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, 'checkpoint'), 'w') as f:
+      f.write('model_checkpoint_path: "ckpt-2"\n')
+    open(os.path.join(directory, 'ckpt-2.index'), 'w').close()
+  return str(workdir)
 
 
-def test_judge_verdicts():
+def test_own_workdir_finished_resumed_foreign_or_over_budget(tmp_path,
+                                                             monkeypatch):
+  runs = tmp_path / 'runs'
+  trained, evaluated = [], []
+
+  def fake_train_run(name, preset, workdir, *, steps, seconds, seed, data,
+                     data_seed, progress, baseline):
+    trained.append((name, seed, workdir))
+    _fake_run(workdir, name, preset, seed, steps)
+
+  monkeypatch.setattr(study_runner, 'train_run', fake_train_run)
+  monkeypatch.setattr(study_runner, 'study_result',
+                      _stand_in_result(evaluated))
+  finished = _fake_run(runs / 'metrabs' / 'seed0', 'metrabs')
+  unfinished = _fake_run(runs / 'metrabs' / 'seed1', 'metrabs', seed=1,
+                         finished=False, checkpoint=True)
+  foreign = _fake_run(runs / 'metrabs' / 'seed2', 'metrabs', seed=0)
+  over = _fake_run(runs / 'metrabs' / 'seed3', 'metrabs', seed=3, steps=9)
+  argv = FAST + ['--models=metrabs', '--seeds=0,1,2,3,4',
+                 f'--workdir_root={runs}', f'--out_dir={tmp_path / "out"}']
+  assert study.main(argv) == 0
+  assert trained == [('metrabs', 1, unfinished),
+                     ('metrabs', 4, str(runs / 'metrabs' / 'seed4'))]
+  sources = {seed: (source, again) for _, seed, _, source, again in evaluated}
+  # Runs trained now keep their training's evaluation.
+  assert sources == {0: ('reused', True), 1: ('resumed', False),
+                     4: ('trained', False)}
+  assert evaluated[0][2] == finished
+  data = json.loads((tmp_path / 'out' / 'study.json').read_text())
+  assert data['results']['metrabs']['seeds'] == [0, 1, 4]
+  missing = data['missing']['metrabs']
+  assert 'holds another run (it was trained with seed 0)' in missing['2']
+  assert 'trained for 9 steps, not 3, more than the budget' in missing['3']
+  assert os.path.exists(os.path.join(foreign, 'metrics.json'))
+  assert os.path.exists(os.path.join(over, 'metrics.json'))
+  # The per-seed values and their mean and sample std, as numpy has them.
+  values = [100., 101., 104.]
+  entry = data['results']['metrabs']
+  assert [r['mpjpe_mm'] for r in entry['runs']] == values
+  assert entry['mean']['mpjpe_mm'] == pytest.approx(np.mean(values))
+  assert entry['std']['mpjpe_mm'] == pytest.approx(np.std(values, ddof=1))
+  # Again: everything that could be reused is; nothing trains.
+  trained.clear()
+  monkeypatch.setattr(study_runner, 'train_run', _no_training)
+  assert study.main(argv + ['--notrain']) == 0
+
+
+def test_find_run_checks_model_preset_seed_budget_and_ablation(tmp_path):
+  def find(name, seed=0, steps=3, preset='smoke'):
+    return study_runner.find_run(name, preset, seed, [str(tmp_path)], steps)
+
+  _fake_run(tmp_path / 'lifting_deep_smoke' / 'seed0', 'lifting_deep',
+            config={'fusion': False})
+  # The registered model's run must not be its ablation ...
+  found, skipped = find('lifting_deep')
+  assert found is None and 'lifting_deep_nofusion' in skipped[0]
+  # ... which is what the pseudo-model looks for.
+  ablation = _fake_run(tmp_path / 'lifting_deep_nofusion' / 'seed0',
+                       'lifting_deep', config={'fusion': False})
+  assert find('lifting_deep_nofusion')[0] == ablation
+  _fake_run(tmp_path / 'metrabs' / 'seed0', 'metrabs', preset='cpu')
+  found, skipped = find('metrabs')
+  assert found is None and "preset 'cpu'" in skipped[0]
+  _fake_run(tmp_path / 'coordinate_regression' / 'seed0', 'c2f_volumetric')
+  found, skipped = find('coordinate_regression')
+  assert found is None and "run of 'c2f_volumetric'" in skipped[0]
+  # Seeds and budgets.
+  seed1 = _fake_run(tmp_path / 'c2f_volumetric' / 'seed1', 'c2f_volumetric',
+                    seed=1)
+  assert find('c2f_volumetric', seed=1)[0] == seed1
+  found, skipped = find('c2f_volumetric', seed=1, steps=4)
+  assert found is None and 'trained for 3 steps, not 4' in skipped[0]
+  _fake_run(tmp_path / 'c2f_volumetric' / 'seed2', 'c2f_volumetric', seed=1)
+  found, skipped = find('c2f_volumetric', seed=2)
+  assert found is None and 'trained with seed 1' in skipped[0]
+  # The single-seed layout counts as seed 0 when it recorded seed 0 ...
+  old = _fake_run(tmp_path / 'volumetric_stacked', 'volumetric_stacked')
+  assert find('volumetric_stacked')[0] == old
+  assert find('volumetric_stacked', seed=1)[0] is None
+  # ... and not otherwise.
+  _fake_run(tmp_path / 'decoupled_volumetric_smoke', 'decoupled_volumetric',
+            seed=1)
+  found, skipped = find('decoupled_volumetric')
+  assert found is None and 'trained with seed 1' in skipped[0]
+  assert find('decoupled_volumetric', seed=1)[0] is None
+  # A run that records no seed is not assumed to be seed 0.
+  path = _fake_run(tmp_path / 'lifting_deep' / 'seed0', 'lifting_deep')
+  os.remove(os.path.join(path, 'config.json'))
+  found, skipped = find('lifting_deep')
+  assert found is None and 'records no training seed' in skipped[0]
+  # Seconds budgets: at least 95 % of the seconds.
+  assert study_runner.budget_mismatch({'train_seconds': 9.6}, None, 10.) is None
+  assert 'not 10 s' in study_runner.budget_mismatch({'train_seconds': 9.},
+                                                    None, 10.)
+
+
+def test_seeds_flag():
+  assert study_runner.parse_seeds(['3', ' 1', '0']) == [3, 1, 0]
+  for bad, message in ((['a'], 'not an integer'), (['-1'], '>= 0'),
+                       (['1', '1'], 'twice'), ([], 'at least one')):
+    with pytest.raises(ValueError, match=message):
+      study_runner.parse_seeds(bad)
+  assert study.main(FAST + ['--models=metrabs', '--seeds=0,x']) == 2
+
+
+# ----------------------------------------------------------------------------
+# Seed statistics and verdicts on hand-made numbers
+# ----------------------------------------------------------------------------
+
+def test_seed_statistics_against_numpy():
+  rng = np.random.default_rng(3)
+  runs = []
+  for seed in range(4):
+    runs.append({'seed': seed, 'steps': 100, 'mpjpe_mm': rng.normal(120, 5),
+                 'flip_test': True, 'model': 'x',
+                 'per_action': {'walk': rng.normal(100, 3),
+                                'sit': rng.normal(140, 3)},
+                 'truncated': {'outside_inside_ratio': rng.normal(2, .2)}})
+  runs[2]['truncated']['outside_inside_ratio'] = float('nan')
+  mean, std = study_claims.aggregate_runs(runs)
+  mpjpe = [r['mpjpe_mm'] for r in runs]
+  assert mean['mpjpe_mm'] == pytest.approx(np.mean(mpjpe))
+  assert std['mpjpe_mm'] == pytest.approx(np.std(mpjpe, ddof=1))
+  walk = [r['per_action']['walk'] for r in runs]
+  assert mean['per_action']['walk'] == pytest.approx(np.mean(walk))
+  assert std['per_action']['walk'] == pytest.approx(np.std(walk, ddof=1))
+  ratios = [r['truncated']['outside_inside_ratio'] for r in runs]
+  assert mean['truncated']['outside_inside_ratio'] == pytest.approx(
+      np.nanmean(ratios))
+  assert std['truncated']['outside_inside_ratio'] == pytest.approx(
+      np.nanstd(ratios, ddof=1))
+  assert mean['steps'] == 100 and std['steps'] == 0.
+  assert 'flip_test' not in mean and 'model' not in mean
+  # One seed: a mean, no spread.
+  one_mean, one_std = study_claims.aggregate_runs(runs[:1])
+  assert one_mean['mpjpe_mm'] == pytest.approx(mpjpe[0])
+  assert math.isnan(one_std['mpjpe_mm'])
+  assert study_report.cell({'mean': one_mean, 'std': one_std},
+                           'mpjpe_mm') == f'{mpjpe[0]:.1f} ± n/a'
+  assert study_report.cell({'mean': mean, 'std': std}, 'mpjpe_mm') == \
+      _pm(mpjpe)
+  assert study_report.cell({'mean': mean, 'std': std}, 'nope') == 'n/a'
+
+
+def _entry(values, key='mpjpe_mm', steps=100, seeds=None):
+  runs = []
+  for seed, value in zip(seeds or range(len(values)), values):
+    run = {'seed': seed, 'steps': steps}
+    node = run
+    parts = key.split('.')
+    for part in parts[:-1]:
+      node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    runs.append(run)
+  return {'runs': runs}
+
+
+@pytest.mark.parametrize('better,worse', [
+    ([80., 81., 79.], [100., 101., 99.]),        # held
+    ([100., 102., 101.], [80., 79., 81.]),       # did not hold
+    ([90., 95., 92.], [93., 97., 91.]),          # inconclusive
+    ([90., 91.], [93., 92.]),                    # held: 2.0 > 2 x 0.71
+    ([90., 92.], [93., 94.]),                    # inconclusive: 2.5 < 2.83
+    ([80.], [100., 101.]),                       # one seed
+    ([80., 81.], [100.]),                        # one seed
+    ([80., float('nan')], [100., 101.]),         # one finite seed
+])
+def test_judge_follows_the_spread_rule(better, worse):
   claim = next(c for c in study_claims.PAPER_CLAIMS if c.key == 'c2f_vs_naive')
-  held = study_claims.judge(claim, {'c2f_volumetric': _result(80.),
-                             'volumetric_stacked': _result(100.)})
-  assert held.status == 'held'
-  assert held.relative == pytest.approx(0.2)
-  assert held.ours == (80., 100.)
-  line = study_report.claim_line(held)
-  assert line.startswith('**HELD**')
-  assert 'c2f_volumetric 80.0 mm vs volumetric_stacked 100.0 mm' in line
-  assert '20.0 % better for c2f_volumetric' in line
+  v = study_claims.judge(claim, {'c2f_volumetric': _entry(better),
+                                 'volumetric_stacked': _entry(worse)})
+  b = [x for x in better if math.isfinite(x)]
+  assert v.status == _expected_status(b, worse)
+  assert v.ours == pytest.approx((np.mean(b), np.mean(worse)))
+  assert v.seeds == (len(b), len(worse))
+  line = study_report.claim_line(v)
+  assert line.startswith(f'**{v.status.upper()}**')
+  assert f'c2f_volumetric {_pm(b)} mm ({len(b)} seed' in line
+  if v.status == 'inconclusive (one seed)':
+    assert v.threshold is None
+    assert any('one seed' in n for n in v.notes)
+  else:
+    assert v.threshold == pytest.approx(
+        2 * max(np.std(b, ddof=1), np.std(worse, ddof=1)))
   # The paper's relative gain, computed from its numbers (69.8 vs 80.1).
   assert f'({100 * (80.1 - 69.8) / 80.1:.1f} % better)' in line
-  worse = study_claims.judge(claim, {'c2f_volumetric': _result(100.),
-                              'volumetric_stacked': _result(80.)})
-  assert worse.status == 'did not hold'
-  assert '25.0 % worse for c2f_volumetric' in study_report.claim_line(worse)
-  tie = study_claims.judge(claim, {'c2f_volumetric': _result(99.),
-                            'volumetric_stacked': _result(100.)})
-  assert tie.status == 'inconclusive'
-  assert study_claims.judge(claim, {'c2f_volumetric': _result(99.),
-                             'volumetric_stacked': _result(100.)},
-                     tie_fraction=0.005).status == 'held'
-  missing = study_claims.judge(claim, {'c2f_volumetric': _result(80.)})
+
+
+def test_judge_not_tested_stand_ins_and_notes():
+  claim = next(c for c in study_claims.PAPER_CLAIMS if c.key == 'c2f_vs_naive')
+  missing = study_claims.judge(claim, {'c2f_volumetric': _entry([80., 81.])})
   assert missing.status == 'not tested'
   assert 'volumetric_stacked' in study_report.claim_line(missing)
-  nan = study_claims.judge(claim, {'c2f_volumetric': _result(80.),
-                            'volumetric_stacked': _result(float('nan'))})
+  nan = study_claims.judge(claim, {
+      'c2f_volumetric': _entry([80., 81.]),
+      'volumetric_stacked': _entry([float('nan'), float('nan')])})
   assert nan.status == 'not tested'
-  unequal = study_claims.judge(claim, {'c2f_volumetric': _result(80., steps=10),
-                                'volumetric_stacked': _result(100.)})
+  unequal = study_claims.judge(claim, {
+      'c2f_volumetric': _entry([80., 81.], steps=10),
+      'volumetric_stacked': _entry([100., 101.], seeds=[0, 2])})
   assert any('unequal training budgets' in n for n in unequal.notes)
-
-
-def test_judge_stand_in_and_nested_metric():
+  assert any('different seeds' in n for n in unequal.notes)
   claim = next(c for c in study_claims.PAPER_CLAIMS
                if c.key == 'volumetric_vs_regression')
-  v = study_claims.judge(claim, {'volumetric_stacked': _result(90.),
-                          'coordinate_regression': _result(95.)})
+  v = study_claims.judge(claim, {
+      'volumetric_stacked': _entry([90., 90.5]),
+      'coordinate_regression': _entry([95., 95.5])})
   assert v.better == 'volumetric_stacked' and v.status == 'held'
   assert any('stands in' in n for n in v.notes)
   claim = next(c for c in study_claims.PAPER_CLAIMS
                if c.key == 'truncation_robustness')
   key = 'truncated.outside_inside_ratio'
-  v = study_claims.judge(claim, {'metrabs': _result(1.5, key=key),
-                          'c2f_volumetric': _result(1.2, key=key)})
+  v = study_claims.judge(claim, {'metrabs': _entry([1.5, 1.52], key),
+                                 'c2f_volumetric': _entry([1.2, 1.21], key)})
   assert v.status == 'did not hold'
 
+
+def test_paths_and_command_line_name_no_machine_directory(tmp_path,
+                                                          monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert study_runner.shown_path(tmp_path / 'runs' / 'x') == 'runs/x'
+  home = os.path.expanduser('~')
+  if not str(tmp_path).startswith(home + os.sep):
+    assert study_runner.shown_path(os.path.join(home, '.cache', 'd')) == \
+        '~/.cache/d'
+  line = study_runner.command_line(
+      ['--preset=smoke', f'--workdir_root={tmp_path / "runs"}',
+       '--reuse_root', str(tmp_path / 'old'), '--out_dir=.'])
+  assert line == ('python -m benchmarks.study --preset=smoke '
+                  '--workdir_root=runs --reuse_root old --out_dir=.')
+  assert study_runner.portable_text(
+      f'cannot read {tmp_path / "runs" / "x"}') == 'cannot read runs/x'
+
+
+# ----------------------------------------------------------------------------
+# Truncation statistics, study-only models, config differences
+# ----------------------------------------------------------------------------
 
 def test_truncation_stats_against_direct_computation():
   rng = np.random.default_rng(0)
@@ -248,33 +603,6 @@ def test_pseudo_models_and_model_list():
   with pytest.raises(ValueError, match='valid choices'):
     study_claims.parse_models('nope')
   assert study.main(FAST + ['--models=nope']) == 2
-
-
-def test_find_run_checks_model_preset_and_ablation(tmp_path):
-  def make(sub, model, preset, config=None):
-    workdir = tmp_path / sub
-    workdir.mkdir()
-    (workdir / 'metrics.json').write_text(json.dumps(
-        {'model': model, 'preset': preset}))
-    (workdir / 'config.json').write_text(json.dumps(
-        {'model': model, 'config': config or {}}))
-    return str(workdir)
-
-  make('lifting_deep_smoke', 'lifting_deep', 'smoke', {'fusion': False})
-  # The registered model's run must not be its ablation ...
-  found, skipped = study_runner.find_run('lifting_deep', 'smoke', [str(tmp_path)])
-  assert found is None and 'lifting_deep_nofusion' in skipped[0]
-  # ... which is what the pseudo-model looks for.
-  make('lifting_deep_nofusion', 'lifting_deep', 'smoke', {'fusion': False})
-  found, _ = study_runner.find_run('lifting_deep_nofusion', 'smoke', [str(tmp_path)])
-  assert found == str(tmp_path / 'lifting_deep_nofusion')
-  make('metrabs', 'metrabs', 'cpu')
-  found, skipped = study_runner.find_run('metrabs', 'smoke', [str(tmp_path)])
-  assert found is None and "preset 'cpu'" in skipped[0]
-  make('coordinate_regression', 'c2f_volumetric', 'smoke')
-  found, skipped = study_runner.find_run('coordinate_regression', 'smoke',
-                                  [str(tmp_path)])
-  assert found is None and "run of 'c2f_volumetric'" in skipped[0]
 
 
 def test_config_differences_name_what_changed_since_a_run():
