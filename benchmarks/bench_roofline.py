@@ -107,8 +107,16 @@ def _setup(model_name: str, path: str):
   batch, config, data directory) as the trainer builds them."""
   import keras
   import tensorflow as tf
-  from trainers import distribute, run_config, train_lib
-  from zoo import weights as weights_lib
+  from trainers import distribute, train_lib
+  try:
+    from trainers import run_config
+    from zoo import weights as weights_lib
+  except ImportError:
+    # A --baseline_tree from before the split of trainers/run_config.py and
+    # zoo/weights.py (e.g. cf746c7) has the same functions in train_lib.py
+    # and trainers/checkpoints.py.
+    from trainers import checkpoints as weights_lib
+    run_config = train_lib
   if path == 'fast':
     distribute.configure_cpu_threads()
     precision, _ = distribute.resolve_precision('auto')
