@@ -16,8 +16,8 @@ the next):
    the seed and the budget; otherwise it trains one into
    --workdir_root/<model>/seed<N> with trainers.train_lib.train, which
    resumes an unfinished run there from its training checkpoints. The
-   budget: --steps (default: the c2f_volumetric preset's train.steps, 2500
-   at `cpu`) or --seconds of training after the first (tracing) step
+   budget: --steps (default: the c2f_volumetric preset's train.steps) or
+   --seconds of training after the first (tracing) step
    (stopping at --steps, else at the model's own preset steps, if that
    comes first);
 2. evaluates the test split (MPJPE, PA-MPJPE, PCK3D@150, AUC, per action,

@@ -119,6 +119,27 @@ def configure_cpu_threads() -> bool:
   return True
 
 
+def input_threads(gpus=None) -> int | None:
+  """Threads of the training input pipeline's private pool, or None (tf.data's
+  default, a pool as large as the machine).
+
+  On a CPU-only machine the training step already spreads every op over all
+  cores (configure_cpu_threads), so an input pipeline with a thread per core
+  on top oversubscribes them: on 2 cores, c2f_volumetric's `cpu` preset
+  trained at 167 examples/s with tf.data's default pool against 184 with a
+  pool of one thread (BENCHMARKS.md, "Training speed"). Half the cores, at
+  least one; with GPUs the pipeline keeps tf.data's default.
+  """
+  gpus = _gpus() if gpus is None else gpus
+  if gpus:
+    return None
+  try:
+    cores = len(os.sched_getaffinity(0))
+  except AttributeError:  # not on Linux
+    cores = os.cpu_count() or 1
+  return max(1, cores // 2)
+
+
 def configure_devices(strategy: str, cpu_replicas: int = CPU_REPLICAS) -> None:
   """Splits the CPU into logical devices when `mirrored` runs without GPUs.
 

@@ -199,13 +199,19 @@ def train_dataset(data_dir, config: Any, model, *, seed: int,
     def map_fn(features):
       source_counts.count(features['source'])
       return model.targets(features)
-  return pipeline.make_dataset(
+  dataset = pipeline.make_dataset(
       data_dir, 'train', input_size=config.input_size,
       batch_size=config.train.batch_size, training=True,
       augment=config.augment, map_fn=map_fn, seed=seed,
       deterministic=deterministic, on_bad_record=on_bad_record,
       bad_records=bad_records, num_input_pipelines=input_pipelines[0],
       input_pipeline_id=input_pipelines[1])
+  threads = distribute.input_threads()
+  if threads is None:
+    return dataset
+  options = tf.data.Options()
+  options.threading.private_threadpool_size = threads
+  return dataset.with_options(options)
 
 
 # ----------------------------------------------------------------------------

@@ -103,3 +103,31 @@ def test_cpu_threads_before_initialisation():
   out = subprocess.run([sys.executable, '-c', code], capture_output=True,
                        text=True, check=True, env=env).stdout.split()
   assert out[-2:] == ['True', '1']
+
+
+def test_input_threads_half_the_cores_without_gpus(monkeypatch):
+  monkeypatch.setattr(distribute.os, 'sched_getaffinity', lambda pid: {0, 1})
+  assert distribute.input_threads(gpus=[]) == 1
+  monkeypatch.setattr(distribute.os, 'sched_getaffinity',
+                      lambda pid: set(range(16)))
+  assert distribute.input_threads(gpus=[]) == 8
+  monkeypatch.setattr(distribute.os, 'sched_getaffinity', lambda pid: {0})
+  assert distribute.input_threads(gpus=[]) == 1
+  # With GPUs the pipeline keeps tf.data's default pool.
+  assert distribute.input_threads(gpus=['/physical_device:GPU:0']) is None
+
+
+def test_training_input_gets_the_private_pool(tiny_data, monkeypatch):
+  import trainer_test_model
+  from trainers import run_config
+  from trainers import train_lib
+  from zoo import weights
+  entry = run_config.get_entry(trainer_test_model.NAME)
+  config = run_config.make_config(entry, 'smoke')
+  model = weights.build_model(entry, config)
+  monkeypatch.setattr(distribute, 'input_threads', lambda: 3)
+  dataset = train_lib.train_dataset(tiny_data, config, model, seed=0)
+  assert dataset.options().threading.private_threadpool_size == 3
+  monkeypatch.setattr(distribute, 'input_threads', lambda: None)
+  dataset = train_lib.train_dataset(tiny_data, config, model, seed=0)
+  assert not dataset.options().threading.private_threadpool_size
