@@ -9,7 +9,7 @@
   x-y, 32 depth bins (62.5 mm each over +-1000 mm; the paper's Table 1 also
   has a d = 32 volume), 64 features (stem 32 / 64), hourglass depth 3, 2
   stacks (c2f d = 1, 32; naive 32, 32), Adam 3e-3 with cosine decay, batch
-  64, 2200 steps.
+  64, 2600 steps.
   Not the paper's, and why:
   - the auxiliary integral L1 loss (integral_loss_weight 1, C2FConfig) and
     soft-argmax decoding with that loss's softmax: with the MSE alone a
@@ -51,7 +51,7 @@ _CPU = C2FConfig(
         hue_delta=0.5, saturation_range=(0.6, 1.4)),
     train=config_lib.TrainConfig(
         optimizer='adam', learning_rate=3e-3, lr_schedule='cosine',
-        batch_size=64, steps=2200,
+        batch_size=64, steps=2600,
         checkpoint_every=300, log_every=25, num_train_examples=20_000,
         num_test_examples=1_000))
 
