@@ -25,11 +25,13 @@
     to the test subjects';
   - the flip test (C2FConfig.flip_test) averages the two probability
     volumes (decode.decode_flip_pair) before the soft-argmax.
-  Probes that did not help at equal steps: 16 or 8 depth bins, the integral
-  loss alone, XLA for the whole model (slower on this CPU: oneDNN's
-  convolutions are lost; only the loss terms are compiled). The measured
-  figures are in BENCHMARKS.md. The trainer's default precision (auto)
-  runs this preset in mixed_bfloat16 on CPUs with bfloat16 instructions.
+  Probes that did not help: 16 or 8 depth bins, the integral loss alone
+  (also at 2800 steps, the same time: its depth is much worse), the MSE at
+  3x the integral loss's weight, XLA for the whole model (slower on this
+  CPU: oneDNN's convolutions are lost; only the loss terms are compiled).
+  The measured figures are in BENCHMARKS.md. The trainer's default
+  precision (auto) runs this preset in mixed_bfloat16 on CPUs with bfloat16
+  instructions; 2600 steps take about 13 minutes on 2 idle cores.
   Coordinate regression: one hourglass of the same width, pooled to 8x8
   before the dense layer. Decoupled: one stack per network.
 - smoke: a few steps in seconds (64 crop, 16^2 x 8 volume, 16 features,
