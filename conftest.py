@@ -19,6 +19,8 @@ import tempfile
 
 import pytest
 
+from zoo import host  # no TensorFlow: its thread variables are set below
+
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # One cache per run, made by the first process that loads this file (the
@@ -34,19 +36,13 @@ if 'POSE3D_ZOO_CACHE' not in os.environ:
   atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 
-def _available_cores() -> int:
-  if hasattr(os, 'sched_getaffinity'):
-    return len(os.sched_getaffinity(0))
-  return os.cpu_count() or 1
-
-
 # An xdist worker gets its share of the cores for TensorFlow's intra-op pool
 # and NumPy's BLAS (both default to every core), so N workers do not run
 # N x cores busy threads; subprocesses a test starts inherit the setting.
 # Variables set by the user win.
 _workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT') or 0)
 if _workers > 1:
-  _threads = str(max(1, _available_cores() // _workers))
+  _threads = str(max(1, host.available_cores() // _workers))
   os.environ.setdefault('TF_NUM_INTRAOP_THREADS', _threads)
   os.environ.setdefault('OPENBLAS_NUM_THREADS', _threads)
 

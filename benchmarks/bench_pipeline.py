@@ -31,6 +31,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from zoo import host  # noqa: E402
 from zoo import skeleton as skel  # noqa: E402
 from zoo.config import AugmentConfig  # noqa: E402
 from zoo.data import pipeline  # noqa: E402
@@ -144,10 +145,10 @@ def main(argv):
   results['full pipeline'] = _time(ds, FLAGS.num_batches, FLAGS.warmup_batches,
                                    FLAGS.batch_size, 'pipeline')
   print(f'command: {command}')
-  print(f'data: {source}; {os.cpu_count()} CPU cores; batch '
+  cores = host.available_cores()
+  print(f'data: {source}; {cores} CPU cores; batch '
         f'{FLAGS.batch_size}; {FLAGS.input_size}x{FLAGS.input_size}; '
         f'fast_decode {FLAGS.fast_decode}; augment {augment}')
-  cores = len(os.sched_getaffinity(0))
   print('CPU ms/example is the process CPU time per example; '
         f'{cores} cores / that = the rate an idle machine could reach.')
   for name, (rate, cpu_ms) in results.items():

@@ -44,6 +44,8 @@ from absl import logging
 import keras
 import tensorflow as tf
 
+from zoo import host
+
 STRATEGIES = ('auto', 'default', 'mirrored', 'multi_worker')
 PRECISIONS = ('auto', 'float32', 'mixed_float16', 'mixed_bfloat16')
 CPU_REPLICAS = 2
@@ -133,11 +135,7 @@ def input_threads(gpus=None) -> int | None:
   gpus = _gpus() if gpus is None else gpus
   if gpus:
     return None
-  try:
-    cores = len(os.sched_getaffinity(0))
-  except AttributeError:  # not on Linux
-    cores = os.cpu_count() or 1
-  return max(1, cores // 2)
+  return max(1, host.available_cores() // 2)
 
 
 def configure_devices(strategy: str, cpu_replicas: int = CPU_REPLICAS) -> None:

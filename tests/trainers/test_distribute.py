@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from trainers import distribute
+from zoo import host
 
 
 def test_validate_choice_lists_choices():
@@ -106,12 +107,12 @@ def test_cpu_threads_before_initialisation():
 
 
 def test_input_threads_half_the_cores_without_gpus(monkeypatch):
-  monkeypatch.setattr(distribute.os, 'sched_getaffinity', lambda pid: {0, 1})
+  monkeypatch.setattr(host.os, 'sched_getaffinity', lambda pid: {0, 1})
   assert distribute.input_threads(gpus=[]) == 1
-  monkeypatch.setattr(distribute.os, 'sched_getaffinity',
+  monkeypatch.setattr(host.os, 'sched_getaffinity',
                       lambda pid: set(range(16)))
   assert distribute.input_threads(gpus=[]) == 8
-  monkeypatch.setattr(distribute.os, 'sched_getaffinity', lambda pid: {0})
+  monkeypatch.setattr(host.os, 'sched_getaffinity', lambda pid: {0})
   assert distribute.input_threads(gpus=[]) == 1
   # With GPUs the pipeline keeps tf.data's default pool.
   assert distribute.input_threads(gpus=['/physical_device:GPU:0']) is None

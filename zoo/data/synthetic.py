@@ -45,6 +45,7 @@ import numpy as np
 from tqdm import tqdm
 
 from zoo import fileio
+from zoo import host
 from zoo import skeleton as skel
 from zoo import visualize
 from zoo.data import motion
@@ -183,7 +184,7 @@ def generate(out_dir: str, split: str, num_examples: int, seed: int = 0,
   if num_shards < 1 or num_shards > num_examples:
     raise ValueError(f'num_shards must be in [1, num_examples={num_examples}],'
                      f' got {num_shards}')
-  num_workers = num_workers or os.cpu_count() or 1
+  num_workers = num_workers or host.available_cores()
   os.makedirs(out_dir, exist_ok=True)
   stream = _serialized_stream(seed, split, num_examples, num_workers, config)
   bar = None
