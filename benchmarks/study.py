@@ -71,9 +71,10 @@ Usage:
       [--out_dir=.] [--truncation_margin=0.8] [--speed_batch=32]
       [--data_seed=0]
 
-Cost: at the cpu preset a run trains for about 15-25 minutes on 2 idle
-cores, so the default 3 seeds x 8 models (24 runs) take about 6-10 hours
-of training, more on a loaded machine; with finished runs reused, the
+Cost: at the cpu preset and the default budget a run trains for 9-21
+minutes on 2 idle cores (about 100 minutes per seed for the eight models),
+so the default 3 seeds x 8 models (24 runs) take five to six hours of
+training, more on a loaded machine; with finished runs reused, the
 evaluations and speed measurements take a few minutes per seed. One seed
 (--seeds=0) takes a third of that, but all its verdicts are "inconclusive
 (one seed)". Tests use --preset=smoke.
