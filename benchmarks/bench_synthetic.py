@@ -24,6 +24,7 @@ from absl import app
 from absl import flags
 
 
+from zoo import host  # noqa: E402
 from zoo.data import records  # noqa: E402
 from zoo.data import synthetic  # noqa: E402
 
@@ -63,7 +64,7 @@ def bench_poses(n: int, seed: int) -> float:
 
 def main(argv):
   del argv
-  workers = FLAGS.num_workers or os.cpu_count() or 1
+  workers = FLAGS.num_workers or host.available_cores()
   n = FLAGS.num_examples
   wall1, cpu1 = bench_render_one_core(n, FLAGS.seed)
   wall_all = bench_render_all(n, FLAGS.seed, workers)
@@ -76,7 +77,7 @@ def main(argv):
       ('poses() motion capture', f'{poses_s:,.0f} poses/s'),
   ]
   width = max(len(r[0]) for r in rows)
-  print(f'\nsynthetic dataset throughput ({os.cpu_count()} cores, load '
+  print(f'\nsynthetic dataset throughput ({host.available_cores()} cores, load '
         f'average {load:.1f} at the end; 320x320 JPEG q{synthetic.JPEG_QUALITY}'
         f', {n} examples, {FLAGS.num_poses:,} poses)')
   print(f"| {'measure':<{width}} | rate |")

@@ -55,6 +55,7 @@ from zoo import base
 from zoo import cli
 from zoo import config as config_lib
 from zoo import fileio
+from zoo import host
 from zoo import manifest as manifest_lib
 from zoo import weights as weights_lib
 
@@ -137,7 +138,7 @@ def batching_parameters_text(max_batch_size: int = 32,
                              max_enqueued_batches: int = 100) -> str:
   """Text BatchingParameters (tensorflow_serving session_bundle_config)."""
   if num_batch_threads is None:
-    num_batch_threads = max(os.cpu_count() or 1, 1)
+    num_batch_threads = host.available_cores()
   return (
       '# TF Serving --batching_parameters_file, written by export.saved_model.'
       '\n# pad_variable_length_inputs: serving_default requests whose images '

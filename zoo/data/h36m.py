@@ -64,6 +64,7 @@ from absl import logging
 import numpy as np
 
 from zoo import geometry
+from zoo import host
 from zoo import skeleton as skel
 from zoo.data import posehg
 from zoo.data.posehg import AnnotationError
@@ -465,7 +466,7 @@ def _define_flags():
   flags.DEFINE_list('train_subjects', list(TRAIN_SUBJECTS), 'train subjects')
   flags.DEFINE_list('test_subjects', list(TEST_SUBJECTS), 'test subjects')
   flags.DEFINE_integer('examples_per_shard', 1000, 'examples per shard')
-  flags.DEFINE_integer('num_workers', min(4, os.cpu_count() or 1),
+  flags.DEFINE_integer('num_workers', min(4, host.available_cores()),
                        'image threads')
   flags.mark_flags_as_required(['annot', 'images', 'out_dir'])
 

@@ -66,6 +66,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from zoo import geometry
+from zoo import host
 from zoo import metrics as metrics_lib
 from zoo import skeleton as skel
 from zoo.data import posehg
@@ -596,7 +597,7 @@ def _define_flags():
                      'store full frames')
   flags.DEFINE_integer('crop_size', 384, 'side of the stored crop, px')
   flags.DEFINE_integer('examples_per_shard', 1000, 'examples per shard')
-  flags.DEFINE_integer('num_workers', min(4, os.cpu_count() or 1),
+  flags.DEFINE_integer('num_workers', min(4, host.available_cores()),
                        'image threads')
   flags.mark_flags_as_required(['out_dir'])
 

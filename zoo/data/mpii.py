@@ -43,6 +43,7 @@ from absl import logging
 import numpy as np
 
 from zoo import geometry
+from zoo import host
 from zoo import skeleton as skel
 from zoo.data import posehg
 from zoo.data import records
@@ -194,7 +195,7 @@ def _define_flags():
                      'store full frames (original bytes)')
   flags.DEFINE_integer('crop_size', 384, 'side of the stored crop, px')
   flags.DEFINE_integer('examples_per_shard', 1000, 'examples per shard')
-  flags.DEFINE_integer('num_workers', min(4, os.cpu_count() or 1),
+  flags.DEFINE_integer('num_workers', min(4, host.available_cores()),
                        'image threads')
   flags.mark_flags_as_required(['annot', 'images', 'out_dir'])
 

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoo import fileio
+from zoo import host
 from zoo import skeleton as skel
 from zoo.lifting_deep.fitting import align_yaw
 from zoo.lifting_deep.fitting import fit_mppca
@@ -375,4 +376,4 @@ class PosePrior:
 
 def _parallel_chunks() -> int:
   """Batch chunks lifted concurrently by PosePrior.lift (2 to 8)."""
-  return max(2, min(8, os.cpu_count() or 2))
+  return max(2, min(8, host.available_cores()))
