@@ -10,7 +10,14 @@ runtime, model, optimizer, input pipeline).
 
   python -m benchmarks.bench_train_step [--models=c2f_volumetric,...]
       [--preset=cpu] [--precisions=float32,mixed_bfloat16] [--steps=40]
-      [--warmup_steps=5] [--out=FILE.json]
+      [--warmup_steps=5] [--setting=LABEL:key=value,...]... [--rounds=1]
+      [--out=FILE.json]
+
+Settings compare config overrides side by side: each --setting is a label
+and the overrides of trainers.run's --override (an empty list is the preset
+itself), e.g. `--setting=preset: --setting='d16:depth_schedule=(1,16)'`.
+With --rounds=N every (model, precision, setting) runs N times, the settings
+alternating, so a drift of the shared machine's speed falls on all of them.
 
 Issue 3 asks for float32 vs mixed_bfloat16 at every c2f variant; bfloat16 is
 the CPU's mixed precision (float16 needs a GPU).
@@ -38,9 +45,26 @@ flags.DEFINE_string('preset', 'cpu', 'Preset of every model.')
 flags.DEFINE_list('precisions', ['float32', 'mixed_bfloat16'], 'Precisions.')
 flags.DEFINE_integer('steps', 40, 'Training steps per run, warm-up included.')
 flags.DEFINE_integer('warmup_steps', 5, 'Untimed first steps.')
+flags.DEFINE_multi_string(
+    'setting', [], 'LABEL:OVERRIDES, a labelled set of config overrides '
+    '(key=value,..., as trainers.run --override; empty: the preset). '
+    'Repeatable; default: the preset alone, labelled "preset".')
+flags.DEFINE_integer('rounds', 1, 'Times each (model, precision, setting) '
+                     'runs, alternating.')
 flags.DEFINE_string('out', None, 'Also write the rows as JSON here.')
 flags.DEFINE_string('one', None, 'Internal: MODEL:PRECISION, run in this '
                     'process and print one JSON line.')
+flags.DEFINE_string('overrides', '', 'Internal: the overrides of --one.')
+
+
+def parse_setting(text: str) -> tuple[str, str]:
+  """'LABEL:key=value,...' -> (label, overrides)."""
+  label, sep, overrides = text.partition(':')
+  if not sep or not label or '=' in label:
+    raise ValueError(f'--setting={text!r}: expected LABEL:key=value,... '
+                     f'(e.g. "d16:depth_schedule=(1,16)", or "preset:" for '
+                     f'the preset unchanged)')
+  return label, overrides
 
 
 def _measure_one(model: str, precision: str) -> dict:
@@ -58,7 +82,8 @@ def _measure_one(model: str, precision: str) -> dict:
   with tempfile.TemporaryDirectory() as workdir:
     result = train_lib.train(
         model, preset=FLAGS.preset, workdir=workdir, steps=FLAGS.steps,
-        precision=precision, run_evaluation=False, baseline=False,
+        precision=precision, overrides=FLAGS.overrides or None,
+        run_evaluation=False, baseline=False,
         progress=False, extra_callbacks=[Clock()])
     batch = result.model.config.train.batch_size
   timed = marks[FLAGS.warmup_steps - 1:]
@@ -69,11 +94,28 @@ def _measure_one(model: str, precision: str) -> dict:
   wall = timed[-1][0] - timed[0][0]
   cpu = timed[-1][1] - timed[0][1]
   return {'model': model, 'precision': precision, 'preset': FLAGS.preset,
+          'overrides': FLAGS.overrides,
           'batch_size': batch, 'timed_steps': steps,
           'examples_per_second': steps * batch / wall,
           'cpu_seconds_per_step': cpu / steps,
           'peak_rss_mib': resource.getrusage(
               resource.RUSAGE_SELF).ru_maxrss / 1024.}
+
+
+def _run_one(model: str, precision: str, overrides: str) -> dict | None:
+  """One measurement in a fresh process; None (and the reason on stderr)
+  if it failed."""
+  cmd = [sys.executable, '-m', 'benchmarks.bench_train_step',
+         f'--one={model}:{precision}', f'--preset={FLAGS.preset}',
+         f'--steps={FLAGS.steps}', f'--warmup_steps={FLAGS.warmup_steps}',
+         f'--overrides={overrides}']
+  proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+  lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
+  if proc.returncode or not lines:
+    print(f'{model} {precision} {overrides!r}: failed (exit '
+          f'{proc.returncode})\n{proc.stderr[-2000:]}', file=sys.stderr)
+    return None
+  return json.loads(lines[-1][len('RESULT '):])
 
 
 def main(argv):
@@ -82,24 +124,22 @@ def main(argv):
     model, precision = FLAGS.one.split(':')
     print('RESULT ' + json.dumps(_measure_one(model, precision)), flush=True)
     return
+  settings = [parse_setting(t) for t in FLAGS.setting] or [('preset', '')]
   rows = []
-  for model in FLAGS.models or registry.zoo_names():
-    for precision in FLAGS.precisions:
-      cmd = [sys.executable, '-m', 'benchmarks.bench_train_step',
-             f'--one={model}:{precision}', f'--preset={FLAGS.preset}',
-             f'--steps={FLAGS.steps}', f'--warmup_steps={FLAGS.warmup_steps}']
-      proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-      lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
-      if proc.returncode or not lines:
-        print(f'{model} {precision}: failed (exit {proc.returncode})\n'
-              f'{proc.stderr[-2000:]}', file=sys.stderr)
-        continue
-      row = json.loads(lines[-1][len('RESULT '):])
-      rows.append(row)
-      print(f'{model:24s} {precision:15s} batch {row["batch_size"]:3d}  '
-            f'{row["examples_per_second"]:6.1f} ex/s  '
-            f'{row["cpu_seconds_per_step"]:5.2f} CPU-s/step  '
-            f'peak RSS {row["peak_rss_mib"]:6.0f} MiB', flush=True)
+  for round_index in range(FLAGS.rounds):
+    for model in FLAGS.models or registry.zoo_names():
+      for precision in FLAGS.precisions:
+        for label, overrides in settings:
+          row = _run_one(model, precision, overrides)
+          if row is None:
+            continue
+          row.update(setting=label, round=round_index)
+          rows.append(row)
+          print(f'{model:24s} {precision:15s} {label:12s} batch '
+                f'{row["batch_size"]:3d}  '
+                f'{row["examples_per_second"]:6.1f} ex/s  '
+                f'{row["cpu_seconds_per_step"]:5.2f} CPU-s/step  '
+                f'peak RSS {row["peak_rss_mib"]:6.0f} MiB', flush=True)
   load = os.getloadavg()[0]
   print(f'load average at the end: {load:.1f}')
   if FLAGS.out:

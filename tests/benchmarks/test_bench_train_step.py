@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
@@ -29,3 +31,27 @@ def test_reports_speed_and_peak_memory_per_precision(tmp_path):
     # A TF process holds at least its runtime; a figure in KiB would be ~1e6.
     assert 100 < row['peak_rss_mib'] < 20_000
   assert 'peak RSS' in proc.stdout
+
+
+def test_settings_run_side_by_side_with_their_overrides(tmp_path):
+  out = tmp_path / 'rows.json'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.bench_train_step',
+       '--models=lifting_deep', '--preset=smoke', '--precisions=float32',
+       '--setting=preset:', '--setting=b4:train.batch_size=4',
+       '--steps=4', '--warmup_steps=1', f'--out={out}'],
+      cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = json.loads(out.read_text())['rows']
+  assert [(r['setting'], r['batch_size']) for r in rows] == [
+      ('preset', 2), ('b4', 4)]
+  assert rows[1]['overrides'] == 'train.batch_size=4'
+
+
+def test_a_setting_without_a_label_is_refused():
+  from benchmarks import bench_train_step
+  assert bench_train_step.parse_setting('d16:depth_schedule=(1,16)') == (
+      'd16', 'depth_schedule=(1,16)')
+  assert bench_train_step.parse_setting('preset:') == ('preset', '')
+  with pytest.raises(ValueError, match='expected LABEL:key=value'):
+    bench_train_step.parse_setting('depth_schedule=(1,16)')
