@@ -64,7 +64,6 @@ from absl import logging
 import numpy as np
 
 from zoo import geometry
-from zoo import host
 from zoo import skeleton as skel
 from zoo.data import posehg
 from zoo.data.posehg import AnnotationError
@@ -460,14 +459,9 @@ def _define_flags():
                       'default: the imgname dataset or <annot>_images.txt')
   flags.DEFINE_string('intrinsics', 'h36m', "'h36m', 'generic', 'estimate' or "
                       'a JSON file {camera or "*": [fx, fy, cx, cy]}')
-  flags.DEFINE_float('crop_margin', 1.5, 'crop side / person box side; 0 = '
-                     'store full frames (original bytes)')
-  flags.DEFINE_integer('crop_size', 384, 'side of the stored crop, px')
   flags.DEFINE_list('train_subjects', list(TRAIN_SUBJECTS), 'train subjects')
   flags.DEFINE_list('test_subjects', list(TEST_SUBJECTS), 'test subjects')
-  flags.DEFINE_integer('examples_per_shard', 1000, 'examples per shard')
-  flags.DEFINE_integer('num_workers', min(4, host.available_cores()),
-                       'image threads')
+  posehg.define_output_flags()
   flags.mark_flags_as_required(['annot', 'images', 'out_dir'])
 
 

@@ -66,7 +66,6 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from zoo import geometry
-from zoo import host
 from zoo import metrics as metrics_lib
 from zoo import skeleton as skel
 from zoo.data import posehg
@@ -593,12 +592,7 @@ def _define_flags():
   flags.DEFINE_string('intrinsics', 'published', "test cameras: 'published',"
                       " 'estimate' or a JSON file {sequence or \"*\": "
                       '[fx, fy, cx, cy]}')
-  flags.DEFINE_float('crop_margin', 1.5, 'crop side / person box side; 0 = '
-                     'store full frames')
-  flags.DEFINE_integer('crop_size', 384, 'side of the stored crop, px')
-  flags.DEFINE_integer('examples_per_shard', 1000, 'examples per shard')
-  flags.DEFINE_integer('num_workers', min(4, host.available_cores()),
-                       'image threads')
+  posehg.define_output_flags()
   flags.mark_flags_as_required(['out_dir'])
 
 

@@ -43,7 +43,6 @@ from absl import logging
 import numpy as np
 
 from zoo import geometry
-from zoo import host
 from zoo import skeleton as skel
 from zoo.data import posehg
 from zoo.data import records
@@ -191,12 +190,7 @@ def _define_flags():
                       'by istrain, else by the file name')
   flags.DEFINE_string('imgnames', None, 'image name list (one per row); '
                       'default: the imgname dataset or <annot>_images.txt')
-  flags.DEFINE_float('crop_margin', 1.5, 'crop side / person box side; 0 = '
-                     'store full frames (original bytes)')
-  flags.DEFINE_integer('crop_size', 384, 'side of the stored crop, px')
-  flags.DEFINE_integer('examples_per_shard', 1000, 'examples per shard')
-  flags.DEFINE_integer('num_workers', min(4, host.available_cores()),
-                       'image threads')
+  posehg.define_output_flags()
   flags.mark_flags_as_required(['annot', 'images', 'out_dir'])
 
 

@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 
 from zoo import geometry
+from zoo import host
 from zoo.data import records
 
 # Pose-hg convention: `scale` is the person's box side divided by 200 px.
@@ -337,3 +338,16 @@ def update_manifest(out_dir: str, dataset: str, split_info: Mapping[str, dict],
   manifest['counts'] = {k: v['count'] for k, v in manifest['splits'].items()}
   records.write_manifest(out_dir, manifest)
   return manifest
+
+
+def define_output_flags() -> None:
+  """The converters' shared flags for what they write: --crop_margin,
+  --crop_size, --examples_per_shard and --num_workers (image threads, at
+  most 4 and at most the cores this process may use)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_float('crop_margin', 1.5, 'crop side / person box side; 0 = '
+                     'store full frames')
+  flags.DEFINE_integer('crop_size', 384, 'side of the stored crop, px')
+  flags.DEFINE_integer('examples_per_shard', 1000, 'examples per shard')
+  flags.DEFINE_integer('num_workers', min(4, host.available_cores()),
+                       'image threads')

@@ -334,3 +334,28 @@ def test_training_annotation_errors(tmp_path):
                                            'univ_annot3': short})
   with pytest.raises(AnnotationError, match='frame counts differ'):
     dhp.read_train_annot(str(seq / 'annot.mat'))
+
+
+def test_cli(tmp_path):
+  """The converter as a program: the shared output flags reach the writer."""
+  import json
+  import subprocess
+  import sys
+  write_test_sequence(str(tmp_path / 'test'), num=3, valid=(1, 1, 0),
+                      image_size=(256, 256))
+  out = tmp_path / 'out'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'zoo.data.mpi_inf_3dhp',
+       f'--test_root={tmp_path / "test"}', '--sequences=TS1',
+       f'--out_dir={out}', '--crop_size=48', '--examples_per_shard=1',
+       '--num_workers=1'],
+      capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'),
+      cwd=os.path.dirname(os.path.dirname(os.path.dirname(
+          os.path.dirname(os.path.abspath(__file__))))))
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert json.loads(proc.stdout.strip().splitlines()[-1])['counts'] == {
+      'test': 2}
+  assert len(records.list_shards(str(out), 'test')) == 2  # 1 per shard
+  assert all(e['image'].shape == (48, 48, 3)
+             for e in _read_split(str(out), 'test'))
