@@ -25,7 +25,10 @@
     to the test subjects';
   - the flip test (C2FConfig.flip_test) averages the two probability
     volumes (decode.decode_flip_pair) before the soft-argmax.
-  Probes that did not help: 16 or 8 depth bins, the integral loss alone
+  Probes that did not help: 16 or 8 depth bins at equal steps (but 16
+  bins make a step about 15 % cheaper, and with the 3000-3300 steps that
+  buys in the same time they score better, 113.9-121.0 mm against
+  126.2-130.1 mm, BENCHMARKS.md), the integral loss alone
   (also at 2800 steps, the same time: its depth is much worse), the MSE at
   3x the integral loss's weight, XLA for the whole model (slower on this
   CPU: oneDNN's convolutions are lost; only the loss terms are compiled).
