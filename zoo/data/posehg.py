@@ -1,4 +1,5 @@
-"""Shared machinery of the real-dataset converters (zoo.data.h36m, .mpii).
+"""Shared machinery of the real-dataset converters (zoo.data.h36m, .mpii;
+.mpi_inf_3dhp uses its image writing and output flags).
 
 Both Human3.6M (Pavlakos' c2f-vol release) and MPII (pose-hg-train) ship their
 per-person labels as "pose-hg style" annotation HDF5 files: one row per person

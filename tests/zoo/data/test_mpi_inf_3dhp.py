@@ -9,7 +9,10 @@ small AVI (cv2.VideoWriter).
 from __future__ import annotations
 
 import glob
+import json
 import os
+import subprocess
+import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -338,9 +341,6 @@ def test_training_annotation_errors(tmp_path):
 
 def test_cli(tmp_path):
   """The converter as a program: the shared output flags reach the writer."""
-  import json
-  import subprocess
-  import sys
   write_test_sequence(str(tmp_path / 'test'), num=3, valid=(1, 1, 0),
                       image_size=(256, 256))
   out = tmp_path / 'out'
