@@ -490,6 +490,23 @@ def _num(value, digits: int = 1) -> str:
   return 'n/a'
 
 
+def unlike_current_preset(name: str, manifest: Mapping[str, Any]
+                          ) -> list[str]:
+  """How a bundled checkpoint's config differs from its preset as the code
+  defines it now (a preset changed after publishing shows here, unlike the
+  manifest's `config_unlike_preset`, fixed when it was published). Steps
+  count unless the manifest's publish_command asks for them (--steps)."""
+  try:
+    entry = registry.get(name)
+    preset_config = entry.config(manifest.get('preset', DEFAULT_PRESET))
+  except KeyError:
+    return list(manifest.get('config_unlike_preset') or [])
+  steps_asked = '--steps=' in str(manifest.get('publish_command') or '')
+  return [d for d in differences_from_preset(
+      manifest.get('config') or {}, entry.config_class, preset_config)
+          if not (steps_asked and d.startswith('train.steps='))]
+
+
 def readme_text(root: str) -> str:
   """The generated README.md of the bundled checkpoints."""
   manifests = {name: zoo.bundled_manifest(name, root)
@@ -581,8 +598,8 @@ def readme_text(root: str) -> str:
   lines += [m.get('publish_command') or f'python -m trainers.publish '
             f'--model={name}' for name, m in manifests.items()]
   lines += ['```', '']
-  unlike = {name: m['config_unlike_preset'] for name, m in manifests.items()
-            if m.get('config_unlike_preset')}
+  unlike = {name: d for name, m in manifests.items()
+            if (d := unlike_current_preset(name, m))}
   if unlike:
     lines += ['These checkpoints were trained with a config that differs '
               'from the current preset (the command above trains the '

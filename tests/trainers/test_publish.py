@@ -142,6 +142,23 @@ def test_a_run_unlike_the_preset_is_said_so(published, tmp_path):
   assert f'- `{published.name}`: {expected[0]}' in text
 
 
+def test_readme_flags_a_checkpoint_older_than_its_preset(published,
+                                                         monkeypatch):
+  """A preset changed after publishing: the README, written from the code's
+  current presets, names the difference the manifest could not know of."""
+  from zoo import config as config_lib
+  from zoo import registry
+  entry = registry.get(published.name)
+  old = entry.config('smoke')
+  changed = config_lib.replace(old, lift_noise=old.lift_noise + 0.25,
+                               train=config_lib.replace(old.train, steps=7))
+  assert publish_lib.readme_text(published.root).count('- `') == 0
+  monkeypatch.setitem(entry.presets, 'smoke', changed)
+  text = publish_lib.readme_text(published.root)
+  assert (f'- `{published.name}`: lift_noise={old.lift_noise!r} (preset: '
+          f'{changed.lift_noise!r}); train.steps=3 (preset: 7)') in text
+
+
 def test_cli_requires_a_model(capsys):
   assert publish.main([]) == 2
   assert '--model' in capsys.readouterr().err
