@@ -6,10 +6,10 @@
   one hourglass; decoupled: one 2D hourglass + one volumetric hourglass (the
   paper's Table 3 compares it with the 2-stack c2f network).
 - cpu: meant to learn within ~15 minutes on 2 CPU cores: 64 px crop, 16^2
-  x-y, 32 depth bins (62.5 mm each over +-1000 mm; the paper's Table 1 also
-  has a d = 32 volume), 64 features (stem 32 / 64), hourglass depth 3, 2
-  stacks (c2f d = 1, 32; naive 32, 32), Adam 3e-3 with cosine decay, batch
-  64, 2600 steps.
+  x-y, 16 depth bins (125 mm each over +-1000 mm; the paper's Table 1 also
+  has d = 16 and 32 volumes), 64 features (stem 32 / 64), hourglass depth
+  3, 2 stacks (c2f d = 1, 16; naive 16, 16), Adam 3e-3 with cosine decay,
+  batch 64, 3300 steps.
   Not the paper's, and why:
   - the auxiliary integral L1 loss (integral_loss_weight 1, C2FConfig) and
     soft-argmax decoding with that loss's softmax: with the MSE alone a
@@ -24,17 +24,19 @@
     the network fits the training subjects' clothes and fails to generalise
     to the test subjects';
   - the flip test (C2FConfig.flip_test) averages the two probability
-    volumes (decode.decode_flip_pair) before the soft-argmax.
-  Probes that did not help: 16 or 8 depth bins at equal steps (but 16
-  bins make a step about 15 % cheaper, and with the 3000-3300 steps that
-  buys in the same time they score better, 113.9-121.0 mm against
-  126.2-130.1 mm, BENCHMARKS.md), the integral loss alone
+    volumes (decode.decode_flip_pair) before the soft-argmax;
+  - 16 depth bins instead of 32: at equal steps they score no better (the
+    soft-argmax keeps sub-bin precision), but a step costs about 15 % less,
+    and the 3300 steps that buys in the same time score 114.4 mm against
+    128.6 mm for 32 bins at 2600 steps (3 seeds each, BENCHMARKS.md).
+  Probes that did not help: 8 depth bins, the integral loss alone
   (also at 2800 steps, the same time: its depth is much worse), the MSE at
   3x the integral loss's weight, XLA for the whole model (slower on this
   CPU: oneDNN's convolutions are lost; only the loss terms are compiled).
   The measured figures are in BENCHMARKS.md. The trainer's default
   precision (auto) runs this preset in mixed_bfloat16 on CPUs with bfloat16
-  instructions; 2600 steps take about 13 minutes on 2 idle cores.
+  instructions (3000 steps of it trained in about 12.5 minutes on 2 idle
+  cores with AMX; 3300 are an extrapolation to about 14 minutes).
   Coordinate regression: one hourglass of the same width, pooled to 8x8
   before the dense layer. Decoupled: one stack per network.
 - smoke: a few steps in seconds (64 crop, 16^2 x 8 volume, 16 features,
@@ -48,7 +50,7 @@ from zoo.c2f_volumetric.config import C2FConfig
 _PAPER = C2FConfig()
 
 _CPU = C2FConfig(
-    input_size=64, heatmap_size=16, num_stacks=2, depth_schedule=(1, 32),
+    input_size=64, heatmap_size=16, num_stacks=2, depth_schedule=(1, 16),
     num_features=64, hourglass_depth=3, stem_channels=(32, 64),
     regression_pool=2, integral_loss_weight=1., decoding='soft_argmax',
     augment=config_lib.AugmentConfig(
@@ -56,7 +58,7 @@ _CPU = C2FConfig(
         hue_delta=0.5, saturation_range=(0.6, 1.4)),
     train=config_lib.TrainConfig(
         optimizer='adam', learning_rate=3e-3, lr_schedule='cosine',
-        batch_size=64, steps=2600,
+        batch_size=64, steps=3300,
         checkpoint_every=300, log_every=25, num_train_examples=20_000,
         num_test_examples=1_000))
 
@@ -95,9 +97,12 @@ VARIANTS = ('c2f_volumetric', 'volumetric_stacked', 'coordinate_regression',
 # 2D detectors' keypoints (zoo.lift_lib). The cpu preset's geometry and
 # decoding at half the width (32 features: a step costs half as much, and
 # the whole run stays within about ten minutes on 2 shared cores); network
-# 1, which the lifting never runs, has a small stem.
+# 1, which the lifting never runs, has a small stem. 32 depth bins (62.5 mm
+# each), the cpu preset's before it took 16: the bundled lift checkpoint and
+# the lifting figures in BENCHMARKS.md are at 32.
 _LIFT = config_lib.replace(
-    _CPU, train_mode='network2_mocap', num_features=32, stem_channels=(8, 16),
+    _CPU, train_mode='network2_mocap', depth_schedule=(1, 32),
+    num_features=32, stem_channels=(8, 16),
     augment=config_lib.AugmentConfig(),
     train=config_lib.TrainConfig(
         optimizer='adam', learning_rate=2e-3, lr_schedule='cosine',

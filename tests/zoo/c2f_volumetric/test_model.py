@@ -48,9 +48,12 @@ def test_registered_with_presets():
   naive = registry.get('volumetric_stacked').config('paper')
   assert naive.depth_schedule == (64,) * 4
   cpu = registry.get('volumetric_stacked').config('cpu')
-  assert cpu.depth_schedule == (32, 32) and cpu.input_size == 64
+  assert cpu.depth_schedule == (16, 16) and cpu.input_size == 64
   c2f_cpu = registry.get('c2f_volumetric').config('cpu')
-  assert c2f_cpu.depth_schedule == (1, 32)
+  assert c2f_cpu.depth_schedule == (1, 16)
+  # The lift preset keeps the 32 bins its bundled checkpoint was trained at.
+  lift = registry.get('decoupled_volumetric').config('lift')
+  assert lift.depth_schedule == (1, 32)
   # The paper evaluates with the flip test; the cpu preset adds appearance
   # augmentation against over-fitting the five training subjects.
   assert paper.flip_test and c2f_cpu.flip_test
