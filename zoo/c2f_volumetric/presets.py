@@ -6,10 +6,10 @@
   one hourglass; decoupled: one 2D hourglass + one volumetric hourglass (the
   paper's Table 3 compares it with the 2-stack c2f network).
 - cpu: meant to learn within ~15 minutes on 2 CPU cores: 64 px crop, 16^2
-  x-y, 16 depth bins (125 mm each over +-1000 mm; the paper's Table 1 also
-  has d = 16 and 32 volumes), 64 features (stem 32 / 64), hourglass depth
-  3, 2 stacks (c2f d = 1, 16; naive 16, 16), Adam 3e-3 with cosine decay,
-  batch 64, 3300 steps.
+  x-y, 16 depth bins (125 mm each over +-1000 mm; the paper draws d from
+  1, 2, 4, ..., 64 and its Table 1 has d = 32 and 64 volumes), 64 features
+  (stem 32 / 64), hourglass depth 3, 2 stacks (c2f d = 1, 16; naive 16,
+  16), Adam 3e-3 with cosine decay, batch 64, 3300 steps.
   Not the paper's, and why:
   - the auxiliary integral L1 loss (integral_loss_weight 1, C2FConfig) and
     soft-argmax decoding with that loss's softmax: with the MSE alone a
