@@ -14,7 +14,8 @@ from zoo.c2f_volumetric import targets as targets_lib
 def _cpu_config(**overrides):
   # The cpu preset pinned to 128 px input, 32x32 cells and 32 depth bins over
   # +-1000 mm, the sizes these tests' synthetic volumes use.
-  overrides = {'input_size': 128, 'heatmap_size': 32, **overrides}
+  overrides = {'input_size': 128, 'heatmap_size': 32,
+               'depth_schedule': (1, 32), **overrides}
   return registry.get('c2f_volumetric').config('cpu', **overrides)
 
 
