@@ -399,10 +399,8 @@ def publish(name: str, *, preset: str = DEFAULT_PRESET,
   config, cleared = portable_config(run['config'])
   # A run taken with --from_workdir may predate a preset change (or carry an
   # --override): say so, since publish_command trains the current preset.
-  # Compared without the training machine's paths (a fitted prior's file).
-  unlike = [d for d in differences_from_preset(
-      run['config'], entry.config_class, entry.config(preset))
-            if not d.startswith('train.steps=')]
+  retrain = publish_command(name, preset, run.get('steps'), default_steps)
+  unlike = _unlike_preset(entry, preset, run['config'], retrain)
   if unlike:
     logging.warning('%s: the run\'s config differs from the current %s '
                     'preset: %s. Its publish_command would train the '
@@ -416,8 +414,7 @@ def publish(name: str, *, preset: str = DEFAULT_PRESET,
       'config_fields_cleared': cleared,
       'config_unlike_preset': unlike,
       'command': portable_command(run.get('command')),
-      'publish_command': publish_command(name, preset, run.get('steps'),
-                                         default_steps),
+      'publish_command': retrain,
       'steps': run.get('steps'),
       'seed': run.get('seed'),
       'precision': run.get('precision'),
@@ -490,21 +487,31 @@ def _num(value, digits: int = 1) -> str:
   return 'n/a'
 
 
+def _unlike_preset(entry: registry.ModelEntry, preset: str,
+                   config: Mapping[str, Any], retrain_command: str | None
+                   ) -> list[str]:
+  """How a run's config (a dict) differs from `preset` as the code defines
+  it now, without the training machine's paths (differences_from_preset).
+  Steps count unless the command that re-trains it asks for them
+  (publish_command's --steps)."""
+  steps_asked = '--steps=' in str(retrain_command or '')
+  return [d for d in differences_from_preset(
+      config, entry.config_class, entry.config(preset))
+          if not (steps_asked and d.startswith('train.steps='))]
+
+
 def unlike_current_preset(name: str, manifest: Mapping[str, Any]
                           ) -> list[str]:
-  """How a bundled checkpoint's config differs from its preset as the code
-  defines it now (a preset changed after publishing shows here, unlike the
-  manifest's `config_unlike_preset`, fixed when it was published). Steps
-  count unless the manifest's publish_command asks for them (--steps)."""
-  try:
-    entry = registry.get(name)
-    preset_config = entry.config(manifest.get('preset', DEFAULT_PRESET))
+  """_unlike_preset of a bundled checkpoint when the README is written: a
+  preset changed after publishing shows here, unlike the manifest's
+  `config_unlike_preset`, fixed when it was published."""
+  try:  # a model or preset the code no longer has: what was recorded
+    return _unlike_preset(registry.get(name),
+                          manifest.get('preset', DEFAULT_PRESET),
+                          manifest.get('config') or {},
+                          manifest.get('publish_command'))
   except KeyError:
     return list(manifest.get('config_unlike_preset') or [])
-  steps_asked = '--steps=' in str(manifest.get('publish_command') or '')
-  return [d for d in differences_from_preset(
-      manifest.get('config') or {}, entry.config_class, preset_config)
-          if not (steps_asked and d.startswith('train.steps='))]
 
 
 def readme_text(root: str) -> str:
