@@ -12,10 +12,14 @@ the next):
    single-seed run DIR/<model> or DIR/<model>_<preset> that recorded seed
    0) or under --workdir_root (DIR/<model>/seed<N>, default
    runs/study_<preset>). A run is used only when its metrics.json and
-   config.json record the model (and a pseudo-model's config), the preset,
-   the seed and the budget; otherwise it trains one into
-   --workdir_root/<model>/seed<N> with trainers.train_lib.train, which
-   resumes an unfinished run there from its training checkpoints. The
+   config.json record the model, the preset, the seed, the budget and the
+   config the model trains with now (the preset's, with a pseudo-model's
+   overrides; the steps and the checkpoint and log intervals may differ),
+   so a run from before a preset change is not counted for the new preset;
+   otherwise it trains one into --workdir_root/<model>/seed<N> with
+   trainers.train_lib.train, which resumes an unfinished run there from
+   its training checkpoints (a run of another config there is kept, and
+   the study names it among the missing runs). The
    budget: --steps (default: the c2f_volumetric preset's train.steps) or
    --seconds of training after the first (tracing) step
    (stopping at --steps, else at the model's own preset steps, if that

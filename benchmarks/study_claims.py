@@ -91,6 +91,28 @@ def config_differences(run_config: Any, preset_config: Any) -> list[str]:
       config_lib.to_dict(run_config), type(run_config), preset_config)
 
 
+# Config fields a run may differ in from the preset and still be reused:
+# the budget sets the steps; the others change no result.
+REUSABLE_DIFFERENCES = ('train.steps', 'train.checkpoint_every',
+                        'train.log_every')
+
+
+def preset_changes(name: str, preset: str, config: Mapping[str, Any]
+                   ) -> list[str]:
+  """How a run's recorded config (config.json's 'config') differs from
+  what study model `name` trains with at `preset` now, apart from
+  REUSABLE_DIFFERENCES: a run from before a preset change measures the
+  old preset, so it is not reused for the new one."""
+  wanted = model_config(name, preset)
+  try:
+    changes = publish_lib.differences_from_preset(config, type(wanted),
+                                                  wanted)
+  except (KeyError, TypeError) as e:
+    return [f'it records a config the current code cannot read ({e})']
+  return [c for c in changes
+          if c.split('=', 1)[0] not in REUSABLE_DIFFERENCES]
+
+
 def parse_models(text: str) -> list[str]:
   valid = all_models()
   if text.strip() == 'all':

@@ -296,10 +296,10 @@ def render_markdown(study: Mapping[str, Any], verdicts: Sequence[Verdict]
   lines += _table(header, rows, numeric=False) + ['']
   lines += ['"trained": trained by the command above; "resumed": trained by '
             'it from an unfinished run\'s checkpoints; "reused": a finished '
-            'run found for the same model, preset, seed and budget. A reused '
-            'run keeps the config it trained with; where the preset '
-            'changed since, the last column says how (the comparisons above '
-            'are fair when the runs they compare share those changes).', '']
+            'run found for the same model, preset, seed, budget and config. '
+            'The last column shows where a run\'s config differs from its '
+            'preset in the fields a reused run may: the steps (set by the '
+            'budget) and the checkpoint and log intervals.', '']
   lines += ['Descriptions of the study-only models: ' + ' '.join(
       f'`{p.name}`: {p.description}' for p in PSEUDO_MODELS.values()), '']
   return '\n'.join(lines)

@@ -36,6 +36,7 @@ from benchmarks.study_claims import judge
 from benchmarks.study_claims import model_config
 from benchmarks.study_claims import model_overrides
 from benchmarks.study_claims import parse_models
+from benchmarks.study_claims import preset_changes
 from benchmarks.study_report import render_markdown
 from benchmarks.study_report import write_chart
 from trainers import evaluation
@@ -115,7 +116,13 @@ def run_mismatch(name: str, preset: str, seed: int, workdir: str
       if all(config.get(k) == (list(v) if isinstance(v, tuple) else v)
              for k, v in ablation.items() if '.' not in k):
         return f'its config is that of {pseudo.name}'
+  if config:
+    changed = preset_changes(name, preset, config)
+    if changed:
+      return ('its config differs from the current preset: '
+              + '; '.join(changed))
   return None
+
 
 
 def budget_mismatch(metrics: Mapping[str, Any], steps: int | None,

@@ -27,7 +27,9 @@ from benchmarks import study
 from benchmarks import study_claims
 from benchmarks import study_report
 from benchmarks import study_runner
+from zoo import config as config_lib
 from zoo import metrics as metrics_lib
+from zoo import registry
 
 # The cheapest pair to train at smoke, and a claim's pair (Tome et al.'s
 # fusion); lifting_deep_nofusion is a pseudo-model (a registered model
@@ -280,10 +282,14 @@ def test_runs_of_another_seed_or_budget_are_not_reused(smoke_study,
 
 def _fake_run(workdir, model, preset='smoke', seed=0, steps=3, config=None,
               finished=True, checkpoint=False, mpjpe=None):
+  """A run of registered `model` as training records it: its preset's
+  whole config with `config`'s overrides and `steps`."""
   os.makedirs(workdir, exist_ok=True)
+  recorded = config_lib.replace(registry.get(model).config(preset),
+                                **{**(config or {}), 'train.steps': steps})
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     json.dump({'model': model, 'preset': preset, 'seed': seed,
-               'config': config or {}}, f)
+               'config': config_lib.to_dict(recorded)}, f)
   if finished:
     with open(os.path.join(workdir, 'metrics.json'), 'w') as f:
       mpjpe = 100. + seed if mpjpe is None else mpjpe
@@ -316,7 +322,9 @@ def test_own_workdir_finished_resumed_foreign_or_over_budget(tmp_path,
                          finished=False, checkpoint=True)
   foreign = _fake_run(runs / 'metrabs' / 'seed2', 'metrabs', seed=0)
   over = _fake_run(runs / 'metrabs' / 'seed3', 'metrabs', seed=3, steps=9)
-  argv = FAST + ['--models=metrabs', '--seeds=0,1,2,3,4',
+  stale = _fake_run(runs / 'metrabs' / 'seed5', 'metrabs', seed=5,
+                    config={'train.batch_size': 3})
+  argv = FAST + ['--models=metrabs', '--seeds=0,1,2,3,4,5',
                  f'--workdir_root={runs}', f'--out_dir={tmp_path / "out"}']
   assert study.main(argv) == 0
   assert trained == [('metrabs', 1, unfinished),
@@ -331,8 +339,11 @@ def test_own_workdir_finished_resumed_foreign_or_over_budget(tmp_path,
   missing = data['missing']['metrabs']
   assert 'holds another run (it was trained with seed 0)' in missing['2']
   assert 'trained for 9 steps, not 3, more than the budget' in missing['3']
-  assert os.path.exists(os.path.join(foreign, 'metrics.json'))
-  assert os.path.exists(os.path.join(over, 'metrics.json'))
+  # A run of a former preset is neither reused nor overwritten.
+  assert ('holds another run (its config differs from the current preset: '
+          'train.batch_size=3 (preset: ') in missing['5']
+  for kept in (foreign, over, stale):
+    assert os.path.exists(os.path.join(kept, 'metrics.json'))
   # The per-seed values and their mean and sample std, as numpy has them.
   values = [100., 101., 104.]
   entry = data['results']['metrabs']
@@ -439,6 +450,21 @@ def test_find_run_checks_model_preset_seed_budget_and_ablation(tmp_path):
   found, skipped = find('decoupled_volumetric')
   assert found is None and 'trained with seed 1' in skipped[0]
   assert find('decoupled_volumetric', seed=1)[0] is None
+  # A run from before a preset change measures the old preset: not reused.
+  # Fields that change no result (and the steps, which the budget checks)
+  # may differ.
+  hue = registry.get('metrabs').config('smoke').augment.hue_delta
+  _fake_run(tmp_path / 'metrabs' / 'seed1', 'metrabs', seed=1,
+            config={'augment.hue_delta': hue + 0.1})
+  found, skipped = find('metrabs', seed=1)
+  assert found is None and skipped == [
+      f'{study_runner.shown_path(str(tmp_path / "metrabs" / "seed1"))}: '
+      'its config differs from the current preset: augment.hue_delta='
+      f'{hue + 0.1!r} (preset: {hue!r})']
+  logged = _fake_run(tmp_path / 'metrabs' / 'seed2', 'metrabs', seed=2,
+                     config={'train.checkpoint_every': 1,
+                             'train.log_every': 1})
+  assert find('metrabs', seed=2)[0] == logged
   # A run that records no seed is not assumed to be seed 0.
   path = _fake_run(tmp_path / 'lifting_deep' / 'seed0', 'lifting_deep')
   os.remove(os.path.join(path, 'config.json'))
@@ -651,7 +677,6 @@ def test_pseudo_models_and_model_list():
 
 
 def test_config_differences_name_what_changed_since_a_run():
-  from zoo import config as config_lib
   now = study_claims.model_config('c2f_volumetric', 'smoke')
   assert study_claims.config_differences(now, now) == []
   # A run from before a preset change (here: two augmentation fields and
