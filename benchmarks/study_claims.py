@@ -85,8 +85,9 @@ def model_config(name: str, preset: str) -> Any:
 
 def config_differences(run_config: Any, preset_config: Any) -> list[str]:
   """How a run's config differs from `preset_config` (what its study model
-  trains with now, model_config), leaving out the fields that name files of the training machine (as a
-  bundled checkpoint does: trainers.publish_lib.portable_config)."""
+  trains with now, model_config), leaving out the fields that name files
+  of the training machine (as a bundled checkpoint does:
+  trainers.publish_lib.portable_config)."""
   return publish_lib.differences_from_preset(
       config_lib.to_dict(run_config), type(run_config), preset_config)
 

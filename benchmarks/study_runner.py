@@ -124,7 +124,6 @@ def run_mismatch(name: str, preset: str, seed: int, workdir: str
   return None
 
 
-
 def budget_mismatch(metrics: Mapping[str, Any], steps: int | None,
                     seconds: float | None) -> str | None:
   """None if a finished run's metrics.json meets the budget: exactly
