@@ -10,7 +10,10 @@ the next):
 1. finds a finished run for that seed and budget under --reuse_root
    (DIR/<model>/seed<N> or DIR/<model>_<preset>/seed<N>; for seed 0 also a
    single-seed run DIR/<model> or DIR/<model>_<preset> that recorded seed
-   0) or under --workdir_root (DIR/<model>/seed<N>, default
+   0, such as a checkpoint trainers.publish bundled: --reuse_root=
+   zoo/checkpoints offers the bundled checkpoints as the seed-0 runs, and
+   their manifests stand for the run's metrics.json and config.json) or
+   under --workdir_root (DIR/<model>/seed<N>, default
    runs/study_<preset>). A run is used only when its metrics.json and
    config.json record the model, the preset, the seed, the budget and the
    config the model trains with now (the preset's, with a pseudo-model's
@@ -132,7 +135,8 @@ def define_flags(flag_values: flags.FlagValues) -> None:
                             '(DIR/<model>/seed<N> or '
                             'DIR/<model>_<preset>/seed<N> with metrics.json; '
                             'for seed 0 also DIR/<model> or '
-                            'DIR/<model>_<preset>) to use instead of '
+                            'DIR/<model>_<preset>, e.g. zoo/checkpoints '
+                            'for the bundled checkpoints) to use instead of '
                             'training; may be repeated.', **fv)
   flags.DEFINE_boolean('train', True, 'Train models without a finished run '
                        '(--notrain: report them as missing).', **fv)

@@ -106,12 +106,10 @@ def preset_changes(name: str, preset: str, config: Mapping[str, Any]
   old preset, so it is not reused for the new one."""
   wanted = model_config(name, preset)
   try:
-    changes = publish_lib.differences_from_preset(config, type(wanted),
-                                                  wanted)
+    return publish_lib.differences_from_preset(
+        config, type(wanted), wanted, ignore=REUSABLE_DIFFERENCES)
   except (KeyError, TypeError) as e:
     return [f'it records a config the current code cannot read ({e})']
-  return [c for c in changes
-          if c.split('=', 1)[0] not in REUSABLE_DIFFERENCES]
 
 
 def parse_models(text: str) -> list[str]:

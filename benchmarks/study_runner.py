@@ -67,6 +67,28 @@ def _read_json(path: str) -> dict:
   return fileio.read_json(path) if os.path.exists(path) else {}
 
 
+# A published checkpoint's manifest fields that stand for a run's config.json.
+_MANIFEST_RUN_FIELDS = ('model', 'preset', 'seed', 'config', 'data',
+                        'precision', 'command')
+
+
+def run_records(workdir: str) -> tuple[dict, dict]:
+  """(metrics, run config) of a run: its metrics.json and config.json. A
+  published checkpoint (a manifest.json with the run's metrics, and no
+  metrics.json or config.json beside it, as trainers.publish bundles under
+  zoo/checkpoints/<model>) is a finished run too: the manifest's metrics and
+  its model, preset, seed, config and data stand for the two files."""
+  metrics = _read_json(os.path.join(workdir, METRICS_FILE))
+  run_config = _read_json(os.path.join(workdir, RUN_CONFIG_FILE))
+  if metrics or run_config:
+    return metrics, run_config
+  manifest = manifest_lib.read_manifest(workdir) or {}
+  if not manifest.get('metrics'):
+    return {}, {}
+  return (dict(manifest['metrics']),
+          {k: manifest[k] for k in _MANIFEST_RUN_FIELDS if k in manifest})
+
+
 def recorded_seed(workdir: str) -> int | None:
   """The training seed a run recorded (its config.json, else its
   manifest.json); None if neither says."""
@@ -81,8 +103,7 @@ def run_mismatch(name: str, preset: str, seed: int, workdir: str
                  ) -> str | None:
   """None if `workdir` holds a run (finished or not) of study model `name`
   at `preset` with `seed`, or nothing; else why not."""
-  metrics = _read_json(os.path.join(workdir, METRICS_FILE))
-  run_config = _read_json(os.path.join(workdir, RUN_CONFIG_FILE))
+  metrics, run_config = run_records(workdir)
   if not metrics and not run_config:
     return None  # nothing trained there yet
   base = base_model(name)
@@ -145,11 +166,11 @@ def finished_mismatch(name: str, preset: str, seed: int, workdir: str,
                       steps: int | None, seconds: float | None) -> str | None:
   """None if `workdir` is a finished run (metrics.json) of `name` at
   `preset` with `seed` for the budget; else why not."""
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.exists(path):
+  metrics, _ = run_records(workdir)
+  if not metrics:
     return f'no {METRICS_FILE}'
   return run_mismatch(name, preset, seed, workdir) or budget_mismatch(
-      fileio.read_json(path), steps, seconds)
+      metrics, steps, seconds)
 
 
 def find_run(name: str, preset: str, seed: int, reuse_roots: Sequence[str],
@@ -167,8 +188,7 @@ def find_run(name: str, preset: str, seed: int, reuse_roots: Sequence[str],
       candidates += [os.path.join(root, sub)
                      for sub in (name, f'{name}_{preset}')]
     for workdir in candidates:
-      if not any(os.path.exists(os.path.join(workdir, f))
-                 for f in (METRICS_FILE, RUN_CONFIG_FILE)):
+      if not any(run_records(workdir)):
         continue  # not a run (e.g. the seeds' parent directory)
       reason = finished_mismatch(name, preset, seed, workdir, steps, seconds)
       if reason is None:
@@ -386,7 +406,7 @@ def study_result(name: str, preset: str, seed: int, workdir: str,
   its metrics.json (a run this study has just trained evaluated itself with
   the same code).
   """
-  metrics = fileio.read_json(os.path.join(workdir, METRICS_FILE))
+  metrics, _ = run_records(workdir)
   result = dict(metrics)
   result.update({'model': name, 'base_model': base_model(name), 'seed': seed,
                  'overrides': {k: list(v) if isinstance(v, tuple) else v

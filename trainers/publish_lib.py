@@ -44,7 +44,7 @@ import re
 import shlex
 import shutil
 import tempfile
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from absl import logging
 
@@ -210,13 +210,15 @@ def portable_command(command: str | None) -> str | None:
 
 
 def differences_from_preset(config: Mapping[str, Any], config_class: type,
-                            preset_config: Any) -> list[str]:
+                            preset_config: Any, ignore: Iterable[str] = ()
+                            ) -> list[str]:
   """zoo.config.differences of a run's config (a dict) from a preset's,
-  without the fields that name files of the training machine
-  (portable_config): a fitted prior's path is no setting."""
+  apart from the dotted fields in `ignore` and without the fields that name
+  files of the training machine (portable_config): a fitted prior's path is
+  no setting."""
   portable, _ = portable_config(config)
   return config_lib.differences(config_lib.from_dict(config_class, portable),
-                                preset_config, 'preset')
+                                preset_config, 'preset', ignore=ignore)
 
 
 def _generator_version(data: Mapping[str, Any]) -> int | None:
@@ -495,9 +497,9 @@ def _unlike_preset(entry: registry.ModelEntry, preset: str,
   Steps count unless the command that re-trains it asks for them
   (publish_command's --steps)."""
   steps_asked = '--steps=' in str(retrain_command or '')
-  return [d for d in differences_from_preset(
-      config, entry.config_class, entry.config(preset))
-          if not (steps_asked and d.startswith('train.steps='))]
+  return differences_from_preset(
+      config, entry.config_class, entry.config(preset),
+      ignore=('train.steps',) if steps_asked else ())
 
 
 def unlike_current_preset(name: str, manifest: Mapping[str, Any]

@@ -7,7 +7,7 @@ instances of it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Iterable
 
 
 @dataclasses.dataclass
@@ -96,10 +96,12 @@ def replace(config: Any, **overrides) -> Any:
 
 
 def differences(config: Any, reference: Any,
-                reference_name: str = 'reference') -> list[str]:
+                reference_name: str = 'reference',
+                ignore: Iterable[str] = ()) -> list[str]:
   """'key=value (reference_name: value)' for each dotted field where
   `config` differs from `reference` (e.g. a run's config from the current
-  preset; fields added since the run hold their defaults)."""
+  preset; fields added since the run hold their defaults), apart from the
+  dotted fields in `ignore`."""
   def flat(d, prefix=''):
     out = {}
     for key, value in d.items():
@@ -109,8 +111,10 @@ def differences(config: Any, reference: Any,
         out[prefix + key] = list(value) if isinstance(value, tuple) else value
     return out
   have, want = (flat(to_dict(c)) for c in (config, reference))
+  ignore = set(ignore)
   return [f'{k}={have.get(k)!r} ({reference_name}: {want.get(k)!r})'
-          for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)]
+          for k in sorted(set(have) | set(want))
+          if have.get(k) != want.get(k) and k not in ignore]
 
 
 def to_dict(config: Any) -> dict[str, Any]:

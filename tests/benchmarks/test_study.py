@@ -250,6 +250,47 @@ def test_reuse_root_and_missing_runs(smoke_study, tmp_path, monkeypatch):
   assert f'| `lifting_deep` | 1 | 3 | {result["mpjpe_mm"]:.1f} ± n/a |' in text
 
 
+def test_published_checkpoint_is_a_seed0_run(smoke_study, tmp_path,
+                                             monkeypatch):
+  """A bundle as trainers.publish writes it (manifest.json and weights, no
+  metrics.json or config.json) under a reuse root is the seed-0 run: it is
+  loaded and evaluated from the bundle, with the manifest's figures."""
+  root, _ = smoke_study
+  run = root / 'runs' / 'lifting_deep' / 'seed0'
+  bundles = tmp_path / 'checkpoints'
+  bundle = bundles / 'lifting_deep'
+  os.makedirs(bundle)
+  manifest = json.loads((run / 'manifest.json').read_text())
+  shutil.copy(run / manifest['weights_file'], bundle)
+  shutil.copy(run / 'manifest.json', bundle)
+  monkeypatch.setattr(study_runner, 'train_run', _no_training)
+  out = tmp_path / 'out'
+  assert study.main(FAST + ['--models=lifting_deep', '--seeds=0,1',
+                            '--notrain', f'--reuse_root={bundles}',
+                            f'--workdir_root={tmp_path / "none"}',
+                            f'--out_dir={out}']) == 0
+  data = json.loads((out / 'study.json').read_text())
+  (result,) = data['results']['lifting_deep']['runs']
+  assert result['source'] == 'reused'
+  assert result['workdir'] == study_runner.shown_path(bundle)
+  assert result['run_mpjpe_mm'] == manifest['metrics']['mpjpe_mm']
+  # Evaluated again from the bundle's weights: the run's own figures.
+  assert result['mpjpe_mm'] == pytest.approx(manifest['metrics']['mpjpe_mm'],
+                                             rel=1e-4)
+  # The bundle is seed 0 only.
+  assert list(data['missing']['lifting_deep']) == ['1']
+  # A bundle of another seed, or without metrics, is not a seed-0 run.
+  manifest['seed'] = 2
+  (bundle / 'manifest.json').write_text(json.dumps(manifest))
+  found, skipped = study_runner.find_run('lifting_deep', 'smoke', 0,
+                                         [str(bundles)], manifest['steps'])
+  assert found is None and 'trained with seed 2' in skipped[0]
+  del manifest['metrics']
+  (bundle / 'manifest.json').write_text(json.dumps(manifest))
+  assert study_runner.find_run('lifting_deep', 'smoke', 0, [str(bundles)],
+                               manifest['steps']) == (None, [])
+
+
 def test_runs_of_another_seed_or_budget_are_not_reused(smoke_study,
                                                        tmp_path):
   root, _ = smoke_study
