@@ -1,5 +1,6 @@
-"""Bad input in zoo/data/pipeline.py: corrupt and truncated record files,
-records with a wrong field shape, images that do not decode, NaN joints.
+"""zoo/data/record_checks.py through the pipeline (zoo/data/pipeline.py)
+that applies them: corrupt and truncated record files, records with a wrong
+field shape, images that do not decode, NaN joints.
 
 Each case is checked in both policies: on_bad_record='stop' raises an error
 naming the problem, the file and the record; 'skip' drops exactly the bad
