@@ -440,6 +440,67 @@ def _train(entry, config, preset, workdir, own_dir, chief, dist, data_info,
            run_config, *, seed, init_from, run_evaluation, flip_test,
            baseline, deterministic, progress, extra_callbacks,
            on_bad_record='stop') -> TrainResult:
+  """Builds or resumes the model, fits it to the target step and (chief
+  only) writes the final weights, evaluates and writes metrics.json."""
+  model, ckpt, start_step, final = _build_and_restore(
+      entry, config, preset, workdir, own_dir, dist, run_config, seed=seed,
+      init_from=init_from)
+  target = int(config.train.steps)
+  state = callbacks_lib.TrainState(start_step=start_step, target_step=target,
+                                   batch_size=config.train.batch_size)
+  bad_records = pipeline.BadRecords() if on_bad_record == 'skip' else None
+  source_counts = None
+  if data_info.mixture is not None:
+    source_counts = mixture_lib.SourceCounts()
+  train_seconds = 0.
+  if start_step < target:
+    train_seconds = _fit(
+        model, ckpt, state, config, data_info, dist, chief, workdir,
+        seed=seed + start_step, deterministic=deterministic,
+        on_bad_record=on_bad_record, bad_records=bad_records,
+        source_counts=source_counts, progress=progress,
+        extra_callbacks=extra_callbacks)
+  else:
+    logging.info('Already trained to step %d (target %d); not training.',
+                 start_step, target)
+
+  interrupted = state.stopped_by_signal
+  result = TrainResult(workdir, start_step, state.step, interrupted, None,
+                       None, model)
+  if bad_records is not None:
+    result.bad_records = bad_records.summary()
+    if len(bad_records):
+      logging.warning('Skipped bad training input: %d bad records, %d '
+                      'corrupt or truncated record files (%d skips); each '
+                      'is logged above.', result.bad_records['bad_records'],
+                      result.bad_records['bad_files'],
+                      result.bad_records['skipped'])
+  if interrupted is not None:
+    logging.warning('Stopped by signal %d at step %d; checkpoint saved in %s. '
+                    'Rerun the same command to resume.', interrupted,
+                    state.step, ckpt.directory)
+    return result
+  if not chief:
+    return result
+
+  result.manifest = _write_final_weights(entry, preset, workdir, model,
+                                         state.step, run_config,
+                                         result.bad_records, final)
+  if not run_evaluation:
+    return result
+  result.metrics = _evaluate_run(
+      entry, config, preset, workdir, model, dist, data_info, state,
+      run_config, result.manifest, train_seconds=train_seconds,
+      flip_test=flip_test, baseline=baseline, progress=progress,
+      source_counts=source_counts)
+  return result
+
+
+def _build_and_restore(entry, config, preset, workdir, own_dir, dist,
+                       run_config, *, seed, init_from):
+  """(model compiled under `dist`, its training checkpoint, the step it
+  resumes at, the final weights Source when the run already reached its
+  target step, else None)."""
   train_cfg = config.train
   keras.utils.set_random_seed(seed)
   resuming = weights_lib.latest_checkpoint_step(workdir)[0] is not None
@@ -472,119 +533,107 @@ def _train(entry, config, preset, workdir, own_dir, chief, dist, data_info,
     if init_from:
       logging.info('Resuming at step %d; --init_from is ignored.', start_step)
     _reset_learning_rate(model.optimizer, train_cfg.learning_rate)
+  return model, ckpt, start_step, final
 
-  state = callbacks_lib.TrainState(start_step=start_step, target_step=target,
-                                   batch_size=train_cfg.batch_size)
-  train_seconds = 0.
-  interrupted = None
+
+def _fit(model, ckpt, state, config, data_info, dist, chief, workdir, *,
+         seed, deterministic, on_bad_record, bad_records, source_counts,
+         progress, extra_callbacks) -> float:
+  """Fits `model` from state.start_step to state.target_step, saving
+  checkpoints (and, on the chief, logs, TensorBoard scalars and the progress
+  bar); returns the seconds `fit` ran. `seed`: the input stream's (a
+  resumed segment gets its own)."""
+  train_cfg = config.train
   skip = on_bad_record == 'skip'
-  bad_records = pipeline.BadRecords() if skip else None
-  source_counts = None
-  if data_info.mixture is not None:
-    source_counts = mixture_lib.SourceCounts()
-  if start_step < target:
-    input_pipelines = distribute.input_pipelines(dist)
-    # A different but reproducible input stream per resumed segment.
-    dataset = train_dataset(data_info.train_data, config, model,
-                            seed=seed + start_step,
-                            deterministic=deterministic,
-                            on_bad_record=on_bad_record,
-                            bad_records=bad_records,
-                            input_pipelines=input_pipelines,
-                            source_counts=source_counts)
-    # A separate dataset object for the check: iterating `dataset` itself
-    # would advance its shuffle seed and change the order `fit` sees.
-    x, y = next(iter(train_dataset(
-        data_info.train_data, config, model, seed=seed + start_step,
-        deterministic=deterministic, on_bad_record=on_bad_record,
-        bad_records=pipeline.BadRecords(log=False) if skip else None,
-        input_pipelines=input_pipelines)))
-    check_contract(model, x, y)
-    del x, y
-    remaining = target - start_step
-    window = max(1, min(int(train_cfg.log_every), remaining))
-    cbs = [callbacks_lib.StepTracker(state)]
-    with callbacks_lib.StopRequest() as stop:
-      cbs.append(callbacks_lib.CheckpointSaver(
-          state, ckpt, train_cfg.checkpoint_every, stop))
-      if chief:
-        cbs += [callbacks_lib.TensorBoardScalars(state,
-                                                 os.path.join(workdir, 'tb')),
-                callbacks_lib.LogLines(state),
-                *([callbacks_lib.SourceCountLog(state, source_counts)]
-                  if source_counts is not None else []),
-                callbacks_lib.ProgressBar(state, enabled=progress)]
-      cbs += list(extra_callbacks)
-      logging.info('Training steps %d -> %d (batch %d, %s).', start_step,
-                   target, train_cfg.batch_size, train_cfg.optimizer)
-      t0 = time.perf_counter()
-      try:
-        model.fit(dataset, epochs=math.ceil(remaining / window),
-                  steps_per_epoch=window, verbose=0, callbacks=cbs,
-                  shuffle=False)
-      finally:
-        train_seconds = time.perf_counter() - t0
-        for cb in cbs:
-          if isinstance(cb, callbacks_lib.ProgressBar):
-            cb.on_train_end()
-    interrupted = state.stopped_by_signal
-  else:
-    logging.info('Already trained to step %d (target %d); not training.',
-                 start_step, target)
+  input_pipelines = distribute.input_pipelines(dist)
+  dataset = train_dataset(data_info.train_data, config, model, seed=seed,
+                          deterministic=deterministic,
+                          on_bad_record=on_bad_record,
+                          bad_records=bad_records,
+                          input_pipelines=input_pipelines,
+                          source_counts=source_counts)
+  # A separate dataset object for the check: iterating `dataset` itself
+  # would advance its shuffle seed and change the order `fit` sees.
+  x, y = next(iter(train_dataset(
+      data_info.train_data, config, model, seed=seed,
+      deterministic=deterministic, on_bad_record=on_bad_record,
+      bad_records=pipeline.BadRecords(log=False) if skip else None,
+      input_pipelines=input_pipelines)))
+  check_contract(model, x, y)
+  del x, y
+  remaining = state.target_step - state.start_step
+  window = max(1, min(int(train_cfg.log_every), remaining))
+  cbs = [callbacks_lib.StepTracker(state)]
+  with callbacks_lib.StopRequest() as stop:
+    cbs.append(callbacks_lib.CheckpointSaver(
+        state, ckpt, train_cfg.checkpoint_every, stop))
+    if chief:
+      cbs += [callbacks_lib.TensorBoardScalars(state,
+                                               os.path.join(workdir, 'tb')),
+              callbacks_lib.LogLines(state),
+              *([callbacks_lib.SourceCountLog(state, source_counts)]
+                if source_counts is not None else []),
+              callbacks_lib.ProgressBar(state, enabled=progress)]
+    cbs += list(extra_callbacks)
+    logging.info('Training steps %d -> %d (batch %d, %s).', state.start_step,
+                 state.target_step, train_cfg.batch_size, train_cfg.optimizer)
+    t0 = time.perf_counter()
+    try:
+      model.fit(dataset, epochs=math.ceil(remaining / window),
+                steps_per_epoch=window, verbose=0, callbacks=cbs,
+                shuffle=False)
+    finally:
+      train_seconds = time.perf_counter() - t0
+      for cb in cbs:
+        if isinstance(cb, callbacks_lib.ProgressBar):
+          cb.on_train_end()
+  return train_seconds
 
-  result = TrainResult(workdir, start_step, state.step, interrupted, None,
-                       None, model)
-  if bad_records is not None:
-    result.bad_records = bad_records.summary()
-    if len(bad_records):
-      logging.warning('Skipped bad training input: %d bad records, %d '
-                      'corrupt or truncated record files (%d skips); each '
-                      'is logged above.', result.bad_records['bad_records'],
-                      result.bad_records['bad_files'],
-                      result.bad_records['skipped'])
-  if interrupted is not None:
-    logging.warning('Stopped by signal %d at step %d; checkpoint saved in %s. '
-                    'Rerun the same command to resume.', interrupted,
-                    state.step, ckpt.directory)
-    return result
-  if not chief:
-    return result
 
+def _write_final_weights(entry, preset, workdir, model, step, run_config,
+                         bad_records, final) -> dict:
+  """Writes the final weights and their manifest (metrics still None), or
+  keeps `final`, the weights a finished run already wrote; returns the
+  manifest."""
+  if final is not None:
+    manifest = checkpoints.keep_final(workdir, final)
+    logging.info('Kept the final weights %s (sha256 %s).', final.path,
+                 manifest['sha256'])
+    return manifest
   manifest = {
       'model': entry.name, 'preset': preset,
       'config': run_config['config'], 'command': run_config['command'],
-      'steps': state.step, 'data': run_config['data'], 'seed': run_config['seed'],
+      'steps': step, 'data': run_config['data'], 'seed': run_config['seed'],
       'precision': run_config['precision'],
       'strategy': run_config['strategy'],
       'init_from': run_config.get('init_from'),
       'versions': {'tensorflow': tf.__version__, 'keras': keras.__version__},
       'metrics': None,
   }
-  if result.bad_records is not None:
+  if bad_records is not None:
     manifest['bad_records'] = {
-        key: result.bad_records[key]
-        for key in ('bad_records', 'bad_files', 'skipped')}
-  if final is not None:
-    manifest = checkpoints.keep_final(workdir, final)
-    logging.info('Kept the final weights %s (sha256 %s).', final.path,
-                 manifest['sha256'])
-  else:
-    manifest = checkpoints.write_final(workdir, model, manifest)
-    logging.info('Wrote %s (sha256 %s).',
-                 os.path.join(workdir, manifest_lib.WEIGHTS_FILE),
-                 manifest['sha256'])
-  if not run_evaluation:
-    result.manifest = manifest
-    return result
+        key: bad_records[key] for key in ('bad_records', 'bad_files',
+                                          'skipped')}
+  manifest = checkpoints.write_final(workdir, model, manifest)
+  logging.info('Wrote %s (sha256 %s).',
+               os.path.join(workdir, manifest_lib.WEIGHTS_FILE),
+               manifest['sha256'])
+  return manifest
 
-  steps_done = state.steps_done
+
+def _evaluate_run(entry, config, preset, workdir, model, dist, data_info,
+                  state, run_config, manifest, *, train_seconds, flip_test,
+                  baseline, progress, source_counts) -> dict:
+  """Evaluates the test split in float32, adds the training figures, writes
+  metrics.json and the manifest with them; returns the metrics."""
+  train_cfg = config.train
   metrics = {'model': entry.name, 'preset': preset, 'steps': state.step}
   if source_counts is not None:
     metrics['train_examples_per_source'] = source_counts.counts()
   metrics.update(evaluation.evaluate_model(
       _float32_model(entry, config, model, workdir), data_info.test_data,
       config, flip_test=flip_test, progress=progress))
-  if steps_done > 0:
+  if state.steps_done > 0:
     metrics['train_seconds'] = train_seconds
     metrics['train_examples_per_second'] = state.steady_examples_per_second()
     # Peak resident memory of this process so far (training and evaluation).
@@ -598,7 +647,7 @@ def _train(entry, config, preset, workdir, own_dir, chief, dist, data_info,
         'train_examples_per_second', float('nan'))
     if 'peak_rss_mib' in previous:
       metrics['peak_rss_mib'] = previous['peak_rss_mib']
-  metrics['start_step'] = start_step
+  metrics['start_step'] = state.start_step
   metrics['batch_size'] = train_cfg.batch_size
   metrics['precision'] = run_config['precision']
   metrics['replicas'] = dist.num_replicas_in_sync
@@ -614,8 +663,7 @@ def _train(entry, config, preset, workdir, own_dir, chief, dist, data_info,
   fileio.atomic_write_json(
       os.path.join(workdir, manifest_lib.MANIFEST_FILE), manifest)
   print(evaluation.format_report(metrics), flush=True)
-  result.metrics, result.manifest = metrics, manifest
-  return result
+  return metrics
 
 
 def _float32_model(entry, config, model, workdir: str):
