@@ -117,6 +117,10 @@ def _setup(model_name: str, path: str):
     # and trainers/checkpoints.py.
     from trainers import checkpoints as weights_lib
     run_config = train_lib
+  try:
+    from trainers import training_data
+  except ImportError:  # a tree from before trainers/training_data.py
+    training_data = train_lib
   if path == 'fast':
     distribute.configure_cpu_threads()
     precision, _ = distribute.resolve_precision('auto')
@@ -125,7 +129,7 @@ def _setup(model_name: str, path: str):
   entry = run_config.get_entry(model_name)
   config = run_config.make_config(entry, FLAGS.preset)
   distribute.set_precision(precision)
-  data = train_lib.resolve_data('synthetic', config, 0, progress=False)
+  data = training_data.resolve_data('synthetic', config, 0, progress=False)
   if entry.prepare is not None:
     config = entry.prepare(config, tempfile.mkdtemp(), data.directory)
   keras.utils.set_random_seed(0)
@@ -133,8 +137,8 @@ def _setup(model_name: str, path: str):
   model.compile(optimizer=run_config.make_optimizer(config.train))
   model.optimizer.build(model.trainable_variables)
   train_lib._skip_keras_symbolic_build(model)  # pylint: disable=protected-access
-  x, y = next(iter(train_lib.train_dataset(data.directory, config, model,
-                                           seed=0)))
+  x, y = next(iter(training_data.train_dataset(data.directory, config,
+                                               model, seed=0)))
   iterator = iter(tf.data.Dataset.from_tensors((x, y)).repeat())
   model.make_train_function()
   train_function = model.train_function
@@ -204,16 +208,16 @@ def _profile(model_name: str) -> dict:
 
 def _pipeline(model_name: str) -> dict:
   import tensorflow as tf
-  from trainers import distribute, run_config, train_lib
+  from trainers import distribute, run_config, training_data
   distribute.configure_cpu_threads()
   entry = run_config.get_entry(model_name)
   config = run_config.make_config(entry, FLAGS.preset)
-  data = train_lib.resolve_data('synthetic', config, 0, progress=False)
+  data = training_data.resolve_data('synthetic', config, 0, progress=False)
   if entry.prepare is not None:
     config = entry.prepare(config, tempfile.mkdtemp(), data.directory)
   model = entry.build(config)
-  iterator = iter(train_lib.train_dataset(data.directory, config, model,
-                                          seed=0))
+  iterator = iter(training_data.train_dataset(data.directory, config,
+                                              model, seed=0))
   for _ in range(3):
     next(iterator)
   n = FLAGS.pipeline_batches

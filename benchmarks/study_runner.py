@@ -41,6 +41,7 @@ from benchmarks.study_report import render_markdown
 from benchmarks.study_report import write_chart
 from trainers import evaluation
 from trainers import train_lib
+from trainers import training_data
 from zoo import config as config_lib
 from zoo import fileio
 from zoo import manifest as manifest_lib
@@ -282,8 +283,8 @@ def load_run(name: str, workdir: str):
   weights_lib.verify_sha256(source)
   config = weights_lib.config_for(entry, source)
   data = (source.run_config or source.manifest or {}).get('data') or {}
-  if data.get('name', train_lib.DATA_SYNTHETIC) == train_lib.DATA_SYNTHETIC:
-    data_dir = train_lib.resolve_data(train_lib.DATA_SYNTHETIC, config,
+  if data.get('name', training_data.DATA_SYNTHETIC) == training_data.DATA_SYNTHETIC:
+    data_dir = training_data.resolve_data(training_data.DATA_SYNTHETIC, config,
                                       data.get('seed') or 0,
                                       progress=False).directory
   else:

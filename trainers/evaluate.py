@@ -28,6 +28,7 @@ from trainers import common_flags
 from trainers import evaluation
 from trainers import run_config
 from trainers import train_lib
+from trainers import training_data
 from zoo import fileio
 from zoo import registry
 from zoo import weights as weights_lib
@@ -69,7 +70,7 @@ def evaluate_workdir(model: str, workdir: str, *, data: str | None = None,
     data = trained_spec
   if data_seed is None:  # the seed of the data the run was trained on
     data_seed = (trained_on.get('seed') or 0) if data == trained_spec else 0
-  data_info = train_lib.resolve_data(data, config, data_seed,
+  data_info = training_data.resolve_data(data, config, data_seed,
                                      splits=('test',))
   metrics = {'model': model, 'preset': source.preset or preset,
              'steps': source.step, 'checkpoint': source.path,
@@ -94,7 +95,7 @@ def _trained_on_spec(trained_on: dict) -> str:
     return trained_on['spec']
   if trained_on.get('name') == 'tfrecords' and trained_on.get('dir'):
     return trained_on['dir']
-  return train_lib.DATA_SYNTHETIC
+  return training_data.DATA_SYNTHETIC
 
 
 def _baseline(data_info, trained_spec: str, trained_on: dict, config,
@@ -105,7 +106,7 @@ def _baseline(data_info, trained_spec: str, trained_on: dict, config,
     train_data = data_info.train_data
   else:
     try:
-      trained = train_lib.resolve_data(
+      trained = training_data.resolve_data(
           trained_spec, config, trained_on.get('seed') or 0, progress=False,
           splits=('train',))
       train_data = trained.train_data

@@ -51,6 +51,7 @@ from absl import logging
 from trainers import evaluation
 from trainers import run_config
 from trainers import train_lib
+from trainers import training_data
 from zoo import config as config_lib
 from zoo import fileio
 from zoo import manifest as manifest_lib
@@ -389,7 +390,7 @@ def publish(name: str, *, preset: str = DEFAULT_PRESET,
     logging.info('Publishing %s: training preset %s in %s.', name, preset,
                  workdir)
     result = train_lib.train(name, preset=preset, workdir=workdir,
-                             data=train_lib.DATA_SYNTHETIC, steps=steps,
+                             data=training_data.DATA_SYNTHETIC, steps=steps,
                              seed=seed, data_seed=data_seed,
                              progress=progress, command=command)
     if result.interrupted_by is not None:

@@ -121,14 +121,14 @@ def test_input_threads_half_the_cores_without_gpus(monkeypatch):
 def test_training_input_gets_the_private_pool(tiny_data, monkeypatch):
   import trainer_test_model
   from trainers import run_config
-  from trainers import train_lib
+  from trainers import training_data
   from zoo import weights
   entry = run_config.get_entry(trainer_test_model.NAME)
   config = run_config.make_config(entry, 'smoke')
   model = weights.build_model(entry, config)
   monkeypatch.setattr(distribute, 'input_threads', lambda: 3)
-  dataset = train_lib.train_dataset(tiny_data, config, model, seed=0)
+  dataset = training_data.train_dataset(tiny_data, config, model, seed=0)
   assert dataset.options().threading.private_threadpool_size == 3
   monkeypatch.setattr(distribute, 'input_threads', lambda: None)
-  dataset = train_lib.train_dataset(tiny_data, config, model, seed=0)
+  dataset = training_data.train_dataset(tiny_data, config, model, seed=0)
   assert not dataset.options().threading.private_threadpool_size
