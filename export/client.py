@@ -292,33 +292,33 @@ def keypoint_inputs(keypoints_path: str, image_path: str | None = None,
                     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   """(inputs of one `lift` request, description) for a keypoints file.
 
-  The file's persons of one image (zoo.lift_lib.read_keypoints /
+  The file's persons of one image (zoo.keypoints.read_keypoints /
   select_persons; COCO-17 mapped to H36M-17); persons with fewer than
-  lift_lib.DEFAULT_MIN_JOINTS joints scoring lift_lib.DEFAULT_MIN_SCORE are
+  keypoints.DEFAULT_MIN_JOINTS joints scoring keypoints.DEFAULT_MIN_SCORE are
   left out (listed in the description). Intrinsics: zoo.inference's rule for
   the image's (or image_size's (W, H)) size.
   """
   from zoo import inference
-  from zoo import lift_lib
-  kfile = lift_lib.read_keypoints(keypoints_path)
+  from zoo import keypoints as keypoints_lib
+  kfile = keypoints_lib.read_keypoints(keypoints_path)
   image_hw = None
   if image_path is not None:
     image_hw = inference.read_image(image_path).shape[:2]
   elif image_size is not None:
     image_hw = (int(image_size[1]), int(image_size[0]))
-  persons = lift_lib.select_persons(kfile, image_path, image_id)
+  persons = keypoints_lib.select_persons(kfile, image_path, image_id)
   if image_path is not None:
-    lift_lib.check_image_matches(kfile, persons, image_hw, image_path,
-                                 lift_lib.DEFAULT_MIN_SCORE)
+    keypoints_lib.check_image_matches(kfile, persons, image_hw, image_path,
+                                      keypoints_lib.DEFAULT_MIN_SCORE)
   rows, skipped, notes = [], [], []
   ks = []
   for p in persons:
-    count = int(lift_lib.detected(p.scores).sum())
-    if count < lift_lib.DEFAULT_MIN_JOINTS:
+    count = int(keypoints_lib.detected(p.scores).sum())
+    if count < keypoints_lib.DEFAULT_MIN_JOINTS:
       skipped.append({'index': p.index, 'error': f'only {count} confident '
                       'joints; not sent'})
       continue
-    hw = lift_lib.image_size_of(kfile, p, image_hw)
+    hw = keypoints_lib.image_size_of(kfile, p, image_hw)
     if hw is None:
       raise ValueError('the image size is unknown: pass --image or '
                        '--image_size=W,H')
@@ -328,8 +328,8 @@ def keypoint_inputs(keypoints_path: str, image_path: str | None = None,
     notes.append(note)
   if not rows:
     raise ValueError(f'{keypoints_path}: no person has '
-                     f'{lift_lib.DEFAULT_MIN_JOINTS} joints scoring >= '
-                     f'{lift_lib.DEFAULT_MIN_SCORE}')
+                     f'{keypoints_lib.DEFAULT_MIN_JOINTS} joints scoring >= '
+                     f'{keypoints_lib.DEFAULT_MIN_SCORE}')
   inputs = {'keypoints2d_px': np.stack([p.keypoints2d_px for p in rows]
                                        ).astype(np.float32),
             'scores': np.stack([p.scores for p in rows]).astype(np.float32),

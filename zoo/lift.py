@@ -24,6 +24,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from zoo import keypoints
 from zoo import lift_lib
 from zoo import manifest as manifest_lib
 
@@ -48,9 +49,9 @@ def _define_flags():
   flags.DEFINE_string('prior', None, 'lifting_deep: a pose prior .npz (e.g. '
                       'fitted on Human3.6M motion: python -m '
                       'trainers.lift_mocap --fit_prior=PATH --motion=FILE)')
-  flags.DEFINE_float('min_score', lift_lib.DEFAULT_MIN_SCORE,
+  flags.DEFINE_float('min_score', keypoints.DEFAULT_MIN_SCORE,
                      'joints scoring lower are missing')
-  flags.DEFINE_integer('min_joints', lift_lib.DEFAULT_MIN_JOINTS, 'persons with fewer detected H36M-17 '
+  flags.DEFINE_integer('min_joints', keypoints.DEFAULT_MIN_JOINTS, 'persons with fewer detected H36M-17 '
                        'joints are not lifted')
   flags.DEFINE_boolean('pictures', True, 'write person_NNN.png')
   flags.DEFINE_string('out', None, 'output directory', required=True)

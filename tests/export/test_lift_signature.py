@@ -13,6 +13,7 @@ from export import serve
 from export import serving_core
 from export import warmup
 from zoo import base
+from zoo import keypoints
 from zoo import lift_lib
 from zoo import skeleton as skel
 from zoo import weights as weights_lib
@@ -62,7 +63,7 @@ def test_matches_keras_and_geometry(export):
     np.testing.assert_allclose(served[key].numpy(), keras_out[key].numpy(),
                                rtol=1e-4, atol=1e-2)
   # Detected joints keep their keypoints; missing ones have confidence 0.
-  valid = request['scores'] >= lift_lib.DEFAULT_MIN_SCORE
+  valid = request['scores'] >= keypoints.DEFAULT_MIN_SCORE
   np.testing.assert_allclose(served['poses2d_px'].numpy()[valid],
                              request['keypoints2d_px'][valid], atol=0.05)
   assert np.all(served['confidence'].numpy()[~valid] == 0.)
