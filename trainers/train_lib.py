@@ -490,9 +490,10 @@ def _evaluate_run(entry, config, preset, workdir, model, dist, data_info,
     metrics['peak_rss_mib'] = resource.getrusage(
         resource.RUSAGE_SELF).ru_maxrss / 1024.
   else:
-    # A rerun that only evaluates keeps the training run's figures, if any.
+    # A rerun that only evaluates keeps the training run's figures; without
+    # them (no metrics.json) the training time is unknown (NaN), not 0.
     previous = _previous_metrics(workdir)
-    metrics['train_seconds'] = previous.get('train_seconds', 0.)
+    metrics['train_seconds'] = previous.get('train_seconds', float('nan'))
     metrics['train_examples_per_second'] = previous.get(
         'train_examples_per_second', float('nan'))
     if 'peak_rss_mib' in previous:

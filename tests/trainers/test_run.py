@@ -5,8 +5,10 @@ a few seconds; tests that need a fresh process (signals, logical devices) run
 the command line in a subprocess.
 """
 import json
+import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -110,6 +112,38 @@ def test_smoke_run_writes_metrics_manifest_and_logs(trained_run, tiny_data):
       os.path.join(workdir, 'train.log')).read()
   assert open(os.path.join(workdir, tiny.PREPARED_FILE)).read() == tiny_data
   assert not [f for f in os.listdir(workdir) if f.startswith('.tmp')]
+
+
+def test_a_finished_run_again_only_evaluates(trained_run, tiny_data,
+                                             tmp_path):
+  """The same command on a finished run evaluates its final weights again
+  and keeps its training figures; where its metrics.json is gone, the
+  training time is unknown (NaN), not 0."""
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(trained_run.workdir, workdir)
+  with open(os.path.join(workdir, 'metrics.json')) as f:
+    trained = json.load(f)
+  weights = os.path.join(workdir, 'model.weights.h5')
+  sha256 = manifest_lib.sha256_file(weights)
+
+  def again():
+    result = train_lib.train(tiny.NAME, preset='smoke', workdir=workdir,
+                             data=tiny_data, steps=4, strategy='default',
+                             seed=1, deterministic=True, progress=False,
+                             precision='float32', command='pytest again')
+    assert (result.start_step, result.step) == (4, 4)
+    assert manifest_lib.sha256_file(weights) == sha256  # kept, not rewritten
+    return result.metrics
+
+  metrics = again()
+  assert metrics['mpjpe_mm'] == pytest.approx(trained['mpjpe_mm'], rel=1e-5)
+  for key in ('train_seconds', 'train_examples_per_second'):
+    assert metrics[key] == trained[key]
+  os.remove(os.path.join(workdir, 'metrics.json'))
+  metrics = again()
+  assert metrics['mpjpe_mm'] == pytest.approx(trained['mpjpe_mm'], rel=1e-5)
+  assert math.isnan(metrics['train_seconds'])
+  assert math.isnan(metrics['train_examples_per_second'])
 
 
 def test_tensorboard_has_loss_lr_and_throughput(trained_run):
