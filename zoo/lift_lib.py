@@ -1,4 +1,4 @@
-"""Lift 2D keypoints from any 2D detector to 3D poses: reading, lifting, output.
+"""Lift 2D keypoints from any 2D detector to 3D poses: lifting and output.
 
 What. A 2D detector (mmpose, OpenPose, Detectron2, YOLO-pose, MediaPipe, ...)
 gives per person 2D keypoints with scores; this module turns them into 3D
