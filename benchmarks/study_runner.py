@@ -283,10 +283,11 @@ def load_run(name: str, workdir: str):
   weights_lib.verify_sha256(source)
   config = weights_lib.config_for(entry, source)
   data = (source.run_config or source.manifest or {}).get('data') or {}
-  if data.get('name', training_data.DATA_SYNTHETIC) == training_data.DATA_SYNTHETIC:
-    data_dir = training_data.resolve_data(training_data.DATA_SYNTHETIC, config,
-                                      data.get('seed') or 0,
-                                      progress=False).directory
+  synthetic = training_data.DATA_SYNTHETIC
+  if data.get('name', synthetic) == synthetic:
+    data_dir = training_data.resolve_data(synthetic, config,
+                                          data.get('seed') or 0,
+                                          progress=False).directory
   else:
     data_dir = data['dir']
   trained = config

@@ -396,12 +396,11 @@ def _fit(model, ckpt, state, config, data_info, dist, chief, workdir, *,
   train_cfg = config.train
   skip = on_bad_record == 'skip'
   input_pipelines = distribute.input_pipelines(dist)
-  dataset = training_data.train_dataset(data_info.train_data, config, model, seed=seed,
-                          deterministic=deterministic,
-                          on_bad_record=on_bad_record,
-                          bad_records=bad_records,
-                          input_pipelines=input_pipelines,
-                          source_counts=source_counts)
+  dataset = training_data.train_dataset(
+      data_info.train_data, config, model, seed=seed,
+      deterministic=deterministic, on_bad_record=on_bad_record,
+      bad_records=bad_records, input_pipelines=input_pipelines,
+      source_counts=source_counts)
   # A separate dataset object for the check: iterating `dataset` itself
   # would advance its shuffle seed and change the order `fit` sees.
   x, y = next(iter(training_data.train_dataset(
