@@ -71,7 +71,7 @@ def evaluate_workdir(model: str, workdir: str, *, data: str | None = None,
   if data_seed is None:  # the seed of the data the run was trained on
     data_seed = (trained_on.get('seed') or 0) if data == trained_spec else 0
   data_info = training_data.resolve_data(data, config, data_seed,
-                                     splits=('test',))
+                                         splits=('test',))
   metrics = {'model': model, 'preset': source.preset or preset,
              'steps': source.step, 'checkpoint': source.path,
              'checkpoint_kind': source.kind}
