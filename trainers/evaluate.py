@@ -75,13 +75,17 @@ def evaluate_workdir(model: str, workdir: str, *, data: str | None = None,
   metrics = {'model': model, 'preset': source.preset or preset,
              'steps': source.step, 'checkpoint': source.path,
              'checkpoint_kind': source.kind}
+  train_data, note = (_baseline_train_data(data_info, trained_spec,
+                                           trained_on, config)
+                      if baseline else (None, None))
   metrics.update(evaluation.evaluate_model(
       model_obj, data_info.test_data, config, flip_test=flip_test,
-      num_examples=num_examples, batch_size=batch_size, progress=progress))
+      num_examples=num_examples, batch_size=batch_size, progress=progress,
+      baseline_train_data=train_data,
+      baseline_train_examples=train_lib.BASELINE_TRAIN_EXAMPLES))
   metrics['data'] = data_info.to_dict()
-  if baseline:
-    metrics['mean_pose_baseline'] = _baseline(
-        data_info, trained_spec, trained_on, config, num_examples)
+  if note:
+    metrics['mean_pose_baseline'] = {'note': note}
   out = out or os.path.join(workdir, EVAL_FILE)
   fileio.atomic_write_json(out, metrics)
   print(evaluation.format_report(metrics), flush=True)
@@ -98,27 +102,20 @@ def _trained_on_spec(trained_on: dict) -> str:
   return training_data.DATA_SYNTHETIC
 
 
-def _baseline(data_info, trained_spec: str, trained_on: dict, config,
-              num_examples: int | None) -> dict[str, Any]:
-  """The mean-pose baseline on the test data, or a note why it is left out."""
-  train_data = None
+def _baseline_train_data(data_info, trained_spec: str, trained_on: dict,
+                         config) -> tuple[Any, str | None]:
+  """(the data whose mean pose is the baseline, None), or (None, a note why
+  the baseline is left out)."""
   if 'train' in data_info.splits:
-    train_data = data_info.train_data
-  else:
-    try:
-      trained = training_data.resolve_data(
-          trained_spec, config, trained_on.get('seed') or 0, progress=False,
-          splits=('train',))
-      train_data = trained.train_data
-    except (ValueError, FileNotFoundError) as e:
-      note = (f'left out: the evaluation data has no train split and the '
-              f'data the run was trained on is not at hand ({e})')
-      return {'note': note}
-  return evaluation.mean_pose_baseline(
-      data_info.test_data, config, train_data=train_data,
-      num_train_examples=train_lib.BASELINE_TRAIN_EXAMPLES,
-      num_eval_examples=(config.train.num_eval_examples
-                         if num_examples is None else num_examples))
+    return data_info.train_data, None
+  try:
+    trained = training_data.resolve_data(
+        trained_spec, config, trained_on.get('seed') or 0, progress=False,
+        splits=('train',))
+  except (ValueError, FileNotFoundError) as e:
+    return None, (f'left out: the evaluation data has no train split and the '
+                  f'data the run was trained on is not at hand ({e})')
+  return trained.train_data, None
 
 
 def main(argv: Sequence[str]) -> int:

@@ -194,11 +194,17 @@ def evaluate_model(model, data_dir, config: Any, *,
                    flip_test: bool | None = None,
                    num_examples: int | None = None,
                    batch_size: int | None = None, split: str = 'test',
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, baseline_train_data=None,
+                   baseline_train_examples: int = 1000) -> dict[str, Any]:
   """Predicts the split and returns the metrics (see METRIC_KEYS).
 
-  `flip_test` None takes the config's `flip_test` (zoo.config.ModelConfig); `num_examples` None takes `config.train.num_eval_examples`
-  (None: the whole split).
+  `flip_test` None takes the config's `flip_test` (zoo.config.ModelConfig);
+  `num_examples` None takes `config.train.num_eval_examples` (None: the
+  whole split). With `baseline_train_data` (a directory or mixture), the
+  metrics also hold 'mean_pose_baseline': the error of predicting the mean
+  pose of its first `baseline_train_examples` training examples, scored on
+  the ground truth of this evaluation (see `mean_pose` and
+  `score_mean_pose`).
   """
   if flip_test is None:
     flip_test = bool(config.flip_test)
@@ -211,23 +217,21 @@ def evaluate_model(model, data_dir, config: Any, *,
   out = compute_metrics(poses, truth, extras)
   out['eval_examples_per_second'] = rate
   out['flip_test'] = bool(flip_test)
+  if baseline_train_data is not None:
+    mean, seen = mean_pose(baseline_train_data, config,
+                           num_train_examples=baseline_train_examples)
+    out['mean_pose_baseline'] = dict(score_mean_pose(mean, truth),
+                                     num_train_examples=seen)
   return out
 
 
-def mean_pose_baseline(data_dir, config: Any, *,
-                       num_train_examples: int = 1000,
-                       num_eval_examples: int | None = None,
-                       batch_size: int = 64,
-                       train_data=None) -> dict[str, Any]:
-  """MPJPE / PA-MPJPE of predicting the training mean root-relative pose.
-
-  The mean is taken over the first `num_train_examples` training examples of
-  `train_data` (default: `data_dir`'s train split) in the crop camera frame
-  the models predict in (pipeline, no augmentation), per joint over valid
-  labels; it is scored on `data_dir`'s test split.
-  """
-  train = eval_dataset(data_dir if train_data is None else train_data,
-                       config, split='train',
+def mean_pose(train_data, config: Any, *, num_train_examples: int = 1000,
+              batch_size: int = 64) -> tuple[np.ndarray | None, int]:
+  """(mean root-relative pose [J, 3] in mm, examples read) of the first
+  `num_train_examples` examples of `train_data`'s train split, in the crop
+  camera frame the models predict in (pipeline, no augmentation), per
+  joint over valid 3D labels; None when no example has a 3D label."""
+  train = eval_dataset(train_data, config, split='train',
                        num_examples=num_train_examples, batch_size=batch_size)
   sums, weights, seen = None, None, 0
   for features in train:
@@ -238,27 +242,23 @@ def mean_pose_baseline(data_dir, config: Any, *,
     weights = w.sum(0) if weights is None else weights + w.sum(0)
     seen += rel.shape[0]
   if sums is None or not (weights > 0).any():
-    return {'mpjpe_mm': float('nan'), 'pa_mpjpe_mm': float('nan'),
-            'num_train_examples': seen}
-  mean_pose = sums / np.maximum(weights, 1e-9)[:, None]
-  test = eval_dataset(data_dir, config, num_examples=num_eval_examples,
-                      batch_size=batch_size)
-  gts, valids = [], []
-  for features in test:
-    keep = features['has_3d'].numpy() > 0
-    gts.append(features['joints3d_rel_mm'].numpy()[keep])
-    valids.append(features['joint_valid_3d'].numpy()[keep])
-  gt = np.concatenate(gts, 0)
-  valid = np.concatenate(valids, 0)
-  if gt.shape[0] == 0:
-    return {'mpjpe_mm': float('nan'), 'pa_mpjpe_mm': float('nan'),
-            'num_train_examples': seen}
-  pred = np.broadcast_to(mean_pose, gt.shape)
-  return {
-      'mpjpe_mm': _nanmean_all(metrics_lib.mpjpe(pred, gt, valid)),
-      'pa_mpjpe_mm': _nanmean_all(metrics_lib.pa_mpjpe(pred, gt, valid)),
-      'num_train_examples': seen,
-  }
+    return None, seen
+  return sums / np.maximum(weights, 1e-9)[:, None], seen
+
+
+def score_mean_pose(mean_pose_mm: np.ndarray | None,
+                    truth: Mapping[str, np.ndarray]) -> dict[str, float]:
+  """MPJPE / PA-MPJPE (mm) of predicting `mean_pose_mm` for every example
+  of `truth` (ground-truth arrays as `predict` returns them) with a 3D
+  label; NaN without a mean pose or such an example."""
+  keep = np.asarray(truth['has_3d']) > 0
+  gt = np.asarray(truth['joints3d_rel_mm'])[keep]
+  valid = np.asarray(truth['joint_valid_3d'])[keep]
+  if mean_pose_mm is None or gt.shape[0] == 0:
+    return {'mpjpe_mm': float('nan'), 'pa_mpjpe_mm': float('nan')}
+  pred = np.broadcast_to(mean_pose_mm, gt.shape)
+  return {'mpjpe_mm': _nanmean_all(metrics_lib.mpjpe(pred, gt, valid)),
+          'pa_mpjpe_mm': _nanmean_all(metrics_lib.pa_mpjpe(pred, gt, valid))}
 
 
 def _fmt(value) -> str:

@@ -46,8 +46,8 @@ from zoo import config as config_lib
 from zoo import geometry
 from zoo import inference
 from zoo import lift_lib
+from zoo import optimizers
 from zoo import registry
-from zoo import skeleton as skel
 from zoo import weights as weights_lib
 from zoo.c2f_volumetric import targets as targets_lib
 from zoo.data import h36m
@@ -125,7 +125,7 @@ def train(out_dir: str, preset: str = 'lift', steps: int | None = None,
                                                 steps)
   else:
     lr = config.train.learning_rate
-  optimizer = keras.optimizers.Adam(lr)
+  optimizer = optimizers.Adam(lr)
   variables = model.trainable_variables
 
   @tf.function

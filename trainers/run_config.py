@@ -15,6 +15,7 @@ import keras
 
 from trainers import distribute
 from zoo import config as config_lib
+from zoo import optimizers
 from zoo import registry
 
 OPTIMIZERS = ('rmsprop', 'adam', 'adamw', 'sgd')
@@ -193,7 +194,8 @@ def learning_rate_schedule(train: config_lib.TrainConfig):
 
 
 def make_optimizer(train: config_lib.TrainConfig) -> keras.optimizers.Optimizer:
-  """The optimizer named by `train.optimizer` with its rate and decay."""
+  """The optimizer named by `train.optimizer` with its rate and decay (Adam
+  and AdamW: zoo.optimizers', Keras's with a fused update)."""
   name = distribute.validate_choice('optimizer', train.optimizer.lower(),
                                     OPTIMIZERS)
   lr = learning_rate_schedule(train)
@@ -201,8 +203,8 @@ def make_optimizer(train: config_lib.TrainConfig) -> keras.optimizers.Optimizer:
   if name == 'rmsprop':
     return keras.optimizers.RMSprop(learning_rate=lr, weight_decay=wd)
   if name == 'adam':
-    return keras.optimizers.Adam(learning_rate=lr, weight_decay=wd)
+    return optimizers.Adam(learning_rate=lr, weight_decay=wd)
   if name == 'adamw':
-    return keras.optimizers.AdamW(learning_rate=lr,
-                                  weight_decay=float(train.weight_decay))
+    return optimizers.AdamW(learning_rate=lr,
+                            weight_decay=float(train.weight_decay))
   return keras.optimizers.SGD(learning_rate=lr, momentum=0.9, weight_decay=wd)

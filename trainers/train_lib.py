@@ -67,16 +67,27 @@ BASELINE_TRAIN_EXAMPLES = 1000
 # Contract check
 # ----------------------------------------------------------------------------
 
-def check_contract(model, x, y) -> None:
-  """Outputs and loss must be float32 (also under mixed precision)."""
-  y_pred = model(x, training=False)
+def check_contract(model, element_spec) -> None:
+  """Outputs and loss must be float32 (also under mixed precision).
+
+  Checked on a trace of the forward pass and loss for the training input's
+  `element_spec` ((x, y) specs): no data is read, so the input `fit` sees is
+  untouched.
+  """
+  x_spec, y_spec = element_spec
+
+  def outputs_and_loss(x, y):
+    y_pred = model(x, training=False)
+    return y_pred, tf.convert_to_tensor(
+        model.compute_loss(x, y, y_pred, None, training=True))
+
+  y_pred, loss = tf.function(outputs_and_loss).get_concrete_function(
+      x_spec, y_spec).structured_outputs
   for path, value in _flatten_with_paths(y_pred):
     if value.dtype.is_floating and value.dtype != tf.float32:
       raise TypeError(f'model {model.name!r} output {path} is {value.dtype.name};'
                       ' model outputs must be float32 (give the final layers '
                       "dtype='float32' under mixed precision)")
-  loss = model.compute_loss(x, y, y_pred, None, training=True)
-  loss = tf.convert_to_tensor(loss)
   if loss.dtype != tf.float32 or loss.shape.rank != 0:
     raise TypeError(f'model {model.name!r} compute_loss returned a '
                     f'{loss.dtype.name} tensor of shape {loss.shape}; expected '
@@ -394,22 +405,13 @@ def _fit(model, ckpt, state, config, data_info, dist, chief, workdir, *,
   bar); returns the seconds `fit` ran. `seed`: the input stream's (a
   resumed segment gets its own)."""
   train_cfg = config.train
-  skip = on_bad_record == 'skip'
   input_pipelines = distribute.input_pipelines(dist)
   dataset = training_data.train_dataset(
       data_info.train_data, config, model, seed=seed,
       deterministic=deterministic, on_bad_record=on_bad_record,
       bad_records=bad_records, input_pipelines=input_pipelines,
       source_counts=source_counts)
-  # A separate dataset object for the check: iterating `dataset` itself
-  # would advance its shuffle seed and change the order `fit` sees.
-  x, y = next(iter(training_data.train_dataset(
-      data_info.train_data, config, model, seed=seed,
-      deterministic=deterministic, on_bad_record=on_bad_record,
-      bad_records=pipeline.BadRecords(log=False) if skip else None,
-      input_pipelines=input_pipelines)))
-  check_contract(model, x, y)
-  del x, y
+  check_contract(model, dataset.element_spec)
   remaining = state.target_step - state.start_step
   window = max(1, min(int(train_cfg.log_every), remaining))
   cbs = [callbacks_lib.StepTracker(state)]
@@ -481,7 +483,10 @@ def _evaluate_run(entry, config, preset, workdir, model, dist, data_info,
     metrics['train_examples_per_source'] = source_counts.counts()
   metrics.update(evaluation.evaluate_model(
       _float32_model(entry, config, model, workdir), data_info.test_data,
-      config, flip_test=flip_test, progress=progress))
+      config, flip_test=flip_test, progress=progress,
+      baseline_train_data=data_info.train_data if baseline else None,
+      baseline_train_examples=min(BASELINE_TRAIN_EXAMPLES,
+                                  train_cfg.num_train_examples)))
   if state.steps_done > 0:
     metrics['train_seconds'] = train_seconds
     metrics['train_examples_per_second'] = state.steady_examples_per_second()
@@ -501,12 +506,6 @@ def _evaluate_run(entry, config, preset, workdir, model, dist, data_info,
   metrics['batch_size'] = train_cfg.batch_size
   metrics['precision'] = run_config['precision']
   metrics['replicas'] = dist.num_replicas_in_sync
-  if baseline:
-    metrics['mean_pose_baseline'] = evaluation.mean_pose_baseline(
-        data_info.test_data, config, train_data=data_info.train_data,
-        num_train_examples=min(BASELINE_TRAIN_EXAMPLES,
-                               train_cfg.num_train_examples),
-        num_eval_examples=train_cfg.num_eval_examples)
   _write_eval_summaries(os.path.join(workdir, 'tb'), metrics, state.step)
   fileio.atomic_write_json(os.path.join(workdir, METRICS_FILE), metrics)
   manifest['metrics'] = metrics

@@ -76,6 +76,30 @@ def test_no_3d_labels_gives_nan_3d_metrics():
   assert np.isfinite(out['mean_error_2d_px'])
 
 
+def _brute_force_mpjpe(pred, gt, valid, has_3d):
+  per_pose = [np.mean([np.linalg.norm(pred[i, j] - gt[i, j])
+                       for j in range(J) if valid[i, j]])
+              for i in np.flatnonzero(has_3d > 0)]
+  return float(np.mean(per_pose))
+
+
+def test_score_mean_pose_matches_brute_force():
+  _, truth = _arrays()
+  truth['joint_valid_3d'][1, 3] = 0.
+  mean = np.random.default_rng(5).normal(0, 100, (J, 3))
+  mean -= mean[:1]  # root-relative, as the labels
+  got = evaluation.score_mean_pose(mean, truth)
+  n = len(truth['has_3d'])
+  want = _brute_force_mpjpe(np.broadcast_to(mean, (n, J, 3)),
+                            truth['joints3d_rel_mm'], truth['joint_valid_3d'],
+                            truth['has_3d'])
+  assert got['mpjpe_mm'] == pytest.approx(want, rel=1e-9)
+  assert 0 < got['pa_mpjpe_mm'] < got['mpjpe_mm']
+  assert np.isnan(evaluation.score_mean_pose(None, truth)['mpjpe_mm'])
+  no_3d = dict(truth, has_3d=np.zeros(n))
+  assert np.isnan(evaluation.score_mean_pose(mean, no_3d)['mpjpe_mm'])
+
+
 def test_format_report_lists_run_metrics_and_actions():
   poses, truth = _arrays()
   metrics = {'model': 'm', 'preset': 'cpu', 'steps': 3,
@@ -103,3 +127,34 @@ def test_evaluate_model_on_records(trained_run, tiny_data):
       num_examples=4, progress=False)
   assert from_config['flip_test'] is True
   assert from_config['mpjpe_mm'] == pytest.approx(again['mpjpe_mm'], rel=1e-5)
+
+
+def test_mean_pose_baseline_of_an_evaluation(trained_run, tiny_data):
+  """The baseline scored on the evaluation's own ground truth equals a
+  separate pass: the mean of the training examples' labels (read from the
+  pipeline directly) against every test example."""
+  config = trained_run.model.config
+  got = evaluation.evaluate_model(
+      trained_run.model, tiny_data, config, progress=False,
+      baseline_train_data=tiny_data, baseline_train_examples=6)
+  baseline = got['mean_pose_baseline']
+  assert baseline['num_train_examples'] == 6
+
+  def features(split, n=None):
+    out = {}
+    for batch in evaluation.eval_dataset(tiny_data, config, split=split,
+                                         num_examples=n, batch_size=4):
+      for key in ('joints3d_rel_mm', 'joint_valid_3d', 'has_3d'):
+        out.setdefault(key, []).append(batch[key].numpy())
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+  train, test = features('train', 6), features('test')
+  w = train['joint_valid_3d'] * train['has_3d'][:, None]
+  mean = (train['joints3d_rel_mm'] * w[..., None]).sum(0) / w.sum(0)[:, None]
+  n = len(test['has_3d'])
+  want = _brute_force_mpjpe(np.broadcast_to(mean, (n, J, 3)),
+                            test['joints3d_rel_mm'], test['joint_valid_3d'],
+                            test['has_3d'])
+  assert baseline['mpjpe_mm'] == pytest.approx(want, rel=1e-5)
+  assert 'mean_pose_baseline' not in evaluation.evaluate_model(
+      trained_run.model, tiny_data, config, num_examples=4, progress=False)

@@ -158,3 +158,35 @@ def test_fine_tuning_crosses_precisions_through_init_from(bf16_runs,
   assert all(np.isfinite(losses))
   assert again.manifest['precision'] == 'mixed_bfloat16'
   assert again.manifest['init_from']['sha256'] == tuned.manifest['sha256']
+
+
+class ContractModel(keras.Model):
+  """Outputs `out_dtype`; its loss is a scalar or, if not, one per example."""
+
+  def __init__(self, out_dtype, scalar_loss=True):
+    super().__init__()
+    self.out_dtype, self.scalar_loss = out_dtype, scalar_loss
+
+  def call(self, x, training=False):
+    return {'joints_cam_mm': tf.cast(x['image'][:, :2, :3, 0], self.out_dtype)}
+
+  def compute_loss(self, x, y, y_pred, sample_weight=None, training=True):
+    error = tf.reduce_mean(tf.cast(y_pred['joints_cam_mm'], tf.float32)
+                           - y['joints_cam_mm'], [1, 2])
+    return tf.reduce_mean(error) if self.scalar_loss else error
+
+
+CONTRACT_SPEC = ({'image': tf.TensorSpec([4, 8, 8, 3], tf.float32)},
+                 {'joints_cam_mm': tf.TensorSpec([4, 2, 3], tf.float32)})
+
+
+def test_contract_check_names_a_low_precision_output_and_a_batch_loss():
+  """The trainer's check before fitting (traced on the input's spec)."""
+  train_lib.check_contract(ContractModel(tf.float32), CONTRACT_SPEC)
+  with pytest.raises(TypeError, match=r"output outputs\['joints_cam_mm'\] "
+                     r'is bfloat16; model outputs must be float32'):
+    train_lib.check_contract(ContractModel(tf.bfloat16), CONTRACT_SPEC)
+  with pytest.raises(TypeError, match=r'float32 tensor of shape \(4,\); '
+                     'expected a float32 scalar'):
+    train_lib.check_contract(ContractModel(tf.float32, scalar_loss=False),
+                             CONTRACT_SPEC)
