@@ -434,48 +434,56 @@ def make_dataset(data, split: str, *, input_size: int, batch_size: int,
                  'pipeline reads all records and keeps every %d-th example '
                  '(offset %d).', split, input_pipeline_id, num_input_pipelines,
                  len(files), num_input_pipelines, input_pipeline_id)
-  # With `take`, the file order stays fixed so the subset is the same each
-  # epoch. Sharding by example needs the same record order on every worker.
-  if mixture:
-    ds = mixture_lib.sampled_records(
-        mixture, split, training=training, repeat=repeat,
-        shuffle_buffer=shuffle_buffer, seed=seed, deterministic=deterministic,
-        num_input_pipelines=num_input_pipelines,
-        input_pipeline_id=input_pipeline_id,
-        read_source=lambda source, files_seed: _source_records(
-            source, split, training and take is None, files_seed,
-            deterministic, None if stop else bad_records,
-            num_input_pipelines, input_pipeline_id))
-  else:
-    ds = record_checks.intact_records(
-        files, training and take is None, seed,
-        deterministic or sharding == SHARD_BY_DATA,
-        None if stop else bad_records)
-  if sharding == SHARD_BY_DATA:
-    ds = ds.shard(num_input_pipelines, input_pipeline_id)
-  if sharding == NO_SHARDING:
-    ds = record_checks.check_split_count(ds, data, split,
-                                         None if stop else bad_records)
-  if take is not None:
-    ds = ds.take(take)
-  if training and not mixture:  # a mixture shuffles and repeats per source
-    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-  if repeat and not mixture:
-    ds = ds.repeat()
-  # The example index keys the augmentation randomness; interleaved over the
-  # input pipelines, so workers draw different augmentations.
-  ds = ds.enumerate()
-  if num_input_pipelines > 1:
-    ds = ds.map(lambda index, item: (
-        index * num_input_pipelines + input_pipeline_id, item))
-  ds = ds.map(_with_source(_example_stage(seed, input_size, augment, stop,
-                                          fast_decode)),
-              num_parallel_calls=num_parallel_calls)
-  if not stop:
-    ds = record_checks.drop_bad(ds, bad_records)
-  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-  ds = ds.map(_batch_stage(input_size),
-              num_parallel_calls=num_parallel_calls)
+  # The zoo's own stages are written for graph mode (tf.cond, tf.where), so
+  # they skip autograph's source conversion, which costs seconds of
+  # start-up per process; `map_fn` (the caller's) is converted as usual.
+  @tf.autograph.experimental.do_not_convert
+  def feature_batches() -> tf.data.Dataset:
+    # With `take`, the file order stays fixed so the subset is the same each
+    # epoch. Sharding by example needs the same record order on every worker.
+    if mixture:
+      ds = mixture_lib.sampled_records(
+          mixture, split, training=training, repeat=repeat,
+          shuffle_buffer=shuffle_buffer, seed=seed, deterministic=deterministic,
+          num_input_pipelines=num_input_pipelines,
+          input_pipeline_id=input_pipeline_id,
+          read_source=lambda source, files_seed: _source_records(
+              source, split, training and take is None, files_seed,
+              deterministic, None if stop else bad_records,
+              num_input_pipelines, input_pipeline_id))
+    else:
+      ds = record_checks.intact_records(
+          files, training and take is None, seed,
+          deterministic or sharding == SHARD_BY_DATA,
+          None if stop else bad_records)
+    if sharding == SHARD_BY_DATA:
+      ds = ds.shard(num_input_pipelines, input_pipeline_id)
+    if sharding == NO_SHARDING:
+      ds = record_checks.check_split_count(ds, data, split,
+                                           None if stop else bad_records)
+    if take is not None:
+      ds = ds.take(take)
+    if training and not mixture:  # a mixture shuffles and repeats per source
+      ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat and not mixture:
+      ds = ds.repeat()
+    # The example index keys the augmentation randomness; interleaved over the
+    # input pipelines, so workers draw different augmentations.
+    ds = ds.enumerate()
+    if num_input_pipelines > 1:
+      ds = ds.map(lambda index, item: (
+          index * num_input_pipelines + input_pipeline_id, item))
+    ds = ds.map(_with_source(_example_stage(seed, input_size, augment, stop,
+                                            fast_decode)),
+                num_parallel_calls=num_parallel_calls)
+    if not stop:
+      ds = record_checks.drop_bad(ds, bad_records)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(_batch_stage(input_size),
+                num_parallel_calls=num_parallel_calls)
+    return ds
+
+  ds = feature_batches()
   if map_fn is not None:
     ds = ds.map(map_fn, num_parallel_calls=num_parallel_calls)
   ds = ds.prefetch(tf.data.AUTOTUNE)
