@@ -5,8 +5,11 @@ is that run's alone): trainers.train_lib.train at the given preset on the
 embedded data for --steps steps into a temporary workdir, no evaluation. The
 first --warmup_steps (tracing, pipeline start-up) are not timed. Reports
 examples/s (wall), CPU-seconds per step (less sensitive to other load on a
-shared machine) and peak RSS in MiB (getrusage, the whole process: TF
-runtime, model, optimizer, input pipeline).
+shared machine), peak RSS in MiB (getrusage, the whole process: TF
+runtime, model, optimizer, input pipeline) and the start-up: wall and CPU
+seconds from calling the trainer to the end of the first step (resolving
+the data, building the model and input pipeline, tracing the training
+step, TensorFlow's graph optimisation, the first step itself).
 
   python -m benchmarks.bench_train_step [--models=c2f_volumetric,...]
       [--preset=cpu] [--precisions=float32,mixed_bfloat16] [--steps=40]
@@ -80,6 +83,7 @@ def _measure_one(model: str, precision: str) -> dict:
       marks.append((time.perf_counter(), time.process_time()))
 
   with tempfile.TemporaryDirectory() as workdir:
+    start = (time.perf_counter(), time.process_time())
     result = train_lib.train(
         model, preset=FLAGS.preset, workdir=workdir, steps=FLAGS.steps,
         precision=precision, overrides=FLAGS.overrides or None,
@@ -98,6 +102,8 @@ def _measure_one(model: str, precision: str) -> dict:
           'batch_size': batch, 'timed_steps': steps,
           'examples_per_second': steps * batch / wall,
           'cpu_seconds_per_step': cpu / steps,
+          'startup_seconds': marks[0][0] - start[0],
+          'startup_cpu_seconds': marks[0][1] - start[1],
           'peak_rss_mib': resource.getrusage(
               resource.RUSAGE_SELF).ru_maxrss / 1024.}
 
@@ -139,7 +145,9 @@ def main(argv):
                 f'{row["batch_size"]:3d}  '
                 f'{row["examples_per_second"]:6.1f} ex/s  '
                 f'{row["cpu_seconds_per_step"]:5.2f} CPU-s/step  '
-                f'peak RSS {row["peak_rss_mib"]:6.0f} MiB', flush=True)
+                f'peak RSS {row["peak_rss_mib"]:6.0f} MiB  start-up '
+                f'{row["startup_seconds"]:5.1f} s '
+                f'({row["startup_cpu_seconds"]:5.1f} CPU-s)', flush=True)
   load = os.getloadavg()[0]
   print(f'load average at the end: {load:.1f}')
   if FLAGS.out:

@@ -28,7 +28,11 @@ def test_reports_speed_and_peak_memory_per_precision(tmp_path):
     assert row['cpu_seconds_per_step'] > 0
     # A TF process holds at least its runtime; a figure in KiB would be ~1e6.
     assert 100 < row['peak_rss_mib'] < 20_000
-  assert 'peak RSS' in proc.stdout
+    # The start-up (tracing included) takes longer than a steady step.
+    step_seconds = row['batch_size'] / row['examples_per_second']
+    assert row['startup_seconds'] > step_seconds
+    assert row['startup_cpu_seconds'] > row['cpu_seconds_per_step']
+  assert 'peak RSS' in proc.stdout and 'start-up' in proc.stdout
 
 
 def test_settings_run_side_by_side_with_their_overrides(tmp_path):
