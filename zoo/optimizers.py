@@ -4,9 +4,8 @@ Keras 3's Adam builds its update from about 40 small ops per variable (the
 bias-correction powers, casts and the moment updates each recomputed for
 every variable). For a model with hundreds of variables (an hourglass
 network has about 250 trainable ones) that is about 10,000 ops, two thirds of
-the training step's graph: tracing it and TensorFlow's graph optimisation
-before the first step cost more than the forward and backward pass together
-(BENCHMARKS.md, "Start-up of a training run").
+the training step's graph, and much of the tracing and graph optimisation
+before the first step (BENCHMARKS.md, "Start-up of a training run").
 
 These classes compute the shared scalars once per step (and device) and
 update each variable with TensorFlow's fused `ResourceApplyAdam` kernel,

@@ -9,7 +9,6 @@
   a frozen backbone on TFRecords in the zoo's format.
 """
 import os
-import shutil
 import subprocess
 import sys
 
@@ -205,8 +204,8 @@ def user_data(tmp_path_factory):
 def _finetune_frozen_backbone(model, user_data):
   """The README's fine-tuning example, on a user's zoo-format TFRecords:
   freeze the backbone, fit a few steps, check what moved, evaluate."""
-  import keras
   from trainers import evaluation
+  from zoo import optimizers
   from zoo.data import pipeline
   for layer in model.backbone:
     layer.trainable = False
@@ -214,7 +213,7 @@ def _finetune_frozen_backbone(model, user_data):
             for layer in model.backbone for v in layer.weights}
   trainable = {v.path: v.numpy().copy() for v in model.trainable_weights}
   assert frozen and trainable and not set(frozen) & set(trainable)
-  model.compile(optimizer=keras.optimizers.Adam(1e-2))
+  model.compile(optimizer=optimizers.Adam(1e-2))
   dataset = pipeline.make_dataset(
       user_data, 'train', input_size=model.config.input_size, batch_size=2,
       training=True, augment=model.config.augment, map_fn=model.targets,
