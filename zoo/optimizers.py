@@ -39,9 +39,10 @@ class _FusedAdamUpdate:
     finally:
       self._step_scalars = None
 
-  def _scalars(self, dtype: tf.DType, learning_rate) -> dict[str, tf.Tensor]:
-    # A distribution strategy updates each replica's copy under its device.
-    key = (dtype, tf.constant(0).device)
+  def _scalars(self, variable, learning_rate) -> dict[str, tf.Tensor]:
+    # A distribution strategy updates each replica's copy on its device.
+    dtype = variable.dtype
+    key = (dtype, variable.device)
     scalars = self._step_scalars.get(key)
     if scalars is None:
       step = tf.cast(self.iterations + 1, dtype)
@@ -62,7 +63,7 @@ class _FusedAdamUpdate:
     tf.raw_ops.ResourceApplyAdam(
         var=variable.handle, m=m.value.handle, v=v.value.handle,
         grad=tf.cast(gradient, variable.dtype),
-        **self._scalars(variable.dtype, learning_rate))
+        **self._scalars(variable, learning_rate))
 
 
 @keras.saving.register_keras_serializable(package='pose3d_zoo')
