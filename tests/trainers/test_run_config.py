@@ -4,6 +4,7 @@ import pytest
 
 import trainer_test_model as tiny
 from trainers import run_config
+from zoo import optimizers
 from zoo import registry
 from zoo.config import TrainConfig
 
@@ -43,9 +44,10 @@ def test_make_config_applies_shortcuts_after_overrides():
   assert entry.config('paper').filters == 8  # presets untouched
 
 
+# Adam and AdamW: the zoo's, Keras's with a fused update (zoo.optimizers).
 @pytest.mark.parametrize('name, cls', [
-    ('rmsprop', keras.optimizers.RMSprop), ('adam', keras.optimizers.Adam),
-    ('adamw', keras.optimizers.AdamW), ('SGD', keras.optimizers.SGD)])
+    ('rmsprop', keras.optimizers.RMSprop), ('adam', optimizers.Adam),
+    ('adamw', optimizers.AdamW), ('SGD', keras.optimizers.SGD)])
 def test_make_optimizer(name, cls):
   opt = run_config.make_optimizer(TrainConfig(optimizer=name,
                                              learning_rate=0.25,
