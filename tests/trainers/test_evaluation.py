@@ -28,17 +28,21 @@ def _arrays(n=6, seed=0):
   return poses, truth
 
 
+def _brute_force_per_pose(pred, gt, valid, has_3d):
+  """Each example with a 3D label: its mean joint error over valid joints."""
+  return [np.mean([np.linalg.norm(pred[i, j] - gt[i, j])
+                   for j in range(J) if valid[i, j]])
+          for i in np.flatnonzero(has_3d > 0)]
+
+
 def test_compute_metrics_matches_brute_force():
   poses, truth = _arrays()
   truth['joint_valid_3d'][0, 5] = 0.  # a missing label
   out = evaluation.compute_metrics(poses, truth)
   keep = truth['has_3d'] > 0
-  per_pose = []
-  for i in np.flatnonzero(keep):
-    errors = [np.sqrt(((poses['poses3d_rel_mm'][i, j] -
-                        truth['joints3d_rel_mm'][i, j]) ** 2).sum())
-              for j in range(J) if truth['joint_valid_3d'][i, j]]
-    per_pose.append(np.mean(errors))
+  per_pose = _brute_force_per_pose(
+      poses['poses3d_rel_mm'], truth['joints3d_rel_mm'],
+      truth['joint_valid_3d'], truth['has_3d'])
   assert out['mpjpe_mm'] == pytest.approx(np.mean(per_pose))
   actions = truth['action'][keep]
   walk = np.mean([e for e, a in zip(per_pose, actions) if a == b'walk'])
@@ -76,13 +80,6 @@ def test_no_3d_labels_gives_nan_3d_metrics():
   assert np.isfinite(out['mean_error_2d_px'])
 
 
-def _brute_force_mpjpe(pred, gt, valid, has_3d):
-  per_pose = [np.mean([np.linalg.norm(pred[i, j] - gt[i, j])
-                       for j in range(J) if valid[i, j]])
-              for i in np.flatnonzero(has_3d > 0)]
-  return float(np.mean(per_pose))
-
-
 def test_score_mean_pose_matches_brute_force():
   _, truth = _arrays()
   truth['joint_valid_3d'][1, 3] = 0.
@@ -90,9 +87,9 @@ def test_score_mean_pose_matches_brute_force():
   mean -= mean[:1]  # root-relative, as the labels
   got = evaluation.score_mean_pose(mean, truth)
   n = len(truth['has_3d'])
-  want = _brute_force_mpjpe(np.broadcast_to(mean, (n, J, 3)),
-                            truth['joints3d_rel_mm'], truth['joint_valid_3d'],
-                            truth['has_3d'])
+  want = np.mean(_brute_force_per_pose(
+      np.broadcast_to(mean, (n, J, 3)), truth['joints3d_rel_mm'],
+      truth['joint_valid_3d'], truth['has_3d']))
   assert got['mpjpe_mm'] == pytest.approx(want, rel=1e-9)
   assert 0 < got['pa_mpjpe_mm'] < got['mpjpe_mm']
   assert np.isnan(evaluation.score_mean_pose(None, truth)['mpjpe_mm'])
@@ -152,9 +149,9 @@ def test_mean_pose_baseline_of_an_evaluation(trained_run, tiny_data):
   w = train['joint_valid_3d'] * train['has_3d'][:, None]
   mean = (train['joints3d_rel_mm'] * w[..., None]).sum(0) / w.sum(0)[:, None]
   n = len(test['has_3d'])
-  want = _brute_force_mpjpe(np.broadcast_to(mean, (n, J, 3)),
-                            test['joints3d_rel_mm'], test['joint_valid_3d'],
-                            test['has_3d'])
+  want = np.mean(_brute_force_per_pose(
+      np.broadcast_to(mean, (n, J, 3)), test['joints3d_rel_mm'],
+      test['joint_valid_3d'], test['has_3d']))
   assert baseline['mpjpe_mm'] == pytest.approx(want, rel=1e-5)
   assert 'mean_pose_baseline' not in evaluation.evaluate_model(
       trained_run.model, tiny_data, config, num_examples=4, progress=False)
