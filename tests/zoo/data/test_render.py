@@ -1,4 +1,4 @@
-"""Tests for zoo/data/render.py: camera, crop, drawing, self-occlusion."""
+"""Tests for zoo/data/render.py: camera, crop, labels, drawing, cues."""
 import cv2
 import numpy as np
 import pytest
@@ -81,73 +81,6 @@ def test_person_drawn_where_the_labels_say():
     assert 0.45 * 320 < max(r.box_xywh[2:]) < 0.8 * 320
 
 
-def test_left_and_right_look_alike():
-  m = _motion(seed=4, n=4, subjects=tuple(s.name for s in motion.SUBJECTS[:4]))
-  for i in range(4):
-    body = render.build_body(m, i)
-    for kind in (body.fr, body.sp):
-      colours = {}
-      for prim in kind:
-        part = render.PARTS[prim[11] if kind is body.fr else prim[3]]
-        albedo = prim[10] if kind is body.fr else prim[2]
-        colours.setdefault(part, []).append(tuple(albedo))
-      for part, cs in colours.items():
-        if part.startswith('l_'):
-          assert sorted(cs) == sorted(colours['r_' + part[2:]]), part
-    # Head, top and bottom differ in colour.
-    subject = motion.SUBJECTS[m.subject_index[i]]
-    assert len({subject.skin, subject.top, subject.bottom, subject.hair}) == 4
-
-
-def test_segment_closest_matches_brute_force():
-  rng = np.random.default_rng(5)
-  p0, p1, q0, q1 = rng.normal(0., 1., (4, 20, 3))
-  s, t, d = render._segment_closest(p0, p1, q0, q1)
-  np.testing.assert_allclose(
-      d, np.linalg.norm(p0 + s[:, None] * (p1 - p0)
-                        - q0 - t[:, None] * (q1 - q0), axis=-1), atol=1e-9)
-  grid = np.linspace(0., 1., 201)
-  pp = p0[:, None] + grid[None, :, None] * (p1 - p0)[:, None]
-  qq = q0[:, None] + grid[None, :, None] * (q1 - q0)[:, None]
-  brute = np.linalg.norm(pp[:, :, None] - qq[:, None], axis=-1).min((1, 2))
-  assert np.all(d <= brute + 1e-9)
-  assert np.all(d >= brute - 0.03)
-
-
-def test_self_occlusion_ray_test():
-  joints = np.zeros((17, 3))
-  joints[:, 2] = 4000.
-  joints[:, 0] = np.arange(17) * 300. - 2400.  # spread along x
-  # A thick thigh capsule across the camera ray in front of joint 13 (left
-  # wrist) ...
-  target = joints[13]
-  a = 0.875 * target + [0., -200., 0.]
-  b = 0.875 * target + [0., 200., 0.]
-  thigh = render.PARTS.index('l_thigh')
-  occl = render.self_occlusion(joints, a[None], b[None], np.array([80.]),
-                               np.array([80.]), np.array([thigh]))
-  assert occl[13] and occl.sum() == 1
-  # ... behind the joint it hides nothing ...
-  occl = render.self_occlusion(joints, (a * 1.3)[None],
-                               (b * 1.3)[None], np.array([80.]),
-                               np.array([80.]), np.array([thigh]))
-  assert not occl.any()
-  # ... and a part never occludes its own joints (left thigh: hip and knee).
-  a4 = 0.875 * joints[4] + [0., -200., 0.]
-  b4 = 0.875 * joints[4] + [0., 200., 0.]
-  occl = render.self_occlusion(joints, a4[None], b4[None], np.array([80.]),
-                               np.array([80.]), np.array([thigh]))
-  assert not occl.any()
-
-
-def _rest_pose(subject, yaw_rad):
-  """A symmetric standing pose (all angles 0) of `subject`, turned by yaw."""
-  return motion.forward_kinematics(
-      np.zeros((1, len(motion.DOFS))),
-      np.array([motion.SUBJECTS.index(motion.SUBJECT_BY_NAME[subject])]),
-      np.array([yaw_rad]), np.zeros((1, 2)), np.zeros((1, 2)))
-
-
 def _cos_to(pixels, colour_rgb):
   """Cosine similarity of BGR pixels [n, 3] to an RGB colour (shade-free)."""
   c = np.array(colour_rgb[::-1], np.float64)
@@ -156,7 +89,7 @@ def _cos_to(pixels, colour_rgb):
 
 
 @pytest.mark.parametrize('subject', ['S9', 'S11', 'S6'])
-def test_front_cue_visible_only_from_the_front(subject):
+def test_front_cue_visible_only_from_the_front(subject, rest_pose):
   """Same pose and camera, turned 0 and 180 deg: the chest accent (jacket
   inner shirt or print) shows on the torso only when its front faces the
   camera (front normal from the shoulders x spine cross product)."""
@@ -164,7 +97,7 @@ def test_front_cue_visible_only_from_the_front(subject):
   config = render.RenderConfig(background=False)
   fractions = {}
   for seed in range(40):
-    renders = [render.render(_rest_pose(subject, yaw), 0,
+    renders = [render.render(rest_pose(subject, yaw), 0,
                              np.random.default_rng(seed), config)
                for yaw in (0., np.pi)]
     r = renders[0]
@@ -190,38 +123,3 @@ def test_front_cue_visible_only_from_the_front(subject):
   assert len(fractions[True]) >= 3, fractions
   assert min(fractions[True]) > 0.2, fractions
   assert max(fractions[False]) < 0.03, fractions
-
-
-def test_torso_cues_are_mirror_symmetric():
-  """In a symmetric rest pose every torso patch maps onto itself under the
-  left/right mirror (world y about the pelvis), and patches on left and
-  right parts share colours."""
-  for subject in motion.SUBJECTS:
-    m = _rest_pose(subject.name, 0.)
-    body = render.build_body(m, 0)
-    y0 = m.joints_world_mm[0, 0, 1]
-    # The rest pose is symmetric: mirrored joints swap sides.
-    for a, b in ((1, 4), (11, 14), (3, 6)):
-      np.testing.assert_allclose(
-          m.joints_world_mm[0, a] * [1, -1, 1] + [0, 2 * y0, 0],
-          m.joints_world_mm[0, b], atol=1e-6)
-    colours = {}
-    torso = 0
-    for parent, quads, normals, albedo in body.pa:
-      part = render.PARTS[body.fr[parent][11]]
-      colours.setdefault(part, []).append(tuple(albedo))
-      if part != 'torso':
-        continue
-      torso += 1
-      pts = quads.reshape(-1, 3)
-      mirrored = pts * [1, -1, 1] + [0, 2 * y0, 0]
-      dist = np.linalg.norm(mirrored[:, None] - pts[None], axis=-1).min(1)
-      np.testing.assert_array_less(dist, 1e-6)
-      # Normals point away from the torso axis: unit-free sanity check.
-      assert normals.shape == (len(quads), 3)
-    assert torso >= 5
-    for part, cs in colours.items():
-      if part.startswith('l_'):
-        assert sorted(cs) == sorted(colours['r_' + part[2:]]), part
-    # The accent differs from the top it is drawn on.
-    assert np.abs(np.subtract(subject.accent, subject.top)).max() > 60
