@@ -21,7 +21,7 @@ from benchmarks.study_claims import UNITS
 from benchmarks.study_claims import Verdict
 from benchmarks.study_claims import _finite
 from benchmarks.study_claims import get_value
-from zoo import fileio
+from zoo import visualize
 
 
 # ----------------------------------------------------------------------------
@@ -353,8 +353,4 @@ def write_chart(study: Mapping[str, Any], path: str) -> None:
                f'{len(seeds)} seed{"s" if len(seeds) != 1 else ""}',
                fontsize=11)
   fig.tight_layout()
-  try:
-    with fileio.atomic_path(path, suffix='.png') as tmp:
-      fig.savefig(tmp, dpi=110, format='png')
-  finally:
-    plt.close(fig)
+  visualize.save_png(fig, path, dpi=110)

@@ -7,7 +7,9 @@ Loads the newest of WORKDIR/model.weights.h5 and the latest checkpoint in
 WORKDIR/checkpoints (zoo.weights: resolve, sha256 verified, load), builds
 the model with the config it was trained with, evaluates on the test split
 (trainers.evaluation) and writes WORKDIR/metrics_eval.json (or --out)
-atomically, then prints the table. --data defaults to the data the run was
+atomically, then prints the table; the picture of the evaluation (loss
+curve, error per action, test examples; trainers.run_figure) goes next to
+it, WORKDIR/metrics_eval.png. --data defaults to the data the run was
 trained on (its config.json / manifest), else the embedded synthetic data;
 it may be any directory with a test split (a train split is not needed) or a
 mixture (zoo.data.mixture: metrics per source as well).
@@ -78,11 +80,12 @@ def evaluate_workdir(model: str, workdir: str, *, data: str | None = None,
   train_data, note = (_baseline_train_data(data_info, trained_spec,
                                            trained_on, config)
                       if baseline else (None, None))
+  keep = evaluation.ExampleKeeper(train_lib.FIGURE_EXAMPLES)
   metrics.update(evaluation.evaluate_model(
       model_obj, data_info.test_data, config, flip_test=flip_test,
       num_examples=num_examples, batch_size=batch_size, progress=progress,
       baseline_train_data=train_data,
-      baseline_train_examples=train_lib.BASELINE_TRAIN_EXAMPLES))
+      baseline_train_examples=train_lib.BASELINE_TRAIN_EXAMPLES, keep=keep))
   metrics['data'] = data_info.to_dict()
   if note:
     metrics['mean_pose_baseline'] = {'note': note}
@@ -90,7 +93,20 @@ def evaluate_workdir(model: str, workdir: str, *, data: str | None = None,
   fileio.atomic_write_json(out, metrics)
   print(evaluation.format_report(metrics), flush=True)
   print(f'Wrote {out}', flush=True)
+  picture = train_lib.write_results_figure(
+      workdir, metrics, keep.arrays(), path=os.path.splitext(out)[0] + '.png',
+      title=f'{model} ({metrics["preset"]}), step {metrics["steps"]}, '
+      f'evaluated on {_data_label(data_info)}')
+  if picture:
+    print(f'Wrote {picture}', flush=True)
   return metrics
+
+
+def _data_label(data_info) -> str:
+  """'synthetic', 'mixture', or the name of a record directory."""
+  if data_info.name == 'tfrecords' and data_info.directory:
+    return os.path.basename(os.path.normpath(data_info.directory))
+  return data_info.name
 
 
 def _trained_on_spec(trained_on: dict) -> str:

@@ -17,7 +17,9 @@ benchmark's protocol (`mpi_inf_3dhp`: PCK3D@150 mm and AUC in percent, per
 activity; zoo.metrics.mpi_inf_3dhp_summary).
 
 Also here: the mean-pose baseline (predict the training mean root-relative
-pose for every image), which the c2f issue compares against.
+pose for every image), which the c2f issue compares against; and
+`ExampleKeeper`, which keeps a few examples of an evaluation pass (input
+crop, prediction, truth) for a picture of the run (trainers.run_figure).
 """
 from __future__ import annotations
 
@@ -64,14 +66,71 @@ def _to_numpy(value) -> np.ndarray:
   return value.numpy() if hasattr(value, 'numpy') else np.asarray(value)
 
 
+class ExampleKeeper:
+  """Keeps `num_examples` examples of an evaluation pass, spread evenly over
+  the whole pass (its length need not be known): their input crops and,
+  per key of `predict`'s poses and ground truth, their arrays. Pass one to
+  `predict` / `evaluate_model`, then read `arrays()`.
+
+  It holds at most 2 * num_examples candidates, every `stride`-th example
+  from the first; when more arrive the stride doubles and every other
+  candidate goes.
+  """
+
+  def __init__(self, num_examples: int):
+    if num_examples < 1:
+      raise ValueError(f'ExampleKeeper needs num_examples >= 1, got '
+                       f'{num_examples}')
+    self.num_examples = num_examples
+    self.stride = 1
+    self._rows: dict[int, dict[str, np.ndarray]] = {}
+
+  def add(self, offset: int, features: Mapping[str, Any],
+          poses: Mapping[str, Any]) -> None:
+    """Takes the candidates of a batch whose first example is number
+    `offset` of the pass."""
+    batch = int(features['image'].shape[0])
+    for index in range(offset, offset + batch):
+      if index % self.stride:
+        continue
+      q = index - offset
+      row = {'image': _to_numpy(features['image'][q])}
+      row.update({k: _to_numpy(v[q]) for k, v in poses.items()})
+      row.update({k: _to_numpy(features[k][q]) for k in _GT_KEYS
+                  if k in features})
+      self._rows[index] = row
+      if len(self._rows) > 2 * self.num_examples:
+        self.stride *= 2
+        self._rows = {i: r for i, r in self._rows.items()
+                      if i % self.stride == 0}
+
+  def indices(self) -> list[int]:
+    """The pass indices of the kept examples, ascending."""
+    candidates = sorted(self._rows)
+    if len(candidates) <= self.num_examples:
+      return candidates
+    picks = np.linspace(0, len(candidates) - 1, self.num_examples)
+    return [candidates[int(round(p))] for p in picks]
+
+  def arrays(self) -> dict[str, np.ndarray]:
+    """{key: [n, ...]} of the kept examples in pass order (n is fewer than
+    asked when the pass was shorter); {} when none."""
+    rows = [self._rows[i] for i in self.indices()]
+    if not rows:
+      return {}
+    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
 def predict(model, dataset: tf.data.Dataset, *, flip_test: bool = False,
-            progress: bool = True, total: int | None = None
+            progress: bool = True, total: int | None = None,
+            keep: ExampleKeeper | None = None
             ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
                        dict[str, np.ndarray], float]:
   """Predicts poses for every batch of feature dicts in `dataset`.
 
   Returns (poses, ground truth features, extra per-example metric arrays,
-  examples/s excluding the first batch, which includes tracing).
+  examples/s excluding the first batch, which includes tracing). `keep`
+  takes its examples as they pass.
   """
   predict_fn = tf.function(
       lambda inputs: model.predict_poses(inputs, flip_test=flip_test),
@@ -92,6 +151,8 @@ def predict(model, dataset: tf.data.Dataset, *, flip_test: bool = False,
           truth.setdefault(key, []).append(_to_numpy(features[key]))
       for key, value in dict(model.extra_metrics(out, features)).items():
         extras.setdefault(key, []).append(_to_numpy(value).astype(np.float64))
+      if keep is not None:
+        keep.add(count, features, out)
       batch = int(features['image'].shape[0])
       count += batch
       if steady_start is None:
@@ -195,7 +256,8 @@ def evaluate_model(model, data_dir, config: Any, *,
                    num_examples: int | None = None,
                    batch_size: int | None = None, split: str = 'test',
                    progress: bool = True, baseline_train_data=None,
-                   baseline_train_examples: int = 1000) -> dict[str, Any]:
+                   baseline_train_examples: int = 1000,
+                   keep: ExampleKeeper | None = None) -> dict[str, Any]:
   """Predicts the split and returns the metrics (see METRIC_KEYS).
 
   `flip_test` None takes the config's `flip_test` (zoo.config.ModelConfig);
@@ -204,7 +266,7 @@ def evaluate_model(model, data_dir, config: Any, *,
   metrics also hold 'mean_pose_baseline': the error of predicting the mean
   pose of its first `baseline_train_examples` training examples, scored on
   the ground truth of this evaluation (see `mean_pose` and
-  `score_mean_pose`).
+  `score_mean_pose`). `keep` takes its examples during the pass.
   """
   if flip_test is None:
     flip_test = bool(config.flip_test)
@@ -213,7 +275,8 @@ def evaluate_model(model, data_dir, config: Any, *,
   dataset = eval_dataset(data_dir, config, split=split,
                          num_examples=num_examples, batch_size=batch_size)
   poses, truth, extras, rate = predict(model, dataset, flip_test=flip_test,
-                                       progress=progress, total=num_examples)
+                                       progress=progress, total=num_examples,
+                                       keep=keep)
   out = compute_metrics(poses, truth, extras)
   out['eval_examples_per_second'] = rate
   out['flip_test'] = bool(flip_test)

@@ -50,6 +50,7 @@ from trainers import checkpoints
 from trainers import distribute
 from trainers import run_config as run_config_lib
 from trainers import evaluation
+from trainers import run_figure
 from trainers import training_data
 from zoo import config as config_lib
 from zoo import fileio
@@ -61,6 +62,8 @@ from zoo.manifest import METRICS_FILE
 
 LOG_FILE = 'train.log'
 BASELINE_TRAIN_EXAMPLES = 1000
+# Test examples shown in WORKDIR/results.png, spread over the evaluation.
+FIGURE_EXAMPLES = 4
 
 
 # ----------------------------------------------------------------------------
@@ -481,12 +484,14 @@ def _evaluate_run(entry, config, preset, workdir, model, dist, data_info,
   metrics = {'model': entry.name, 'preset': preset, 'steps': state.step}
   if source_counts is not None:
     metrics['train_examples_per_source'] = source_counts.counts()
+  keep = evaluation.ExampleKeeper(FIGURE_EXAMPLES)
   metrics.update(evaluation.evaluate_model(
       _float32_model(entry, config, model, workdir), data_info.test_data,
       config, flip_test=flip_test, progress=progress,
       baseline_train_data=data_info.train_data if baseline else None,
       baseline_train_examples=min(BASELINE_TRAIN_EXAMPLES,
-                                  train_cfg.num_train_examples)))
+                                  train_cfg.num_train_examples),
+      keep=keep))
   if state.steps_done > 0:
     metrics['train_seconds'] = train_seconds
     metrics['train_examples_per_second'] = state.steady_examples_per_second()
@@ -512,7 +517,26 @@ def _evaluate_run(entry, config, preset, workdir, model, dist, data_info,
   fileio.atomic_write_json(
       os.path.join(workdir, manifest_lib.MANIFEST_FILE), manifest)
   print(evaluation.format_report(metrics), flush=True)
+  write_results_figure(workdir, metrics, keep.arrays(),
+                       title=f'{entry.name} ({preset}), step {state.step}')
   return metrics
+
+
+def write_results_figure(workdir: str, metrics: dict, examples, title: str,
+                         path: str | None = None) -> str | None:
+  """The run's picture (trainers.run_figure; default WORKDIR/results.png);
+  a failure to draw it is logged, not raised: the weights and metrics it
+  shows are already written."""
+  try:
+    path = run_figure.write_for_run(workdir, metrics, examples, title=title,
+                                    path=path)
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning('Could not draw %s: %s: %s',
+                    path or run_figure.FIGURE_FILE, type(e).__name__, e)
+    return None
+  logging.info('Wrote %s (loss curve, error per action, test examples).',
+               path)
+  return path
 
 
 def _float32_model(entry, config, model, workdir: str):

@@ -9,7 +9,6 @@ default colours read the same in RGB and BGR images.
 """
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import cv2
@@ -152,6 +151,32 @@ def plot_skeleton_3d(ax, poses3d_mm: np.ndarray, elev: float, azim: float,
   ax.set_title(title)
 
 
+def plot_skeleton_side(ax, poses3d_mm: np.ndarray,
+                       reference_mm: np.ndarray | None = None,
+                       title: str = '') -> None:
+  """A 3D skeleton (camera frame mm) seen from the side on a plain 2D axis:
+  depth z to the right, height -y up, equal scales; optionally a reference
+  skeleton (the ground truth) under it in grey, dashed. The side view shows
+  what the image cannot: the error in depth."""
+  poses = [np.asarray(poses3d_mm, np.float64)]
+  if reference_mm is not None:
+    poses.insert(0, np.asarray(reference_mm, np.float64))
+  for n, pts in enumerate(poses):
+    reference = reference_mm is not None and n == 0
+    colors = ['0.55'] * len(skel.H36M17.limbs) if reference else _limb_colors()
+    for (parent, child), color in zip(skel.H36M17.limbs, colors):
+      ax.plot(pts[[parent, child], 2], -pts[[parent, child], 1], color=color,
+              linewidth=1.5 if reference else 2,
+              linestyle='--' if reference else '-')
+  ax.set_aspect('equal', adjustable='datalim')
+  ax.tick_params(labelsize=7)
+  ax.set_xlabel('z, depth (mm)', fontsize=8)
+  ax.set_ylabel('-y, up (mm)', fontsize=8)
+  ax.grid(alpha=0.3)
+  if title:
+    ax.set_title(title, fontsize=9)
+
+
 def plot_skeleton_2d(ax, image: np.ndarray, poses2d_px: np.ndarray,
                      box_xywh: np.ndarray | None = None) -> None:
   """The image with the 2D skeleton (draw_skeleton_2d) and the person box."""
@@ -185,9 +210,16 @@ def save_figure(path: str, image: np.ndarray, result: dict[str, np.ndarray],
   if title:
     fig.suptitle(title)
   fig.tight_layout(rect=(0, 0, 1, 0.94) if title else None)
+  return save_png(fig, path)
+
+
+def save_png(fig, path: str, dpi: float | None = None) -> str:
+  """Writes a matplotlib figure to `path` as PNG atomically (no half-written
+  picture replaces a good one), closes it and returns `path`."""
+  import matplotlib.pyplot as plt
   try:
     with fileio.atomic_path(path, suffix='.png') as tmp:
-      fig.savefig(tmp, format='png')
+      fig.savefig(tmp, format='png', dpi=dpi)
   finally:
     plt.close(fig)
   return path

@@ -51,6 +51,10 @@ def test_flip_test_subset_and_out_path(trained_run, tiny_data, tmp_path):
   assert got['flip_test'] is True and got['num_eval_examples'] == 4
   assert not os.path.exists(os.path.join(trained_run.workdir,
                                          'metrics_eval.json'))
+  # The evaluation's picture goes next to its JSON, the run's stays.
+  assert os.path.exists(str(tmp_path / 'flip.png'))
+  assert not os.path.exists(os.path.join(trained_run.workdir,
+                                         'metrics_eval.png'))
 
 
 @pytest.mark.parametrize('argv, pattern', [

@@ -16,6 +16,7 @@ import time
 
 from absl import app
 from absl import flags
+import cv2
 import keras
 import numpy as np
 import pytest
@@ -112,6 +113,11 @@ def test_smoke_run_writes_metrics_manifest_and_logs(trained_run, tiny_data):
       os.path.join(workdir, 'train.log')).read()
   assert open(os.path.join(workdir, tiny.PREPARED_FILE)).read() == tiny_data
   assert not [f for f in os.listdir(workdir) if f.startswith('.tmp')]
+  # The results picture: the loss curve, error per action, test examples.
+  picture = cv2.imread(os.path.join(workdir, 'results.png'))
+  assert picture is not None and picture.shape[0] > 500
+  assert 'results.png (loss curve' in open(
+      os.path.join(workdir, 'train.log')).read()
 
 
 def test_a_finished_run_again_only_evaluates(trained_run, tiny_data,
