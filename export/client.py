@@ -422,8 +422,8 @@ def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 1
   except Exception as e:  # grpc.RpcError
-    code = getattr(e, 'code', lambda: None)()
-    details = getattr(e, 'details', lambda: str(e))()
+    code = e.code() if hasattr(e, 'code') else None
+    details = e.details() if hasattr(e, 'details') else str(e)
     print(f'error: {code}: {details}', file=sys.stderr)
     return 1
   if args.keypoints:

@@ -146,11 +146,11 @@ def train_dataset(data_dir, config: Any, model, *, seed: int,
   it (distribute.input_pipelines); `bad_records` counts skipped input;
   `source_counts` (zoo.data.mixture.SourceCounts) counts examples per
   source. `data_dir` is a directory or a zoo.data.mixture.Mixture."""
-  map_fn = model.targets
-  if source_counts is not None:
-    def map_fn(features):
-      source_counts.count(features['source'])
-      return model.targets(features)
+  def counted_targets(features):
+    source_counts.count(features['source'])
+    return model.targets(features)
+
+  map_fn = model.targets if source_counts is None else counted_targets
   dataset = pipeline.make_dataset(
       data_dir, 'train', input_size=config.input_size,
       batch_size=config.train.batch_size, training=True,
