@@ -95,8 +95,14 @@ def write_run_figure(path: str, metrics: Mapping[str, Any],
   ax = fig.add_subplot(grid[0, :columns // 2])
   if len(steps):
     ax.plot(steps, losses, color='tab:blue', linewidth=1.5)
-    if np.all(losses > 0):
+    if np.all(losses > 0) and losses.max() > 3 * losses.min():
+      # Log scale for a loss that falls a lot, ticked at 1, 2 and 5 times
+      # powers of ten in plain numbers.
+      from matplotlib import ticker
       ax.set_yscale('log')
+      ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1., 2., 5.)))
+      ax.yaxis.set_major_formatter(ticker.FormatStrFormatter('%g'))
+      ax.yaxis.set_minor_formatter(ticker.NullFormatter())
   else:
     ax.text(0.5, 0.5, 'no training loss recorded', ha='center',
             va='center', transform=ax.transAxes)
