@@ -82,10 +82,10 @@ def write_run_figure(path: str, metrics: Mapping[str, Any],
 
   n = 0 if examples is None else len(examples['image'])
   if n:
-    valid = examples['joint_valid_3d'] * examples['has_3d'][:, None]
-    errors = np.where(valid.any(-1), metrics_lib.mpjpe(
-        examples['poses3d_rel_mm'], examples['joints3d_rel_mm'], valid),
-                      np.nan)
+    # NaN for an example without a 3D label (no valid joint).
+    errors = metrics_lib.mpjpe(
+        examples['poses3d_rel_mm'], examples['joints3d_rel_mm'],
+        examples['joint_valid_3d'] * examples['has_3d'][:, None])
   columns = max(n, 2)
   rows = 1 + (2 if n else 0)
   heights = [1., 1., 1.][:rows]
