@@ -29,6 +29,7 @@ from absl import flags
 from trainers import common_flags
 from trainers import evaluation
 from trainers import run_config
+from trainers import run_figure
 from trainers import train_lib
 from trainers import training_data
 from zoo import fileio
@@ -80,7 +81,7 @@ def evaluate_workdir(model: str, workdir: str, *, data: str | None = None,
   train_data, note = (_baseline_train_data(data_info, trained_spec,
                                            trained_on, config)
                       if baseline else (None, None))
-  keep = evaluation.ExampleKeeper(train_lib.FIGURE_EXAMPLES)
+  keep = evaluation.ExampleKeeper(run_figure.NUM_EXAMPLES)
   metrics.update(evaluation.evaluate_model(
       model_obj, data_info.test_data, config, flip_test=flip_test,
       num_examples=num_examples, batch_size=batch_size, progress=progress,
@@ -93,7 +94,7 @@ def evaluate_workdir(model: str, workdir: str, *, data: str | None = None,
   fileio.atomic_write_json(out, metrics)
   print(evaluation.format_report(metrics), flush=True)
   print(f'Wrote {out}', flush=True)
-  picture = train_lib.write_results_figure(
+  picture = run_figure.try_write_for_run(
       workdir, metrics, keep.arrays(), path=os.path.splitext(out)[0] + '.png',
       title=f'{model} ({metrics["preset"]}), step {metrics["steps"]}, '
       f'evaluated on {_data_label(data_info)}')

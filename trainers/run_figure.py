@@ -14,6 +14,7 @@ import math
 import os
 from typing import Any, Mapping
 
+from absl import logging
 import cv2
 import numpy as np
 import tensorflow as tf
@@ -22,6 +23,8 @@ from zoo import metrics as metrics_lib
 from zoo import visualize
 
 FIGURE_FILE = 'results.png'
+# Test examples shown, spread over the evaluation (evaluation.ExampleKeeper).
+NUM_EXAMPLES = 4
 LOSS_TAG = 'train/loss'
 # Each example's crop is drawn at this size (px) whatever the model's input
 # size, so that 64 px crops stay legible.
@@ -166,3 +169,20 @@ def write_for_run(workdir: str, metrics: Mapping[str, Any],
   return write_run_figure(path or os.path.join(workdir, FIGURE_FILE),
                           metrics, examples or None, steps, losses,
                           title=title)
+
+
+def try_write_for_run(workdir: str, metrics: Mapping[str, Any],
+                      examples: Mapping[str, np.ndarray] | None, title: str,
+                      path: str | None = None) -> str | None:
+  """`write_for_run`, for the trainer and the evaluator: a failure to draw
+  is logged, not raised (the weights and metrics the picture shows are
+  already written); returns the path, or None after a failure."""
+  try:
+    path = write_for_run(workdir, metrics, examples, title=title, path=path)
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning('Could not draw %s: %s: %s', path or FIGURE_FILE,
+                    type(e).__name__, e)
+    return None
+  logging.info('Wrote %s (loss curve, error per action, test examples).',
+               path)
+  return path

@@ -62,8 +62,6 @@ from zoo.manifest import METRICS_FILE
 
 LOG_FILE = 'train.log'
 BASELINE_TRAIN_EXAMPLES = 1000
-# Test examples shown in WORKDIR/results.png, spread over the evaluation.
-FIGURE_EXAMPLES = 4
 
 
 # ----------------------------------------------------------------------------
@@ -484,7 +482,7 @@ def _evaluate_run(entry, config, preset, workdir, model, dist, data_info,
   metrics = {'model': entry.name, 'preset': preset, 'steps': state.step}
   if source_counts is not None:
     metrics['train_examples_per_source'] = source_counts.counts()
-  keep = evaluation.ExampleKeeper(FIGURE_EXAMPLES)
+  keep = evaluation.ExampleKeeper(run_figure.NUM_EXAMPLES)
   metrics.update(evaluation.evaluate_model(
       _float32_model(entry, config, model, workdir), data_info.test_data,
       config, flip_test=flip_test, progress=progress,
@@ -517,26 +515,10 @@ def _evaluate_run(entry, config, preset, workdir, model, dist, data_info,
   fileio.atomic_write_json(
       os.path.join(workdir, manifest_lib.MANIFEST_FILE), manifest)
   print(evaluation.format_report(metrics), flush=True)
-  write_results_figure(workdir, metrics, keep.arrays(),
-                       title=f'{entry.name} ({preset}), step {state.step}')
+  run_figure.try_write_for_run(
+      workdir, metrics, keep.arrays(),
+      title=f'{entry.name} ({preset}), step {state.step}')
   return metrics
-
-
-def write_results_figure(workdir: str, metrics: dict, examples, title: str,
-                         path: str | None = None) -> str | None:
-  """The run's picture (trainers.run_figure; default WORKDIR/results.png);
-  a failure to draw it is logged, not raised: the weights and metrics it
-  shows are already written."""
-  try:
-    path = run_figure.write_for_run(workdir, metrics, examples, title=title,
-                                    path=path)
-  except Exception as e:  # pylint: disable=broad-except
-    logging.warning('Could not draw %s: %s: %s',
-                    path or run_figure.FIGURE_FILE, type(e).__name__, e)
-    return None
-  logging.info('Wrote %s (loss curve, error per action, test examples).',
-               path)
-  return path
 
 
 def _float32_model(entry, config, model, workdir: str):

@@ -113,10 +113,9 @@ def test_figure_without_loss_or_metrics(tmp_path):
 
 
 def test_a_figure_that_fails_is_logged_not_raised(tmp_path, monkeypatch):
-  """The trainer's picture comes after the weights and metrics are written:
-  a failure to draw it warns and leaves no file."""
+  """The trainer's and evaluator's picture comes after the weights and
+  metrics are written: a failure to draw it warns and leaves no file."""
   from absl import logging
-  from trainers import train_lib
 
   def broken(*args, **kwargs):
     raise RuntimeError('no display')
@@ -125,7 +124,7 @@ def test_a_figure_that_fails_is_logged_not_raised(tmp_path, monkeypatch):
   monkeypatch.setattr(run_figure, 'write_run_figure', broken)
   monkeypatch.setattr(logging, 'warning',
                       lambda fmt, *args: warnings.append(fmt % args))
-  assert train_lib.write_results_figure(str(tmp_path), {}, None, 'x') is None
+  assert run_figure.try_write_for_run(str(tmp_path), {}, None, 'x') is None
   assert warnings == [
       f'Could not draw {run_figure.FIGURE_FILE}: RuntimeError: no display']
   assert not os.listdir(tmp_path)
