@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from zoo.data import motion
+from zoo.data import people
 
 # Body parts, for colours and self-occlusion: a joint is never occluded by a
 # part that contains it.
@@ -135,7 +136,7 @@ _SOLE_DARK = _rgb_to_bgr((48, 40, 34))
 
 def build_body(m: motion.MotionBatch, i: int) -> Body:
   """Primitives of pose i of a MotionBatch made with render_info=True."""
-  subject = motion.SUBJECTS[m.subject_index[i]]
+  subject = people.SUBJECTS[m.subject_index[i]]
   j = m.joints_world_mm[i]
   fr = {k: v[i] for k, v in m.frames.items()}
   pt = {k: v[i] for k, v in m.points.items()}

@@ -28,6 +28,7 @@ import numpy as np
 
 from zoo import geometry
 from zoo.data import body as body_lib
+from zoo.data import joint_angles
 from zoo.data import motion
 from zoo.data import scene
 from zoo.data import shading
@@ -152,7 +153,7 @@ def render(m: motion.MotionBatch, i: int, rng: np.random.Generator,
         [width, rng.uniform(250., 600.), rng.uniform(300., 1000.)]))
   body = body_lib.build_body(m, i)
   props = []
-  if motion.ACTIONS[m.action_index[i]] in motion.SEATED_ACTIONS:
+  if joint_angles.ACTIONS[m.action_index[i]] in joint_angles.SEATED_ACTIONS:
     props = scene.chair_boxes(m, i, rng)
 
   # Soft contact shadow on the floor under the person.

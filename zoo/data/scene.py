@@ -15,7 +15,9 @@ import functools
 import cv2
 import numpy as np
 
+from zoo.data import joint_angles
 from zoo.data import motion
+from zoo.data import people
 from zoo.data.shading import (RING_ANGLES, RING_SAMPLES, Light, brightness,
                               cross, fill_polygon, project, shade)
 
@@ -54,7 +56,7 @@ def box_draw_list(box: Box, rot, trans, k, light: Light):
 def chair_boxes(m: motion.MotionBatch, i: int,
                 rng: np.random.Generator) -> list[Box]:
   """Seat, legs and maybe a backrest under a seated (or sitting-down) pose."""
-  subject = motion.SUBJECTS[m.subject_index[i]]
+  subject = people.SUBJECTS[m.subject_index[i]]
   j = m.joints_world_mm[i]
   s = subject.height_factor
   fwd = m.frames['pelvis'][i][:, 0].copy()
@@ -63,7 +65,7 @@ def chair_boxes(m: motion.MotionBatch, i: int,
   lat = np.array([-fwd[1], fwd[0], 0.])
   bones = subject.bone_lengths_mm
   thigh = bones[motion.BONE_INDEX['left_knee']]
-  if motion.ACTIONS[m.action_index[i]] == 'sitting':
+  if joint_angles.ACTIONS[m.action_index[i]] == 'sitting':
     seat_top = min(j[1, 2], j[4, 2]) - 70. * s * subject.girth
     back = j[0] - 170. * s * fwd
   else:  # sitting_down: the chair waits behind the feet.

@@ -1,10 +1,11 @@
 """The zoo's embedded synthetic human dataset: rendered people, exact labels.
 
 No dataset can be downloaded where the zoo runs, so it makes its own: posed
-subjects (zoo.data.motion: kinematic chain on H36M-17, subject bone lengths,
-anatomical limits, 12 parametric actions modelled on Human3.6M's) seen by a
-random calibrated camera (1000x1000 frame, focal 1000-1200 px, 3-7 m away,
-0.5-2 m high, looking at the person, small roll) and drawn with OpenCV
+subjects (zoo.data.motion: kinematic chain on H36M-17; zoo.data.people:
+subject bone lengths; zoo.data.joint_angles: anatomical limits, 12 parametric
+actions modelled on Human3.6M's) seen by a random calibrated camera (1000x1000
+frame, focal 1000-1200 px, 3-7 m away, 0.5-2 m high, looking at the person,
+small roll) and drawn with OpenCV
 (zoo.data.render) into a person-centred crop of 320x320 px whose intrinsics are
 adjusted to the crop. Train subjects (S1 S5 S6 S7 S8) and test subjects (S9
 S11) are disjoint, as in Human3.6M's protocols.
@@ -48,7 +49,9 @@ from zoo import fileio
 from zoo import host
 from zoo import skeleton as skel
 from zoo import visualize
+from zoo.data import joint_angles
 from zoo.data import motion
+from zoo.data import people
 from zoo.data import records
 from zoo.data import render
 
@@ -84,7 +87,7 @@ def _motion_block(seed: int, split: str, block: int) -> motion.MotionBatch:
   """Poses of examples [block * 16, block * 16 + 16) of a split."""
   rng = np.random.default_rng([int(seed), _SPLIT_CODE[split], int(block),
                                GENERATOR_VERSION, 1])
-  return motion.sample_motion(rng, _MOTION_BLOCK, motion.split_subjects(split))
+  return motion.sample_motion(rng, _MOTION_BLOCK, people.split_subjects(split))
 
 
 def render_example(seed: int, split: str, index: int,
@@ -117,8 +120,8 @@ def render_example(seed: int, split: str, index: int,
       'has_3d': 1.,
       'has_camera': 1.,
       'dataset': DATASET,
-      'subject': motion.SUBJECTS[batch.subject_index[i]].name,
-      'action': motion.ACTIONS[batch.action_index[i]],
+      'subject': people.SUBJECTS[batch.subject_index[i]].name,
+      'action': joint_angles.ACTIONS[batch.action_index[i]],
       'camera': f'{split}-{index:08d}',
       'frame': int(index),
   }
@@ -211,8 +214,8 @@ def generate(out_dir: str, split: str, num_examples: int, seed: int = 0,
       'num_shards': num_shards,
       'shards': sorted(keep),
       'seed': seed,
-      'subjects': list(motion.split_subjects(split)),
-      'actions': list(motion.ACTIONS),
+      'subjects': list(people.split_subjects(split)),
+      'actions': list(joint_angles.ACTIONS),
       'generator': 'zoo.data.synthetic',
       'generator_version': GENERATOR_VERSION,
       'format_version': records.FORMAT_VERSION,

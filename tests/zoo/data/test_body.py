@@ -2,13 +2,15 @@
 import numpy as np
 
 from zoo.data import body as body_lib
+from zoo.data import joint_angles
 from zoo.data import motion
+from zoo.data import people
 
 
 def test_left_and_right_look_alike():
   m = motion.sample_motion(np.random.default_rng(4), 4,
-                           tuple(s.name for s in motion.SUBJECTS[:4]),
-                           motion.ACTIONS)
+                           tuple(s.name for s in people.SUBJECTS[:4]),
+                           joint_angles.ACTIONS)
   for i in range(4):
     body = body_lib.build_body(m, i)
     for kind in (body.fr, body.sp):
@@ -21,7 +23,7 @@ def test_left_and_right_look_alike():
         if part.startswith('l_'):
           assert sorted(cs) == sorted(colours['r_' + part[2:]]), part
     # Head, top and bottom differ in colour.
-    subject = motion.SUBJECTS[m.subject_index[i]]
+    subject = people.SUBJECTS[m.subject_index[i]]
     assert len({subject.skin, subject.top, subject.bottom, subject.hair}) == 4
 
 
@@ -70,7 +72,7 @@ def test_torso_cues_are_mirror_symmetric(rest_pose):
   """In a symmetric rest pose every torso patch maps onto itself under the
   left/right mirror (world y about the pelvis), and patches on left and
   right parts share colours."""
-  for subject in motion.SUBJECTS:
+  for subject in people.SUBJECTS:
     m = rest_pose(subject.name, 0.)
     body = body_lib.build_body(m, 0)
     y0 = m.joints_world_mm[0, 0, 1]
@@ -105,7 +107,7 @@ def test_capsules_approximate_every_primitive():
   """One capsule per frustum (its ends, the geometric mean of each end's
   semi-axes) and per sphere (zero length, its radius), with its part."""
   m = motion.sample_motion(np.random.default_rng(6), 1, ('S5',),
-                           motion.ACTIONS)
+                           joint_angles.ACTIONS)
   body = body_lib.build_body(m, 0)
   caps_a, caps_b, radius_a, radius_b, part_ids = body.capsules()
   nf, ns = len(body.fr), len(body.sp)

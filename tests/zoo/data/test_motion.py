@@ -1,9 +1,11 @@
-"""Tests for zoo/data/motion.py: subjects, joint limits, kinematics, poses()."""
+"""Tests for zoo/data/motion.py: kinematics, sample_motion, poses()."""
 import numpy as np
 import pytest
 
 from zoo import skeleton as skel
+from zoo.data import joint_angles
 from zoo.data import motion
+from zoo.data import people
 
 
 def _angle_deg(u, v):
@@ -15,7 +17,8 @@ def _angle_deg(u, v):
 @pytest.fixture(scope='module')
 def batch():
   rng = np.random.default_rng(0)
-  return motion.sample_motion(rng, 3000, tuple(s.name for s in motion.SUBJECTS))
+  return motion.sample_motion(rng, 3000,
+                              tuple(s.name for s in people.SUBJECTS))
 
 
 def test_poses_shape_dtype_and_determinism():
@@ -26,46 +29,26 @@ def test_poses_shape_dtype_and_determinism():
   assert set(info) >= {'subject', 'action', 'subject_index', 'action_index',
                        'phase'}
   assert all(len(v) == 500 for v in info.values())
-  assert set(info['subject']) <= set(motion.SPLITS['train'])
-  assert set(info['action']) <= set(motion.ACTIONS)
+  assert set(info['subject']) <= set(people.SPLITS['train'])
+  assert set(info['action']) <= set(joint_angles.ACTIONS)
   assert motion.poses(0).shape == (0, 17, 3)
 
 
-def test_splits_are_disjoint_and_subjects_differ():
-  train, test = set(motion.SPLITS['train']), set(motion.SPLITS['test'])
-  assert len(train) == 5 and len(test) == 2 and not train & test
+def test_poses_of_a_split_use_its_subjects():
   _, info = motion.poses(400, 'test', seed=0, return_info=True)
-  assert set(info['subject']) == test
-  subjects = motion.SUBJECTS
-  assert len({s.height_factor for s in subjects}) == len(subjects)
-  assert len({(s.top, s.bottom) for s in subjects}) == len(subjects)
-  for s in subjects:
-    assert 0.85 <= s.height_factor <= 1.15
+  assert set(info['subject']) == set(people.SPLITS['test'])
   with pytest.raises(ValueError, match='split'):
     motion.poses(3, 'val')
 
 
-def test_subject_bones_are_scaled_h36m_means_with_symmetric_jitter():
-  means = skel.mean_bone_lengths_mm()
-  names = [skel.H36M17.joint_names[c] for _, c in skel.H36M17.limbs]
-  for s in motion.SUBJECTS:
-    ratio = s.bone_lengths_mm / (means * s.height_factor)
-    assert np.all(np.abs(ratio - 1.) <= 0.0601), s.name
-    assert np.std(ratio) > 0.005  # some jitter
-    for left, right in ((n, 'right_' + n[5:]) for n in names
-                        if n.startswith('left_')):
-      assert (s.bone_lengths_mm[names.index(left)]
-              == s.bone_lengths_mm[names.index(right)])
-
-
 def test_bone_lengths_match_the_subject(batch):
   got = skel.bone_lengths(batch.joints_world_mm)
-  want = np.stack([motion.SUBJECTS[i].bone_lengths_mm
+  want = np.stack([people.SUBJECTS[i].bone_lengths_mm
                    for i in batch.subject_index])
   np.testing.assert_allclose(got, want, rtol=1e-9)
   # The float32 stream too.
   p, info = motion.poses(300, 'train', return_info=True)
-  want = np.stack([motion.SUBJECT_BY_NAME[s].bone_lengths_mm
+  want = np.stack([people.SUBJECT_BY_NAME[s].bone_lengths_mm
                    for s in info['subject']])
   np.testing.assert_allclose(skel.bone_lengths(p.astype(np.float64)), want,
                              rtol=1e-5)
@@ -92,25 +75,9 @@ def test_hinge_angles_within_limits(batch):
   assert _angle_deg(trunk, head).max() < 110.
 
 
-def test_sampled_angles_respect_limits():
-  rng = np.random.default_rng(1)
-  n = 4000
-  ang = motion.sample_angles(rng, rng.integers(0, len(motion.ACTIONS), n),
-                             rng.random(n))
-  lo = np.array([motion.LIMITS_DEG[d][0] for d in motion.DOFS])
-  hi = np.array([motion.LIMITS_DEG[d][1] for d in motion.DOFS])
-  assert np.all(ang >= lo) and np.all(ang <= hi)
-  # Both sides are used (mirroring) for one-armed actions.
-  phoning = motion.ACTIONS.index('phoning')
-  ang = motion.sample_angles(rng, np.full(n, phoning), rng.random(n))
-  left = ang[:, motion.DOFS.index('l_elbow')] > 130.
-  right = ang[:, motion.DOFS.index('r_elbow')] > 130.
-  assert 0.3 < left.mean() < 0.7 and 0.3 < right.mean() < 0.7
-
-
 def test_feet_on_ground_and_upright(batch):
   j = batch.joints_world_mm
-  ankle_h = np.array([motion.SUBJECTS[i].ankle_height_mm
+  ankle_h = np.array([people.SUBJECTS[i].ankle_height_mm
                       for i in batch.subject_index])
   lowest_ankle = np.minimum(j[:, 3, 2], j[:, 6, 2])
   assert np.all(j[..., 2] > 0.)
@@ -133,7 +100,7 @@ def test_feet_on_ground_and_upright(batch):
 def test_actions_have_their_character(batch):
   j = batch.joints_world_mm
   act = np.array(batch.actions)
-  for a in motion.ACTIONS:
+  for a in joint_angles.ACTIONS:
     assert (act == a).sum() > 100, a
   pelvis_z = j[:, 0, 2]
   standing = np.median(pelvis_z[act == 'discussion'])

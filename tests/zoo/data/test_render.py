@@ -4,11 +4,14 @@ import numpy as np
 import pytest
 
 from zoo import geometry
+from zoo.data import joint_angles
 from zoo.data import motion
+from zoo.data import people
 from zoo.data import render
 
 
-def _motion(seed=0, n=8, subjects=('S1', 'S6', 'S8'), actions=motion.ACTIONS):
+def _motion(seed=0, n=8, subjects=('S1', 'S6', 'S8'),
+            actions=joint_angles.ACTIONS):
   return motion.sample_motion(np.random.default_rng(seed), n, subjects,
                               actions)
 
@@ -61,8 +64,8 @@ def test_labels_consistent_with_crop_camera(background):
 
 def test_person_drawn_where_the_labels_say():
   """Flat grey background: the silhouette matches the box and the joints."""
-  no_chair = tuple(a for a in motion.ACTIONS
-                   if a not in motion.SEATED_ACTIONS)
+  no_chair = tuple(a for a in joint_angles.ACTIONS
+                   if a not in joint_angles.SEATED_ACTIONS)
   m = _motion(seed=3, n=10, actions=no_chair)
   config = render.RenderConfig(background=False)
   for i in range(10):
@@ -93,7 +96,7 @@ def test_front_cue_visible_only_from_the_front(subject, rest_pose):
   """Same pose and camera, turned 0 and 180 deg: the chest accent (jacket
   inner shirt or print) shows on the torso only when its front faces the
   camera (front normal from the shoulders x spine cross product)."""
-  spec = motion.SUBJECT_BY_NAME[subject]
+  spec = people.SUBJECT_BY_NAME[subject]
   config = render.RenderConfig(background=False)
   fractions = {}
   for seed in range(40):

@@ -10,7 +10,8 @@ import tensorflow as tf
 
 from zoo import geometry
 from zoo import skeleton as skel
-from zoo.data import motion
+from zoo.data import joint_angles
+from zoo.data import people
 from zoo.data import records
 from zoo.data import synthetic
 
@@ -42,8 +43,8 @@ def test_record_fields(examples):
     assert image.shape == (320, 320, 3)
     assert f['image/height'] == f['image/width'] == 320
     assert f['dataset'] == 'synthetic' and f['frame'] == i
-    assert f['subject'] in motion.SPLITS['train']
-    assert f['action'] in motion.ACTIONS
+    assert f['subject'] in people.SPLITS['train']
+    assert f['action'] in joint_angles.ACTIONS
     assert f['has_3d'] == 1. and f['has_camera'] == 1.
     x, y, w, h = f['box_xywh']
     assert 0 <= x and 0 <= y and x + w <= 320 and y + h <= 320 and w > 10
@@ -54,7 +55,7 @@ def test_record_fields(examples):
     # Bone lengths of the labels are the subject's.
     bones = skel.bone_lengths(f['joints3d_cam_mm'])
     np.testing.assert_allclose(
-        bones, motion.SUBJECT_BY_NAME[f['subject']].bone_lengths_mm,
+        bones, people.SUBJECT_BY_NAME[f['subject']].bone_lengths_mm,
         rtol=1e-6)
   actions = {f['action'] for f in examples}
   assert len(actions) >= 5
@@ -63,8 +64,8 @@ def test_record_fields(examples):
 def test_train_and_test_subjects_differ():
   test = {synthetic.render_example(0, 'test', i)[0]['subject']
           for i in range(16)}
-  assert test <= set(motion.SPLITS['test']) and len(test) == 2
-  assert not test & set(motion.SPLITS['train'])
+  assert test <= set(people.SPLITS['test']) and len(test) == 2
+  assert not test & set(people.SPLITS['train'])
   # Different splits never share an example stream.
   a = synthetic.render_example(0, 'train', 3)[0]
   b = synthetic.render_example(0, 'test', 3)[0]
@@ -82,8 +83,8 @@ def test_generate_writes_parseable_shards(tmp_path):
   manifest = synthetic.generate(out, 'train', 6, seed=2, num_shards=2,
                                 num_workers=2, progress=False)
   assert manifest['num_examples'] == 6 and manifest['seed'] == 2
-  assert manifest['subjects'] == list(motion.SPLITS['train'])
-  assert manifest['actions'] == list(motion.ACTIONS)
+  assert manifest['subjects'] == list(people.SPLITS['train'])
+  assert manifest['actions'] == list(joint_angles.ACTIONS)
   assert manifest['format_version'] == records.FORMAT_VERSION
   assert manifest['generator_version'] == synthetic.GENERATOR_VERSION
   assert manifest['skeleton']['joint_names'] == list(skel.H36M17.joint_names)
