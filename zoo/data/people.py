@@ -122,6 +122,7 @@ SPLITS: dict[str, tuple[str, ...]] = {
 
 
 def split_subjects(split: str) -> tuple[str, ...]:
+  """The names of the subjects of `split` ('train' or 'test')."""
   if split not in SPLITS:
     raise ValueError(f'unknown split {split!r}; expected one of '
                      f'{sorted(SPLITS)}')
