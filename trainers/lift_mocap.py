@@ -32,6 +32,7 @@ import os
 import shlex
 import sys
 import time
+from typing import Sequence
 
 from absl import app
 from absl import flags
@@ -42,6 +43,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from trainers import checkpoints
+from zoo import cli
 from zoo import config as config_lib
 from zoo import geometry
 from zoo import inference
@@ -56,7 +58,6 @@ from zoo.data import motion
 from zoo.lifting_deep.prior import PosePrior
 
 MODEL = 'decoupled_volumetric'
-FLAGS = flags.FLAGS
 
 
 def load_poses(split: str, num: int, seed: int,
@@ -210,39 +211,62 @@ def fit_prior(out_path: str, motion_file: str | None = None,
                               ('training_noise', mocap2d.DetectorNoise()))}
 
 
-def _define_flags():
+# ----------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------
+
+PROGRAM = 'python -m trainers.lift_mocap'
+
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (zoo.cli: defined only to run the program)."""
+  fv = {'flag_values': flag_values}
   flags.DEFINE_string('out', None, 'output directory (model.weights.h5 + '
-                      'manifest.json); required unless --fit_prior')
-  flags.DEFINE_string('preset', 'lift', 'decoupled_volumetric preset')
-  flags.DEFINE_integer('steps', None, 'training steps (default: the preset)')
-  flags.DEFINE_integer('seed', 0, 'random seed (poses, cameras, noise, init)')
+                      'manifest.json); required unless --fit_prior', **fv)
+  flags.DEFINE_string('preset', 'lift', 'decoupled_volumetric preset', **fv)
+  flags.DEFINE_integer('steps', None, 'training steps (default: the preset)',
+                       **fv)
+  flags.DEFINE_integer('seed', 0, 'random seed (poses, cameras, noise, '
+                       'init)', **fv)
   flags.DEFINE_string('motion', None, 'a VideoPose3D-style Human3.6M motion '
                       'archive (.npz with positions_3d) instead of the '
-                      'embedded motion stream')
+                      'embedded motion stream', **fv)
   flags.DEFINE_integer('num_poses', None, 'training poses (default: the '
-                       "preset's num_train_examples)")
-  flags.DEFINE_integer('num_test', 1000, 'held-out poses for the metrics')
-  flags.DEFINE_boolean('progress', True, 'show a progress bar')
+                       "preset's num_train_examples)", **fv)
+  flags.DEFINE_integer('num_test', 1000, 'held-out poses for the metrics',
+                       **fv)
+  flags.DEFINE_boolean('progress', True, 'show a progress bar', **fv)
   flags.DEFINE_string('fit_prior', None, 'instead of training network 2, fit '
-                      "lifting_deep's pose prior on the motion and save it to "
-                      'this .npz (for zoo.lift --prior)')
+                      "lifting_deep's pose prior on the motion and save it "
+                      'to this .npz (for zoo.lift --prior)', **fv)
 
 
-def main(argv):
-  del argv
-  if FLAGS.fit_prior:
-    print(fit_prior(FLAGS.fit_prior, FLAGS.motion, FLAGS.num_poses,
-                    seed=FLAGS.seed, num_test=FLAGS.num_test,
-                    progress=FLAGS.progress))
-    return
-  if not FLAGS.out:
+def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:
+  """Trains or fits as the flags say: 0, or 2 on bad input."""
+  if not args.fit_prior and not args.out:
     raise app.UsageError('--out=DIR is required (or --fit_prior=PATH)')
-  manifest = train(FLAGS.out, FLAGS.preset, FLAGS.steps, FLAGS.seed,
-                   FLAGS.motion, FLAGS.num_poses, FLAGS.num_test,
-                   FLAGS.progress)
+  try:
+    if args.fit_prior:
+      print(fit_prior(args.fit_prior, args.motion, args.num_poses,
+                      seed=args.seed, num_test=args.num_test,
+                      progress=args.progress))
+      return 0
+    manifest = train(args.out, args.preset, args.steps, args.seed,
+                     args.motion, args.num_poses, args.num_test,
+                     args.progress,
+                     command=shlex.join(['python', '-m', 'trainers.lift_mocap',
+                                         *argv]))
+  except (ValueError, KeyError, OSError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
   print(manifest['metrics'])
+  return 0
+
+
+def main(argv: Sequence[str]) -> int:
+  """The program on `argv` (flags only), in this process."""
+  return cli.call(define_flags, run, argv, PROGRAM)
 
 
 if __name__ == '__main__':
-  _define_flags()
-  app.run(main)
+  cli.run_program(define_flags, run)

@@ -103,3 +103,15 @@ def test_motion_file_training_poses_are_the_training_subjects(tmp_path):
   test = lift_mocap.load_poses('test', 10_000, 0, motion_file)
   assert train.shape == (600, 17, 3) and test.shape == (300, 17, 3)
   assert np.abs(train).max() > 100.  # millimetres
+
+
+def test_cli_bad_input_exits_2(tmp_path, capsys):
+  with pytest.raises(SystemExit) as e:
+    lift_mocap.main([])
+  assert e.value.code == 2
+  assert '--out=DIR is required' in capsys.readouterr().err
+  out = tmp_path / 'out'
+  assert lift_mocap.main([f'--out={out}', '--preset=smoke',
+                          '--steps=0']) == 2
+  assert 'error: steps must be >= 1' in capsys.readouterr().err
+  assert not out.exists()

@@ -6,7 +6,9 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 
+from zoo import lift
 from zoo import skeleton as skel
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -71,12 +73,15 @@ def test_lifts_coco_results_over_an_image(tmp_path):
   assert left[0] < right[0]
 
 
-def test_bad_input_exits_2_and_writes_nothing(tmp_path):
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
   keypoints = tmp_path / 'bad.json'
   keypoints.write_text('[{"image_id": 1, "keypoints": [1, 2, 0.5]}]')
   out = tmp_path / 'out'
-  proc = _run('--model=lifting_deep', f'--keypoints={keypoints}',
-              '--image_size=640,480', f'--out={out}')
-  assert proc.returncode == 2
-  assert 'list of 51 numbers' in proc.stderr
+  assert lift.main(['--model=lifting_deep', f'--keypoints={keypoints}',
+                    '--image_size=640,480', f'--out={out}']) == 2
+  assert 'list of 51 numbers' in capsys.readouterr().err
   assert not out.exists()
+  with pytest.raises(SystemExit) as e:  # a required flag missing
+    lift.main([f'--keypoints={keypoints}'])
+  assert e.value.code == 2
+  assert '--out' in capsys.readouterr().err

@@ -60,9 +60,11 @@ import os
 import re
 from typing import Any, Mapping, Sequence
 
+from absl import flags
 from absl import logging
 import numpy as np
 
+from zoo import cli
 from zoo import geometry
 from zoo import skeleton as skel
 from zoo.data import posehg
@@ -445,42 +447,57 @@ def _positions_3d(path: str) -> Mapping[str, Any]:
 
 
 # ----------------------------------------------------------------------------
-# CLI
+# Command line
 # ----------------------------------------------------------------------------
 
-def _define_flags():
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_string('annot', None, 'annotation HDF5 (annot.h5, train.h5 ...)')
-  flags.DEFINE_string('images', None, 'folder holding the images named in it')
-  flags.DEFINE_string('out_dir', None, 'output directory for TFRecords')
-  flags.DEFINE_string('split', None, 'write every row to this split; default: '
-                      'train/test by subject')
+PROGRAM = 'python -m zoo.data.h36m'
+
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (zoo.cli: defined only to run the program)."""
+  fv = {'flag_values': flag_values}
+  flags.DEFINE_string('annot', None, 'annotation HDF5 (annot.h5, train.h5 '
+                      '...)', **fv)
+  flags.DEFINE_string('images', None, 'folder holding the images named in '
+                      'it', **fv)
+  flags.DEFINE_string('out_dir', None, 'output directory for TFRecords', **fv)
+  flags.DEFINE_string('split', None, 'write every row to this split; '
+                      'default: train/test by subject', **fv)
   flags.DEFINE_string('imgnames', None, 'image name list (one per row); '
-                      'default: the imgname dataset or <annot>_images.txt')
-  flags.DEFINE_string('intrinsics', 'h36m', "'h36m', 'generic', 'estimate' or "
-                      'a JSON file {camera or "*": [fx, fy, cx, cy]}')
-  flags.DEFINE_list('train_subjects', list(TRAIN_SUBJECTS), 'train subjects')
-  flags.DEFINE_list('test_subjects', list(TEST_SUBJECTS), 'test subjects')
-  posehg.define_output_flags()
-  flags.mark_flags_as_required(['annot', 'images', 'out_dir'])
+                      'default: the imgname dataset or <annot>_images.txt',
+                      **fv)
+  flags.DEFINE_string('intrinsics', 'h36m', "'h36m', 'generic', 'estimate' "
+                      'or a JSON file {camera or "*": [fx, fy, cx, cy]}', **fv)
+  flags.DEFINE_list('train_subjects', list(TRAIN_SUBJECTS), 'train subjects',
+                    **fv)
+  flags.DEFINE_list('test_subjects', list(TEST_SUBJECTS), 'test subjects',
+                    **fv)
+  posehg.define_output_flags(flag_values)
+  flags.mark_flags_as_required(['annot', 'images', 'out_dir'],
+                               flag_values=flag_values)
 
 
-def main(argv):
-  del argv
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  f = flags.FLAGS
-  mode = f.intrinsics
-  if mode not in ('h36m', 'generic', 'estimate'):
-    mode = load_intrinsics_json(mode)
-  manifest = convert_annot(
-      f.annot, f.images, f.out_dir, split=f.split, intrinsics=mode,
-      crop_margin=f.crop_margin, crop_size=f.crop_size, names_file=f.imgnames,
-      train_subjects=f.train_subjects, test_subjects=f.test_subjects,
-      examples_per_shard=f.examples_per_shard, num_workers=f.num_workers)
-  print(json.dumps({'out_dir': f.out_dir, 'counts': manifest['counts']}))
+def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:
+  """Converts as the flags say: 0, or 2 on bad input."""
+
+  def convert():
+    mode = args.intrinsics
+    if mode not in ('h36m', 'generic', 'estimate'):
+      mode = load_intrinsics_json(mode)
+    return convert_annot(
+        args.annot, args.images, args.out_dir, split=args.split,
+        intrinsics=mode, crop_margin=args.crop_margin,
+        crop_size=args.crop_size, names_file=args.imgnames,
+        train_subjects=args.train_subjects, test_subjects=args.test_subjects,
+        examples_per_shard=args.examples_per_shard,
+        num_workers=args.num_workers)
+  return posehg.run_converter(convert, args.out_dir)
+
+
+def main(argv: Sequence[str]) -> int:
+  """The program on `argv` (flags only), in this process."""
+  return cli.call(define_flags, run, argv, PROGRAM)
 
 
 if __name__ == '__main__':
-  from absl import app  # pylint: disable=g-import-not-at-top
-  _define_flags()
-  app.run(main)
+  cli.run_program(define_flags, run)

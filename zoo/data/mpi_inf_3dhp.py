@@ -59,15 +59,18 @@ CLI:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any, Iterator, Mapping, Sequence
 
+from absl import app
+from absl import flags
 import numpy as np
 
+from zoo import cli
 from zoo import geometry
 from zoo import metrics as metrics_lib
 from zoo import skeleton as skel
+from zoo.data import h36m
 from zoo.data import posehg
 from zoo.data.posehg import AnnotationError
 
@@ -566,65 +569,77 @@ def convert_train(train_root: str, out_dir: str,
 
 
 # ----------------------------------------------------------------------------
-# CLI
+# Command line
 # ----------------------------------------------------------------------------
 
-def _define_flags():
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_string('out_dir', None, 'output directory for TFRecords')
+PROGRAM = 'python -m zoo.data.mpi_inf_3dhp'
+
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (zoo.cli: defined only to run the program)."""
+  fv = {'flag_values': flag_values}
+  flags.DEFINE_string('out_dir', None, 'output directory for TFRecords', **fv)
   flags.DEFINE_string('test_root', None, 'mpi_inf_3dhp_test_set folder '
-                      '(holding TS1..TS6): written as the test split')
+                      '(holding TS1..TS6): written as the test split', **fv)
   flags.DEFINE_string('train_root', None, 'training set folder (holding '
-                      'S1..S8/Seq1,Seq2): written as the train split')
-  flags.DEFINE_list('sequences', list(TEST_SEQUENCES), 'test sequences')
-  flags.DEFINE_list('subjects', list(TRAIN_SUBJECTS), 'training subjects')
+                      'S1..S8/Seq1,Seq2): written as the train split', **fv)
+  flags.DEFINE_list('sequences', list(TEST_SEQUENCES), 'test sequences',
+                    **fv)
+  flags.DEFINE_list('subjects', list(TRAIN_SUBJECTS), 'training subjects',
+                    **fv)
   flags.DEFINE_list('train_sequences', list(TRAIN_SEQUENCES),
-                    'training sequences per subject')
+                    'training sequences per subject', **fv)
   flags.DEFINE_list('cameras', [str(c) for c in DEFAULT_TRAIN_CAMERAS],
-                    'training cameras')
-  flags.DEFINE_integer('every', 10, 'keep every N-th training frame')
+                    'training cameras', **fv)
+  flags.DEFINE_integer('every', 10, 'keep every N-th training frame', **fv)
   flags.DEFINE_boolean('all_frames', False, 'test split: also frames whose '
-                       'valid_frame is 0 (the protocol scores valid ones)')
+                       'valid_frame is 0 (the protocol scores valid ones)',
+                       **fv)
   flags.DEFINE_enum('test_skeleton3d', 'universal', list(SKELETONS_3D),
-                    '3D labels of the test split')
+                    '3D labels of the test split', **fv)
   flags.DEFINE_enum('train_skeleton3d', 'annot3', list(SKELETONS_3D),
-                    '3D labels of the train split')
+                    '3D labels of the train split', **fv)
   flags.DEFINE_string('intrinsics', 'published', "test cameras: 'published',"
                       " 'estimate' or a JSON file {sequence or \"*\": "
-                      '[fx, fy, cx, cy]}')
-  posehg.define_output_flags()
-  flags.mark_flags_as_required(['out_dir'])
+                      '[fx, fy, cx, cy]}', **fv)
+  posehg.define_output_flags(flag_values)
+  flags.mark_flags_as_required(['out_dir'], flag_values=flag_values)
 
 
-def main(argv):
-  del argv
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  f = flags.FLAGS
-  if not f.test_root and not f.train_root:
+def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:
+  """Converts as the flags say: 0, or 2 on bad input."""
+  if not args.test_root and not args.train_root:
     raise app.UsageError('give --test_root and/or --train_root')
-  manifest = None
-  if f.test_root:
-    mode = f.intrinsics
-    if mode not in ('published', 'estimate'):
-      from zoo.data import h36m  # pylint: disable=g-import-not-at-top
-      mode = h36m.load_intrinsics_json(mode)
-    manifest = convert_test(
-        f.test_root, f.out_dir, f.sequences, valid_only=not f.all_frames,
-        skeleton3d=f.test_skeleton3d, intrinsics=mode,
-        crop_margin=f.crop_margin, crop_size=f.crop_size,
-        examples_per_shard=f.examples_per_shard, num_workers=f.num_workers)
-  if f.train_root:
-    manifest = convert_train(
-        f.train_root, f.out_dir, f.subjects, f.train_sequences,
-        cameras=[int(c) for c in f.cameras], every=f.every,
-        skeleton3d=f.train_skeleton3d, crop_margin=f.crop_margin,
-        crop_size=f.crop_size, examples_per_shard=f.examples_per_shard,
-        num_workers=f.num_workers)
-  print(json.dumps({'out_dir': f.out_dir, 'counts': manifest['counts']}))
+
+  def convert():
+    manifest = None
+    if args.test_root:
+      mode = args.intrinsics
+      if mode not in ('published', 'estimate'):
+        mode = h36m.load_intrinsics_json(mode)
+      manifest = convert_test(
+          args.test_root, args.out_dir, args.sequences,
+          valid_only=not args.all_frames, skeleton3d=args.test_skeleton3d,
+          intrinsics=mode, crop_margin=args.crop_margin,
+          crop_size=args.crop_size,
+          examples_per_shard=args.examples_per_shard,
+          num_workers=args.num_workers)
+    if args.train_root:
+      manifest = convert_train(
+          args.train_root, args.out_dir, args.subjects, args.train_sequences,
+          cameras=[int(c) for c in args.cameras], every=args.every,
+          skeleton3d=args.train_skeleton3d, crop_margin=args.crop_margin,
+          crop_size=args.crop_size,
+          examples_per_shard=args.examples_per_shard,
+          num_workers=args.num_workers)
+    return manifest
+  return posehg.run_converter(convert, args.out_dir)
+
+
+def main(argv: Sequence[str]) -> int:
+  """The program on `argv` (flags only), in this process."""
+  return cli.call(define_flags, run, argv, PROGRAM)
 
 
 if __name__ == '__main__':
-  from absl import app  # pylint: disable=g-import-not-at-top
-  _define_flags()
-  app.run(main)
+  cli.run_program(define_flags, run)

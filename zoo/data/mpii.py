@@ -35,13 +35,15 @@ CLI:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
+from typing import Sequence
 
+from absl import flags
 from absl import logging
 import numpy as np
 
+from zoo import cli
 from zoo import geometry
 from zoo import skeleton as skel
 from zoo.data import posehg
@@ -181,31 +183,44 @@ def convert_annot(annot_path: str, image_dir: str, out_dir: str,
   })
 
 
-def _define_flags():
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_string('annot', None, 'annotation HDF5 (annot.h5, train.h5 ...)')
-  flags.DEFINE_string('images', None, 'folder holding the images named in it')
-  flags.DEFINE_string('out_dir', None, 'output directory for TFRecords')
-  flags.DEFINE_string('split', None, 'write every row to this split; default: '
-                      'by istrain, else by the file name')
+# ----------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------
+
+PROGRAM = 'python -m zoo.data.mpii'
+
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (zoo.cli: defined only to run the program)."""
+  fv = {'flag_values': flag_values}
+  flags.DEFINE_string('annot', None, 'annotation HDF5 (annot.h5, train.h5 '
+                      '...)', **fv)
+  flags.DEFINE_string('images', None, 'folder holding the images named in '
+                      'it', **fv)
+  flags.DEFINE_string('out_dir', None, 'output directory for TFRecords', **fv)
+  flags.DEFINE_string('split', None, 'write every row to this split; '
+                      'default: by istrain, else by the file name', **fv)
   flags.DEFINE_string('imgnames', None, 'image name list (one per row); '
-                      'default: the imgname dataset or <annot>_images.txt')
-  posehg.define_output_flags()
-  flags.mark_flags_as_required(['annot', 'images', 'out_dir'])
+                      'default: the imgname dataset or <annot>_images.txt',
+                      **fv)
+  posehg.define_output_flags(flag_values)
+  flags.mark_flags_as_required(['annot', 'images', 'out_dir'],
+                               flag_values=flag_values)
 
 
-def main(argv):
-  del argv
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  f = flags.FLAGS
-  manifest = convert_annot(
-      f.annot, f.images, f.out_dir, split=f.split, crop_margin=f.crop_margin,
-      crop_size=f.crop_size, names_file=f.imgnames,
-      examples_per_shard=f.examples_per_shard, num_workers=f.num_workers)
-  print(json.dumps({'out_dir': f.out_dir, 'counts': manifest['counts']}))
+def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:
+  """Converts as the flags say: 0, or 2 on bad input."""
+  return posehg.run_converter(lambda: convert_annot(
+      args.annot, args.images, args.out_dir, split=args.split,
+      crop_margin=args.crop_margin, crop_size=args.crop_size,
+      names_file=args.imgnames, examples_per_shard=args.examples_per_shard,
+      num_workers=args.num_workers), args.out_dir)
+
+
+def main(argv: Sequence[str]) -> int:
+  """The program on `argv` (flags only), in this process."""
+  return cli.call(define_flags, run, argv, PROGRAM)
 
 
 if __name__ == '__main__':
-  from absl import app  # pylint: disable=g-import-not-at-top
-  _define_flags()
-  app.run(main)
+  cli.run_program(define_flags, run)

@@ -20,9 +20,12 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import glob
+import json
 import os
+import sys
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+from absl import flags
 from absl import logging
 import cv2
 import h5py
@@ -341,14 +344,29 @@ def update_manifest(out_dir: str, dataset: str, split_info: Mapping[str, dict],
   return manifest
 
 
-def define_output_flags() -> None:
+def define_output_flags(flag_values: flags.FlagValues) -> None:
   """The converters' shared flags for what they write: --crop_margin,
   --crop_size, --examples_per_shard and --num_workers (image threads, at
   most 4 and at most the cores this process may use)."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
+  fv = {'flag_values': flag_values}
   flags.DEFINE_float('crop_margin', 1.5, 'crop side / person box side; 0 = '
-                     'store full frames')
-  flags.DEFINE_integer('crop_size', 384, 'side of the stored crop, px')
-  flags.DEFINE_integer('examples_per_shard', 1000, 'examples per shard')
+                     'store full frames', **fv)
+  flags.DEFINE_integer('crop_size', 384, 'side of the stored crop, px', **fv)
+  flags.DEFINE_integer('examples_per_shard', 1000, 'examples per shard', **fv)
   flags.DEFINE_integer('num_workers', min(4, host.available_cores()),
-                       'image threads')
+                       'image threads', **fv)
+
+
+def run_converter(convert: Callable[[], Mapping[str, Any]],
+                  out_dir: str) -> int:
+  """A converter's command line around `convert()` (which returns the
+  manifest): prints {out_dir, counts} as JSON and returns 0; on bad input
+  (an AnnotationError or another ValueError, a missing or unreadable file)
+  prints `error: ...` to stderr and returns 2."""
+  try:
+    manifest = convert()
+  except (ValueError, OSError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  print(json.dumps({'out_dir': out_dir, 'counts': manifest['counts']}))
+  return 0

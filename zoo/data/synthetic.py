@@ -36,7 +36,7 @@ import multiprocessing
 import os
 import sys
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from absl import app
 from absl import flags
@@ -45,6 +45,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from zoo import cli
 from zoo import fileio
 from zoo import host
 from zoo import skeleton as skel
@@ -321,37 +322,55 @@ def preview(path: str, num_examples: int = 16, seed: int = 0,
   return sheet
 
 
-def main(argv):
-  del argv
-  f = flags.FLAGS
-  if f.preview:
-    preview(f.preview, num_examples=f.num_examples or 16, seed=f.seed,
-            split=f.split)
-    print(f'wrote {f.preview}')
-    return
-  if not f.out_dir or not f.num_examples:
-    raise SystemExit('--out_dir and --num_examples are required (or use '
-                     '--preview=PATH)')
-  m = generate(f.out_dir, f.split, f.num_examples, seed=f.seed,
-               num_shards=f.num_shards, num_workers=f.num_workers)
-  print(f"wrote {m['num_examples']} {m['split']} examples in "
-        f"{m['num_shards']} shards to {f.out_dir}")
+# ----------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------
+
+PROGRAM = 'python -m zoo.data.synthetic'
 
 
-def _define_flags():
-  """CLI flags, defined only when run as a program (importers keep theirs)."""
-  flags.DEFINE_string('out_dir', None, 'Directory for the TFRecord shards.')
-  flags.DEFINE_enum('split', 'train', list(SPLITS), 'Which subjects.')
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (zoo.cli: defined only to run the program)."""
+  fv = {'flag_values': flag_values}
+  flags.DEFINE_string('out_dir', None, 'Directory for the TFRecord shards.',
+                      **fv)
+  flags.DEFINE_enum('split', 'train', list(SPLITS), 'Which subjects.', **fv)
   flags.DEFINE_integer('num_examples', None, 'Examples to write (preview: '
-                       'tiles, default 16).')
-  flags.DEFINE_integer('seed', 0, 'Dataset seed.')
+                       'tiles, default 16).', **fv)
+  flags.DEFINE_integer('seed', 0, 'Dataset seed.', **fv)
   flags.DEFINE_integer('num_shards', None, 'Shards (default ~1000 examples '
-                       'each).')
-  flags.DEFINE_integer('num_workers', None, 'Processes (default: all cores).')
+                       'each).', **fv)
+  flags.DEFINE_integer('num_workers', None, 'Processes (default: all '
+                       'cores).', **fv)
   flags.DEFINE_string('preview', None, 'Write a contact-sheet PNG here '
-                      'instead of a dataset.')
+                      'instead of a dataset.', **fv)
+
+
+def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:
+  """Writes a split or a preview as the flags say: 0, or 2 on bad input."""
+  if not args.preview and (not args.out_dir or not args.num_examples):
+    raise app.UsageError('--out_dir and --num_examples are required (or use '
+                         '--preview=PATH)')
+  try:
+    if args.preview:
+      preview(args.preview, num_examples=args.num_examples or 16,
+              seed=args.seed, split=args.split)
+      print(f'wrote {args.preview}')
+      return 0
+    m = generate(args.out_dir, args.split, args.num_examples, seed=args.seed,
+                 num_shards=args.num_shards, num_workers=args.num_workers)
+  except (ValueError, OSError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  print(f"wrote {m['num_examples']} {m['split']} examples in "
+        f"{m['num_shards']} shards to {args.out_dir}")
+  return 0
+
+
+def main(argv: Sequence[str]) -> int:
+  """The program on `argv` (flags only), in this process."""
+  return cli.call(define_flags, run, argv, PROGRAM)
 
 
 if __name__ == '__main__':
-  _define_flags()
-  app.run(main)
+  cli.run_program(define_flags, run)

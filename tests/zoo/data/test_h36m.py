@@ -374,3 +374,17 @@ def test_cli(tmp_path):
                                                 [0, 0, 1]])
   np.testing.assert_allclose(ex['joints2d_px'], truth['part'][1], atol=1e-4)
   assert records.read_manifest(str(out))['counts'] == {'train': 2}
+
+
+def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
+  out = tmp_path / 'out'
+  missing = tmp_path / 'missing.h5'
+  assert h36m.main([f'--annot={missing}', f'--images={tmp_path}',
+                    f'--out_dir={out}']) == 2
+  assert f'error: {missing}: annotation file not found' in \
+      capsys.readouterr().err
+  assert not out.exists()
+  with pytest.raises(SystemExit) as e:  # a required flag missing
+    h36m.main([f'--images={tmp_path}', f'--out_dir={out}'])
+  assert e.value.code == 2
+  assert '--annot' in capsys.readouterr().err

@@ -359,3 +359,15 @@ def test_cli(tmp_path):
   assert len(records.list_shards(str(out), 'test')) == 2  # 1 per shard
   assert all(e['image'].shape == (48, 48, 3)
              for e in _read_split(str(out), 'test'))
+
+
+def test_cli_bad_input(tmp_path, capsys):
+  out = tmp_path / 'out'
+  with pytest.raises(SystemExit) as e:  # neither split given
+    dhp.main([f'--out_dir={out}'])
+  assert e.value.code == 2
+  assert 'give --test_root and/or --train_root' in capsys.readouterr().err
+  assert dhp.main([f'--test_root={tmp_path / "none"}', '--sequences=TS1',
+                   f'--out_dir={out}']) == 2
+  assert capsys.readouterr().err.startswith('error: ')
+  assert not glob.glob(str(out / '*.tfrecord*'))

@@ -189,3 +189,12 @@ def test_cli(tmp_path):
   assert len(exs) == 4 and exs[0]['image/width'] == 40
   head_top = 10
   assert exs[0]['joint_valid_2d'][head_top] == 0  # unlabeled in row 0
+
+
+def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
+  annot, _, _ = _write_annot(tmp_path)
+  out = tmp_path / 'out'
+  assert mpii.main([f'--annot={annot}', f'--images={tmp_path / "nodir"}',
+                    f'--out_dir={out}']) == 2
+  assert 'nodir: image folder' in capsys.readouterr().err
+  assert not out.exists()
