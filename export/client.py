@@ -408,8 +408,7 @@ def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:
       inputs, info = image_inputs(args.image, args.box, args.focal,
                                   signature)
   except (ValueError, FileNotFoundError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+    return cli.bad_input(e)
   try:
     if args.rest:
       outputs = RestClient(args.server, args.timeout).predict(

@@ -40,7 +40,6 @@ import datetime
 import json
 import os
 import shutil
-import sys
 import tempfile
 from typing import Any, Sequence
 
@@ -419,8 +418,7 @@ def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:
                   'batch_timeout_micros': args.batch_timeout_micros,
                   'num_batch_threads': args.num_batch_threads})
   except (ValueError, KeyError, FileNotFoundError, FileExistsError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+    return cli.bad_input(e)
   print(path)
   return 0
 

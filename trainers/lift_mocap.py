@@ -257,8 +257,7 @@ def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:
                      command=shlex.join(['python', '-m', 'trainers.lift_mocap',
                                          *argv]))
   except (ValueError, KeyError, OSError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+    return cli.bad_input(e)
   print(manifest['metrics'])
   return 0
 

@@ -68,6 +68,20 @@ def call(define_flags: DefineFlags, run: Run, argv: Sequence[str],
     raise _usage_error(program, str(e)) from None
 
 
+# A program's exit status for bad input (a file, value or name it cannot use).
+BAD_INPUT = 2
+
+
+def bad_input(error: BaseException) -> int:
+  """Prints `error: MESSAGE` to stderr and returns BAD_INPUT: what a program's
+  `run` does with an error of its input. A KeyError's message is shown
+  without the quotes str() adds to it."""
+  message = (error.args[0] if isinstance(error, KeyError) and error.args
+             else error)
+  print(f'error: {message}', file=sys.stderr)
+  return BAD_INPUT
+
+
 def run_program(define_flags: DefineFlags, run: Run) -> None:
   """Runs a program with absl.app on sys.argv (exits with run's status)."""
   define_flags(flags.FLAGS)

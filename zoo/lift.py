@@ -18,7 +18,6 @@ Exit status: 0 when at least one person was lifted, 1 when none could be,
 from __future__ import annotations
 
 import json
-import sys
 from typing import Sequence
 
 from absl import flags
@@ -89,8 +88,7 @@ def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:
         prior_path=args.prior)
   except (ValueError, FileNotFoundError, KeyError,
           manifest_lib.BundledCheckpointError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+    return cli.bad_input(e)
   print(json.dumps({'json_path': doc['json_path'],
                     'num_lifted': doc['num_lifted'],
                     'num_failed': doc['num_failed']}, indent=1))

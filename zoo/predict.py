@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Any, Sequence
 
 from absl import app
@@ -172,8 +171,7 @@ def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:
                        saved_model=args.saved_model, box=args.box,
                        focal_px=args.focal, flip_test=args.flip_test)
   except (ValueError, FileNotFoundError, KeyError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+    return cli.bad_input(e)
   print(json.dumps({k: doc[k] for k in ('model', 'json_path', 'png_path',
                                         'intrinsics_source')}, indent=2))
   return 0

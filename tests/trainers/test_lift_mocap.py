@@ -114,4 +114,7 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
   assert lift_mocap.main([f'--out={out}', '--preset=smoke',
                           '--steps=0']) == 2
   assert 'error: steps must be >= 1' in capsys.readouterr().err
+  assert lift_mocap.main([f'--out={out}', '--preset=nope']) == 2
+  assert capsys.readouterr().err.startswith(
+      "error: model 'decoupled_volumetric' has no preset 'nope'")
   assert not out.exists()

@@ -45,3 +45,14 @@ def test_bad_command_lines_exit_with_status_2(argv, message, capsys):
   assert e.value.code == 2
   err = capsys.readouterr().err
   assert err.startswith('prog: error: ') and message in err
+
+
+@pytest.mark.parametrize('error, shown', [
+    (ValueError('--box must be 4 numbers'), '--box must be 4 numbers'),
+    (FileNotFoundError('x.h5: annotation file not found'),
+     'x.h5: annotation file not found'),
+    (KeyError("unknown model 'nope'"), "unknown model 'nope'"),
+])
+def test_bad_input_prints_one_error_line_and_returns_2(error, shown, capsys):
+  assert cli.bad_input(error) == cli.BAD_INPUT == 2
+  assert capsys.readouterr().err == f'error: {shown}\n'

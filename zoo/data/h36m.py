@@ -456,16 +456,7 @@ PROGRAM = 'python -m zoo.data.h36m'
 def define_flags(flag_values: flags.FlagValues) -> None:
   """The command line's flags (zoo.cli: defined only to run the program)."""
   fv = {'flag_values': flag_values}
-  flags.DEFINE_string('annot', None, 'annotation HDF5 (annot.h5, train.h5 '
-                      '...)', **fv)
-  flags.DEFINE_string('images', None, 'folder holding the images named in '
-                      'it', **fv)
-  flags.DEFINE_string('out_dir', None, 'output directory for TFRecords', **fv)
-  flags.DEFINE_string('split', None, 'write every row to this split; '
-                      'default: train/test by subject', **fv)
-  flags.DEFINE_string('imgnames', None, 'image name list (one per row); '
-                      'default: the imgname dataset or <annot>_images.txt',
-                      **fv)
+  posehg.define_annotation_flags(flag_values, 'train/test by subject')
   flags.DEFINE_string('intrinsics', 'h36m', "'h36m', 'generic', 'estimate' "
                       'or a JSON file {camera or "*": [fx, fy, cx, cy]}', **fv)
   flags.DEFINE_list('train_subjects', list(TRAIN_SUBJECTS), 'train subjects',
@@ -473,8 +464,6 @@ def define_flags(flag_values: flags.FlagValues) -> None:
   flags.DEFINE_list('test_subjects', list(TEST_SUBJECTS), 'test subjects',
                     **fv)
   posehg.define_output_flags(flag_values)
-  flags.mark_flags_as_required(['annot', 'images', 'out_dir'],
-                               flag_values=flag_values)
 
 
 def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:

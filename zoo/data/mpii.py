@@ -192,20 +192,9 @@ PROGRAM = 'python -m zoo.data.mpii'
 
 def define_flags(flag_values: flags.FlagValues) -> None:
   """The command line's flags (zoo.cli: defined only to run the program)."""
-  fv = {'flag_values': flag_values}
-  flags.DEFINE_string('annot', None, 'annotation HDF5 (annot.h5, train.h5 '
-                      '...)', **fv)
-  flags.DEFINE_string('images', None, 'folder holding the images named in '
-                      'it', **fv)
-  flags.DEFINE_string('out_dir', None, 'output directory for TFRecords', **fv)
-  flags.DEFINE_string('split', None, 'write every row to this split; '
-                      'default: by istrain, else by the file name', **fv)
-  flags.DEFINE_string('imgnames', None, 'image name list (one per row); '
-                      'default: the imgname dataset or <annot>_images.txt',
-                      **fv)
+  posehg.define_annotation_flags(flag_values,
+                                 'by istrain, else by the file name')
   posehg.define_output_flags(flag_values)
-  flags.mark_flags_as_required(['annot', 'images', 'out_dir'],
-                               flag_values=flag_values)
 
 
 def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:

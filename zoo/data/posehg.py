@@ -22,7 +22,6 @@ import concurrent.futures
 import glob
 import json
 import os
-import sys
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from absl import flags
@@ -31,6 +30,7 @@ import cv2
 import h5py
 import numpy as np
 
+from zoo import cli
 from zoo import geometry
 from zoo import host
 from zoo.data import records
@@ -344,6 +344,26 @@ def update_manifest(out_dir: str, dataset: str, split_info: Mapping[str, dict],
   return manifest
 
 
+def define_annotation_flags(flag_values: flags.FlagValues,
+                            default_split: str) -> None:
+  """The pose-hg-style converters' input flags: --annot, --images, --out_dir
+  (required), --split (`default_split` says how rows are split without it)
+  and --imgnames."""
+  fv = {'flag_values': flag_values}
+  flags.DEFINE_string('annot', None, 'annotation HDF5 (annot.h5, train.h5 '
+                      '...)', **fv)
+  flags.DEFINE_string('images', None, 'folder holding the images named in '
+                      'it', **fv)
+  flags.DEFINE_string('out_dir', None, 'output directory for TFRecords', **fv)
+  flags.DEFINE_string('split', None, 'write every row to this split; '
+                      f'default: {default_split}', **fv)
+  flags.DEFINE_string('imgnames', None, 'image name list (one per row); '
+                      'default: the imgname dataset or <annot>_images.txt',
+                      **fv)
+  flags.mark_flags_as_required(['annot', 'images', 'out_dir'],
+                               flag_values=flag_values)
+
+
 def define_output_flags(flag_values: flags.FlagValues) -> None:
   """The converters' shared flags for what they write: --crop_margin,
   --crop_size, --examples_per_shard and --num_workers (image threads, at
@@ -366,7 +386,6 @@ def run_converter(convert: Callable[[], Mapping[str, Any]],
   try:
     manifest = convert()
   except (ValueError, OSError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+    return cli.bad_input(e)
   print(json.dumps({'out_dir': out_dir, 'counts': manifest['counts']}))
   return 0

@@ -360,8 +360,7 @@ def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:
     m = generate(args.out_dir, args.split, args.num_examples, seed=args.seed,
                  num_shards=args.num_shards, num_workers=args.num_workers)
   except (ValueError, OSError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+    return cli.bad_input(e)
   print(f"wrote {m['num_examples']} {m['split']} examples in "
         f"{m['num_shards']} shards to {args.out_dir}")
   return 0
