@@ -7,6 +7,17 @@ What it does, per model (every registered model plus the study-only
 pseudo-models below, or those named by --models) and per seed of --seeds
 (default 0,1,2; seed by seed, every model at the first seed before any at
 the next):
+0. takes the run's record, if the study kept one: --results_dir (default
+   benchmarks/study_results, in the repository) holds one small JSON file
+   per finished run, DIR/<preset>/<model>/seed<N>.json, with the figures
+   of steps 2-4 below and the run's metrics.json and config.json. A
+   record stands for the run (its weights need not exist on this machine)
+   when it matches the model, preset, seed, budget and the config the model
+   trains with now, as a run directory must (below); so a study can be
+   completed over several machines or days, and a preset change retires
+   the records made before it. Every run the study evaluates writes its
+   record (replacing a stale one); --results_dir= (empty) neither reads
+   nor writes records. Otherwise it
 1. finds a finished run for that seed and budget under --reuse_root
    (DIR/<model>/seed<N> or DIR/<model>_<preset>/seed<N>; for seed 0 also a
    single-seed run DIR/<model> or DIR/<model>_<preset> that recorded seed
@@ -66,25 +77,29 @@ run. Verdicts are computed from the numbers, never written by hand. The
 data are synthetic and the budgets small: only the direction of each
 comparison is meaningful, not the absolute numbers.
 
-Running the same command again reuses the finished runs, resumes the
-unfinished ones (also after Ctrl-C, which stops the study with exit status
-130) and rewrites the three outputs; with no runs it regenerates them from
+Running the same command again reuses the records and finished runs,
+resumes the unfinished ones (also after Ctrl-C, which stops the study with
+exit status 130) and rewrites the three outputs; with no records and no
+runs (--results_dir= and an empty --workdir_root) it regenerates them from
 nothing.
 
 Usage:
   python -m benchmarks.study [--preset=cpu] [--seeds=0,1,2] [--steps=N]
       [--seconds=S] [--models=all|NAME,...]
-      [--workdir_root=runs/study_cpu] [--reuse_root=DIR]... [--notrain]
+      [--workdir_root=runs/study_cpu] [--results_dir=benchmarks/study_results]
+      [--reuse_root=DIR]... [--notrain]
       [--out_dir=.] [--truncation_margin=0.8] [--speed_batch=32]
       [--data_seed=0]
 
 Cost: at the cpu preset and the default budget a run trains for 9-21
-minutes on 2 idle cores (about 100 minutes per seed for the eight models),
-so the default 3 seeds x 8 models (24 runs) take five to six hours of
-training, more on a loaded machine; with finished runs reused, the
-evaluations and speed measurements take a few minutes per seed. One seed
-(--seeds=0) takes a third of that, but all its verdicts are "inconclusive
-(one seed)". Tests use --preset=smoke.
+minutes on 2 idle cores with bfloat16 (about 100 minutes per seed for the
+eight models), so the default 3 seeds x 8 models (24 runs) take five to
+six hours of training, more on a loaded machine, and more than twice that
+in float32 (lifting_deep: 65-80 minutes a run on 2 AMD EPYC Zen 3 cores);
+with finished runs reused, the evaluations and speed measurements take a
+few minutes per seed, and with records none. One seed (--seeds=0) takes a
+third of that, but all its verdicts are "inconclusive (one seed)". Tests
+use --preset=smoke.
 """
 from __future__ import annotations
 
@@ -95,6 +110,7 @@ from typing import Sequence
 
 from absl import flags
 
+from benchmarks import study_records
 from benchmarks.study_claims import BUDGET_MODEL
 from benchmarks.study_claims import CHART_FILE
 from benchmarks.study_claims import JSON_FILE
@@ -131,6 +147,12 @@ def define_flags(flag_values: flags.FlagValues) -> None:
                       '(DIR/<model>/seed<N>; default runs/study_<preset>). '
                       'Finished runs there are reused, unfinished ones '
                       'resumed.', **fv)
+  flags.DEFINE_string('results_dir', study_records.RECORDS_ROOT,
+                      'Where the study keeps one record per finished run '
+                      '(DIR/<preset>/<model>/seed<N>.json: its figures, '
+                      'metrics.json and config.json), used instead of the '
+                      'run when it matches; empty: neither use nor write '
+                      'records.', **fv)
   flags.DEFINE_multi_string('reuse_root', [], 'A directory of finished runs '
                             '(DIR/<model>/seed<N> or '
                             'DIR/<model>_<preset>/seed<N> with metrics.json; '
@@ -162,7 +184,8 @@ def define_flags(flag_values: flags.FlagValues) -> None:
 
 # The flags run_study reads (the CLI's own; absl adds its logging flags).
 _STUDY_FLAGS = ('preset', 'models', 'steps', 'seconds', 'workdir_root',
-                'reuse_root', 'train', 'out_dir', 'data', 'seeds',
+                'results_dir', 'reuse_root', 'train', 'out_dir', 'data',
+                'seeds',
                 'data_seed', 'truncation_margin', 'speed_batch',
                 'speed_seconds', 'speed_iters', 'progress')
 

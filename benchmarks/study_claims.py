@@ -284,7 +284,9 @@ def aggregate_runs(runs: Sequence[Mapping[str, Any]]
   for key in keys:
     values = [run[key] for run in runs if key in run]
     if values and all(isinstance(v, Mapping) for v in values):
-      mean[key], std[key] = aggregate_runs(values)
+      nested_mean, nested_std = aggregate_runs(values)
+      if nested_mean:  # left out too when nothing in it is numeric
+        mean[key], std[key] = nested_mean, nested_std
     elif values and all(_is_number(v) or v is None for v in values) and \
         any(_is_number(v) for v in values):
       m, s, _ = seed_stats([float(v) if v is not None else float('nan')

@@ -178,9 +178,10 @@ def render_markdown(study: Mapping[str, Any], verdicts: Sequence[Verdict]
   lines += ['## Accuracy on the test split', '',
             'Runs this study trained keep the figures their training '
             'evaluation wrote; reused runs are evaluated again by this '
-            'study\'s code from their weights. "MPJPE at training" is what '
-            'each run\'s own evaluation wrote when it finished (it differs '
-            'where decoding changed since).', '']
+            'study\'s code from their weights; recorded runs keep the '
+            'figures of the evaluation that wrote their record. "MPJPE at '
+            'training" is what each run\'s own evaluation wrote when it '
+            'finished (it differs where decoding changed since).', '']
   header = ['model', 'seeds', 'steps', 'MPJPE (mm)', 'PA-MPJPE (mm)',
             'PCK3D@150 (%)', 'AUC (%)', '2D error (px)', 'PCKh@0.5 (%)',
             'MPJPE at training (mm)', 'paper MPJPE, H36M (mm)']
@@ -290,13 +291,23 @@ def render_markdown(study: Mapping[str, Any], verdicts: Sequence[Verdict]
       if r.get('overrides'):
         trained_as += ' ' + ', '.join(f'{k}={v}' for k, v in
                                        r['overrides'].items())
-      rows.append([f'`{m}`', seed, trained_as, r['source'],
+      source = r['source']
+      evaluated = r.get('evaluated') or {}
+      when = ', '.join(filter(None, (evaluated.get('commit'),
+                                     (evaluated.get('date') or '')[:10])))
+      if source == 'recorded' and when:
+        source += f' ({when})'
+      rows.append([f'`{m}`', seed, trained_as, source,
                    f'`{r["workdir"]}`',
                    '; '.join(r.get('config_differences') or []) or 'none'])
   lines += _table(header, rows, numeric=False) + ['']
   lines += ['"trained": trained by the command above; "resumed": trained by '
             'it from an unfinished run\'s checkpoints; "reused": a finished '
-            'run found for the same model, preset, seed, budget and config. '
+            'run found for the same model, preset, seed, budget and config; '
+            '"recorded": the figures the study kept for such a run when it '
+            'evaluated it (its record under --results_dir, with the commit '
+            'and date of that evaluation; the workdir is where it ran and '
+            'need not exist here). '
             'The last column shows where a run\'s config differs from its '
             'preset in the fields a reused run may: the steps (set by the '
             'budget) and the checkpoint and log intervals.', '']

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
+from benchmarks import study_records
 from benchmarks.study_claims import BUDGET_MODEL
 from benchmarks.study_claims import CHART_FILE
 from benchmarks.study_claims import JSON_FILE
@@ -107,13 +108,22 @@ def run_mismatch(name: str, preset: str, seed: int, workdir: str
   metrics, run_config = run_records(workdir)
   if not metrics and not run_config:
     return None  # nothing trained there yet
+  return records_mismatch(name, preset, seed, metrics, run_config,
+                          recorded_seed(workdir))
+
+
+def records_mismatch(name: str, preset: str, seed: int,
+                     metrics: Mapping[str, Any], run_config: Mapping[str, Any],
+                     have_seed: int | None) -> str | None:
+  """None if a run's metrics.json and config.json (`have_seed`: the seed
+  it recorded) are those of study model `name` at `preset` with `seed`
+  and the config it trains with now; else why not."""
   base = base_model(name)
   for record in (metrics, run_config):
     if record.get('model') not in (None, base):
       return f'it is a run of {record.get("model")!r}'
     if record.get('preset') not in (None, preset):
       return f'it used preset {record.get("preset")!r}'
-  have_seed = recorded_seed(workdir)
   if have_seed is None:
     return 'it records no training seed'
   if have_seed != seed:
@@ -326,7 +336,7 @@ def portable_text(text: str) -> str:
 
 # Flags whose values are paths: the report's command line shows them
 # relative to the working directory, so it runs from there.
-PATH_FLAGS = ('workdir_root', 'reuse_root', 'out_dir', 'data')
+PATH_FLAGS = ('workdir_root', 'results_dir', 'reuse_root', 'out_dir', 'data')
 
 
 def command_line(argv: Sequence[str]) -> str:
@@ -525,6 +535,36 @@ def obtain_run(name: str, preset: str, seed: int, args: Any, steps: int | None,
   return own, 'resumed' if resumed else 'trained', None
 
 
+def find_record(name: str, preset: str, seed: int, args: Any,
+                steps: int | None) -> tuple[dict[str, Any] | None, str | None]:
+  """(study.json entry, None) of the record of `name` with `seed` under
+  --results_dir when it matches the model, preset, seed, budget and the
+  config the model trains with now; else (None, why a record there was
+  not used, or None when there is none)."""
+  if not args.results_dir:
+    return None, None
+  path = study_records.record_path(args.results_dir, preset, name, seed)
+  shown = shown_path(path)
+  try:
+    record = study_records.read_record(path)
+  except ValueError as e:
+    return None, portable_text(str(e))
+  if record is None:
+    return None, None
+  metrics, run_config = record['metrics'], record['run_config']
+  have_seed = run_config.get('seed')
+  reason = records_mismatch(
+      name, preset, seed, metrics, run_config,
+      None if have_seed is None else int(have_seed)) or budget_mismatch(
+          metrics, steps, args.seconds)
+  if reason is not None:
+    return None, f'{shown}: {reason}'
+  result = dict(record['result'])
+  result.update({'source': 'recorded', 'record': shown,
+                 'evaluated': record.get('evaluated') or {}})
+  return result, None
+
+
 # ----------------------------------------------------------------------------
 # The whole study
 # ----------------------------------------------------------------------------
@@ -558,6 +598,8 @@ def run_study(args: Any, argv: Sequence[str] = ()
     budget = f'{steps} training steps per run'
   workdir_root = args.workdir_root or os.path.join('runs', f'study_{preset}')
   load_before = ', '.join(f'{x:.1f}' for x in os.getloadavg())
+  machine = (f'{study_records.machine_text()}, Python '
+             f'{platform.python_version()}, {_versions()}')
 
   runs: dict[str, list[dict[str, Any]]] = {name: [] for name in models}
   missing: dict[str, dict[str, str]] = {}
@@ -567,17 +609,28 @@ def run_study(args: Any, argv: Sequence[str] = ()
   try:
     for seed, name in bar:
       bar.set_postfix_str(f'{name} seed {seed}')
+      record, why_not_record = find_record(name, preset, seed, args, steps)
+      if record is not None:
+        runs[name].append(record)
+        continue
       # The mean-pose baseline is the same for every seed: measured once.
       workdir, source, why = obtain_run(name, preset, seed, args, steps,
                                         workdir_root,
                                         baseline=seed == seeds[0])
       if workdir is None:
-        missing.setdefault(name, {})[str(seed)] = why
+        missing.setdefault(name, {})[str(seed)] = '; '.join(
+            filter(None, (why_not_record, why)))
         continue
       try:
-        runs[name].append(study_result(
-            name, preset, seed, workdir, source, args,
-            evaluate=source == 'reused'))
+        result = study_result(name, preset, seed, workdir, source, args,
+                              evaluate=source == 'reused')
+        runs[name].append(result)
+        if args.results_dir:
+          metrics, run_config = run_records(workdir)
+          study_records.write_record(
+              study_records.record_path(args.results_dir, preset, name,
+                                        seed),
+              _jsonable(result), metrics, run_config, machine)
       except Exception as e:  # pylint: disable=broad-except
         traceback.print_exc()
         missing.setdefault(name, {})[str(seed)] = portable_text(
@@ -599,8 +652,7 @@ def run_study(args: Any, argv: Sequence[str] = ()
       'truncation_margin': args.truncation_margin,
       'speed_batch': args.speed_batch,
       'spread_factor': SPREAD_FACTOR, 'std_ddof': STD_DDOF,
-      'machine': f'{platform.machine()}, {os.cpu_count()} CPUs, Python '
-                 f'{platform.python_version()}, {_versions()}',
+      'machine': machine,
       'load_before': load_before,
       'load_after': ', '.join(f'{x:.1f}' for x in os.getloadavg()),
       'data_dirs': data_dirs,

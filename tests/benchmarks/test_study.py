@@ -36,14 +36,17 @@ from zoo import registry
 # trained with config overrides).
 MODELS = ('lifting_deep', 'lifting_deep_nofusion')
 SEEDS = (0, 1)
+# --results_dir= : no run records (the repository's own must not be touched).
 FAST = ['--preset=smoke', '--speed_seconds=0', '--speed_iters=1',
-        '--speed_batch=4', '--noprogress']
+        '--speed_batch=4', '--noprogress', '--results_dir=']
 
 
 def _study_argv(root):
   return FAST + [f'--models={",".join(MODELS)}',
                  f'--seeds={",".join(map(str, SEEDS))}',
-                 f'--workdir_root={root / "runs"}', f'--out_dir={root / "out"}']
+                 f'--workdir_root={root / "runs"}',
+                 f'--results_dir={root / "records"}',
+                 f'--out_dir={root / "out"}']
 
 
 @pytest.fixture(scope='module')
@@ -174,7 +177,7 @@ def test_report_chart_and_json_are_written(smoke_study):
   # machine anywhere in the report.
   assert (f'`python -m benchmarks.study {" ".join(FAST)} '
           f'--models={",".join(MODELS)} --seeds=0,1 --workdir_root=runs '
-          '--out_dir=out`') in text
+          '--results_dir=records --out_dir=out`') in text
   for document in (text, (out / 'study.json').read_text()):
     assert str(root) not in document
     assert os.path.expanduser('~') + os.sep not in document
@@ -211,6 +214,8 @@ def test_same_command_again_reuses_every_run(smoke_study, monkeypatch):
                       _stand_in_result(evaluated))
   argv = _study_argv(root)
   argv[argv.index(f'--out_dir={root / "out"}')] = f'--out_dir={root / "again"}'
+  # The runs themselves, not their records.
+  argv[argv.index(f'--results_dir={root / "records"}')] = '--results_dir='
   assert study.main(argv) == 0
   assert sorted(evaluated) == sorted(
       (n, s, os.path.join(str(runs), n, f'seed{s}'), 'reused', True)
@@ -289,6 +294,94 @@ def test_published_checkpoint_is_a_seed0_run(smoke_study, tmp_path,
   (bundle / 'manifest.json').write_text(json.dumps(manifest))
   assert study_runner.find_run('lifting_deep', 'smoke', 0, [str(bundles)],
                                manifest['steps']) == (None, [])
+
+
+def test_records_stand_for_runs_whose_weights_are_gone(smoke_study, tmp_path,
+                                                       monkeypatch):
+  """Every run the study evaluated left a record (its figures, metrics.json
+  and config.json); with the runs gone, the records alone give the same
+  study, and a record that no longer matches is not used."""
+  root, _ = smoke_study
+  first = json.loads((root / 'out' / 'study.json').read_text())
+  for name in MODELS:
+    for result in first['results'][name]['runs']:
+      seed = result['seed']
+      record = json.loads(
+          (root / 'records' / 'smoke' / name / f'seed{seed}.json').read_text())
+      workdir = root / 'runs' / name / f'seed{seed}'
+      assert record['result'] == result
+      assert record['metrics'] == json.loads(
+          (workdir / 'metrics.json').read_text())
+      assert record['run_config'] == json.loads(
+          (workdir / 'config.json').read_text())
+      assert record['evaluated']['machine'] == first['setup']['machine']
+  records = tmp_path / 'records'
+  shutil.copytree(root / 'records', records)
+
+  def no_evaluation(*args, **kwargs):
+    raise AssertionError(f'evaluated again: {args}')
+
+  monkeypatch.setattr(study_runner, 'train_run', _no_training)
+  monkeypatch.setattr(study_runner, 'study_result', no_evaluation)
+  monkeypatch.chdir(tmp_path)
+  out = tmp_path / 'out'
+  argv = FAST + [f'--models={",".join(MODELS)}', '--seeds=0,1', '--notrain',
+                 f'--workdir_root={tmp_path / "none"}',
+                 f'--results_dir={records}', f'--out_dir={out}']
+  assert study.main(argv) == 0
+  data = json.loads((out / 'study.json').read_text())
+  assert data['missing'] == {}
+  for name in MODELS:
+    again = data['results'][name]
+    assert again['seeds'] == list(SEEDS)
+    assert again['mean'] == first['results'][name]['mean']
+    for result, before in zip(again['runs'], first['results'][name]['runs']):
+      assert result['source'] == 'recorded'
+      assert result['record'] == (f'records/smoke/{name}/'
+                                  f'seed{result["seed"]}.json')
+      assert result['mpjpe_mm'] == before['mpjpe_mm']
+      assert result['truncated'] == before['truncated']
+  assert [c['status'] for c in data['claims']] == [
+      c['status'] for c in first['claims']]
+  text = (out / 'STUDY.md').read_text()
+  assert re.search(r'\| `lifting_deep` \| 0 \| lifting_deep \| recorded '
+                   r'\(([0-9a-f]{7,}(\+changes)?, )?\d{4}-\d\d-\d\d\) \| '
+                   r'`runs/lifting_deep/seed0` \|', text)
+
+  # Records that no longer match are passed over, saying why.
+  def edit(name, seed, change):
+    path = records / 'smoke' / name / f'seed{seed}.json'
+    record = json.loads(path.read_text())
+    change(record)
+    path.write_text(json.dumps(record))
+
+  def other_preset(record):
+    record['run_config']['config']['train']['batch_size'] += 1
+
+  def other_budget(record):
+    record['metrics']['steps'] = 9
+
+  def other_seed(record):
+    record['run_config']['seed'] = 5
+
+  edit('lifting_deep', 0, other_preset)
+  edit('lifting_deep', 1, other_budget)
+  edit('lifting_deep_nofusion', 0, other_seed)
+  (records / 'smoke' / 'lifting_deep_nofusion' / 'seed1.json').write_text(
+      '{"result": {}}')
+  assert study.main(argv) == 0
+  data = json.loads((out / 'study.json').read_text())
+  assert data['results'] == {}
+  missing = data['missing']
+  assert ('records/smoke/lifting_deep/seed0.json: its config differs from '
+          'the current preset: train.batch_size=') in missing['lifting_deep'][
+              '0']
+  assert ('records/smoke/lifting_deep/seed1.json: it was trained for 9 '
+          'steps, not 3') in missing['lifting_deep']['1']
+  assert 'trained with seed 5' in missing['lifting_deep_nofusion']['0']
+  assert ('seed1.json: not a study record: it has no version, metrics, '
+          'run_config') in missing['lifting_deep_nofusion']['1']
+  assert '--notrain' in missing['lifting_deep']['0']
 
 
 def test_runs_of_another_seed_or_budget_are_not_reused(smoke_study,
