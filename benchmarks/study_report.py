@@ -6,6 +6,8 @@ bars).
 from __future__ import annotations
 
 import math
+import os
+import shlex
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -22,6 +24,68 @@ from benchmarks.study_claims import Verdict
 from benchmarks.study_claims import _finite
 from benchmarks.study_claims import get_value
 from zoo import visualize
+
+
+# ----------------------------------------------------------------------------
+# Paths and command lines as the report shows them
+# ----------------------------------------------------------------------------
+
+def shown_path(path: str) -> str:
+  """A path as the report shows it, naming no directory of the machine it
+  ran on: relative to the working directory when under it, else under the
+  home directory as `~/...`, else relative to the working directory."""
+  path = os.path.abspath(path)
+  cwd = os.getcwd()
+  if path == cwd or path.startswith(cwd.rstrip(os.sep) + os.sep):
+    return os.path.relpath(path, cwd)
+  home = os.path.expanduser('~')
+  if home not in ('', '/') and (path == home or path.startswith(home + os.sep)):
+    return '~' + path[len(home):]
+  return os.path.relpath(path, cwd)
+
+
+def portable_text(text: str) -> str:
+  """`text` (e.g. an error message) with the working and home directories
+  written as shown_path writes them."""
+  cwd = os.getcwd().rstrip(os.sep)
+  home = os.path.expanduser('~')
+  if cwd:
+    text = text.replace(cwd + os.sep, '')
+  if home not in ('', '/'):
+    text = text.replace(home + os.sep, '~' + os.sep)
+  return text
+
+
+# Flags whose values are paths: the report's command line shows them
+# relative to the working directory, so it runs from there.
+PATH_FLAGS = ('workdir_root', 'results_dir', 'reuse_root', 'out_dir', 'data')
+
+
+def command_line(argv: Sequence[str]) -> str:
+  """The study's command line for the report: `argv` with absolute paths of
+  PATH_FLAGS made relative to the working directory."""
+  args, out = list(argv), []
+  i = 0
+  while i < len(args):
+    arg = args[i]
+    name = arg.lstrip('-').split('=', 1)[0]
+    if arg.startswith('-') and name in PATH_FLAGS:
+      if '=' in arg:
+        value = arg.split('=', 1)[1]
+        out.append(f'--{name}={_relative(value)}')
+      elif i + 1 < len(args):  # --flag VALUE
+        out += [f'--{name}', _relative(args[i + 1])]
+        i += 1
+      else:
+        out.append(arg)
+    else:
+      out.append(arg)
+    i += 1
+  return shlex.join(['python', '-m', 'benchmarks.study', *out])
+
+
+def _relative(value: str) -> str:
+  return os.path.relpath(value) if os.path.isabs(value) else value
 
 
 # ----------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""Running the study: finding or training the models' runs, evaluating them
-(again, on truncated crops, and for speed), and writing study.json, STUDY.md
-and study.png. The command line is benchmarks/study.py, which says what the
+"""Running the study: training the models' runs that no record or finished
+run stands for (study_runs finds those), evaluating them (again, on
+truncated crops, and for speed), and writing study.json, STUDY.md and
+study.png. The command line is benchmarks/study.py, which says what the
 study does.
 """
 from __future__ import annotations
@@ -10,7 +11,6 @@ import json
 import math
 import os
 import platform
-import shlex
 import sys
 import time
 import traceback
@@ -26,7 +26,6 @@ from benchmarks.study_claims import BUDGET_MODEL
 from benchmarks.study_claims import CHART_FILE
 from benchmarks.study_claims import JSON_FILE
 from benchmarks.study_claims import PAPER_CLAIMS
-from benchmarks.study_claims import PSEUDO_MODELS
 from benchmarks.study_claims import SPREAD_FACTOR
 from benchmarks.study_claims import STD_DDOF
 from benchmarks.study_claims import STUDY_FILE
@@ -37,176 +36,32 @@ from benchmarks.study_claims import judge
 from benchmarks.study_claims import model_config
 from benchmarks.study_claims import model_overrides
 from benchmarks.study_claims import parse_models
-from benchmarks.study_claims import preset_changes
+from benchmarks.study_report import command_line
+from benchmarks.study_report import portable_text
 from benchmarks.study_report import render_markdown
+from benchmarks.study_report import shown_path
 from benchmarks.study_report import write_chart
+from benchmarks.study_runs import budget_mismatch
+from benchmarks.study_runs import find_record
+from benchmarks.study_runs import find_run
+from benchmarks.study_runs import finished_mismatch
+from benchmarks.study_runs import run_mismatch
+from benchmarks.study_runs import run_records
+from benchmarks.study_runs import seed_workdir
 from trainers import evaluation
 from trainers import train_lib
 from trainers import training_data
 from zoo import config as config_lib
 from zoo import fileio
-from zoo import manifest as manifest_lib
 from zoo import metrics as metrics_lib
 from zoo import registry
 from zoo import weights as weights_lib
 from zoo.manifest import METRICS_FILE
-from zoo.manifest import RUN_CONFIG_FILE
 
 
 # ----------------------------------------------------------------------------
-# Runs: find, train, evaluate
+# Runs: train, evaluate
 # ----------------------------------------------------------------------------
-
-SEED_DIR = 'seed{seed}'  # a model's run for one seed: ROOT/<model>/seed<N>
-
-
-def seed_workdir(root: str, name: str, seed: int) -> str:
-  """Where the study trains `name` with `seed` under `root`."""
-  return os.path.join(root, name, SEED_DIR.format(seed=seed))
-
-
-def _read_json(path: str) -> dict:
-  return fileio.read_json(path) if os.path.exists(path) else {}
-
-
-# A published checkpoint's manifest fields that stand for a run's config.json.
-_MANIFEST_RUN_FIELDS = ('model', 'preset', 'seed', 'config', 'data',
-                        'precision', 'command')
-
-
-def run_records(workdir: str) -> tuple[dict, dict]:
-  """(metrics, run config) of a run: its metrics.json and config.json. A
-  published checkpoint (a manifest.json with the run's metrics, and no
-  metrics.json or config.json beside it, as trainers.publish bundles under
-  zoo/checkpoints/<model>) is a finished run too: the manifest's metrics and
-  its model, preset, seed, config and data stand for the two files."""
-  metrics = _read_json(os.path.join(workdir, METRICS_FILE))
-  run_config = _read_json(os.path.join(workdir, RUN_CONFIG_FILE))
-  if metrics or run_config:
-    return metrics, run_config
-  manifest = manifest_lib.read_manifest(workdir) or {}
-  if not manifest.get('metrics'):
-    return {}, {}
-  return (dict(manifest['metrics']),
-          {k: manifest[k] for k in _MANIFEST_RUN_FIELDS if k in manifest})
-
-
-def recorded_seed(workdir: str) -> int | None:
-  """The training seed a run recorded (its config.json, else its
-  manifest.json); None if neither says."""
-  for record in (_read_json(os.path.join(workdir, RUN_CONFIG_FILE)),
-                 manifest_lib.read_manifest(workdir) or {}):
-    if record.get('seed') is not None:
-      return int(record['seed'])
-  return None
-
-
-def run_mismatch(name: str, preset: str, seed: int, workdir: str
-                 ) -> str | None:
-  """None if `workdir` holds a run (finished or not) of study model `name`
-  at `preset` with `seed`, or nothing; else why not."""
-  metrics, run_config = run_records(workdir)
-  if not metrics and not run_config:
-    return None  # nothing trained there yet
-  return records_mismatch(name, preset, seed, metrics, run_config,
-                          recorded_seed(workdir))
-
-
-def records_mismatch(name: str, preset: str, seed: int,
-                     metrics: Mapping[str, Any], run_config: Mapping[str, Any],
-                     have_seed: int | None) -> str | None:
-  """None if a run's metrics.json and config.json (`have_seed`: the seed
-  it recorded) are those of study model `name` at `preset` with `seed`
-  and the config it trains with now; else why not."""
-  base = base_model(name)
-  for record in (metrics, run_config):
-    if record.get('model') not in (None, base):
-      return f'it is a run of {record.get("model")!r}'
-    if record.get('preset') not in (None, preset):
-      return f'it used preset {record.get("preset")!r}'
-  if have_seed is None:
-    return 'it records no training seed'
-  if have_seed != seed:
-    return f'it was trained with seed {have_seed}'
-  wanted = model_overrides(name, preset)
-  config = run_config.get('config') or {}
-  if wanted:
-    for key, value in wanted.items():
-      have: Any = config
-      for part in key.split('.'):
-        have = have.get(part) if isinstance(have, dict) else None
-      if have is None or (list(have) if isinstance(have, (list, tuple))
-                          else have) != (list(value) if isinstance(
-                              value, (list, tuple)) else value):
-        return f'its config has {key}={have!r}, not {value!r}'
-  elif config:
-    # A registered model's run must not be one of its ablations.
-    for pseudo in PSEUDO_MODELS.values():
-      if pseudo.base != name:
-        continue
-      ablation = pseudo.overrides(registry.get(name).config(preset))
-      if all(config.get(k) == (list(v) if isinstance(v, tuple) else v)
-             for k, v in ablation.items() if '.' not in k):
-        return f'its config is that of {pseudo.name}'
-  if config:
-    changed = preset_changes(name, preset, config)
-    if changed:
-      return ('its config differs from the current preset: '
-              + '; '.join(changed))
-  return None
-
-
-def budget_mismatch(metrics: Mapping[str, Any], steps: int | None,
-                    seconds: float | None) -> str | None:
-  """None if a finished run's metrics.json meets the budget: exactly
-  `steps` training steps, or (with `seconds`) at least 95 % of `seconds` of
-  training or `steps` steps; else why not."""
-  have = metrics.get('steps')
-  if seconds:
-    if float(metrics.get('train_seconds') or 0.) >= 0.95 * seconds or (
-        steps is not None and int(have or 0) >= steps):
-      return None
-    return (f'it trained {float(metrics.get("train_seconds") or 0.):.0f} s, '
-            f'not {seconds:g} s')
-  if steps is None or have == steps:
-    return None
-  return f'it was trained for {have} steps, not {steps}'
-
-
-def finished_mismatch(name: str, preset: str, seed: int, workdir: str,
-                      steps: int | None, seconds: float | None) -> str | None:
-  """None if `workdir` is a finished run (metrics.json) of `name` at
-  `preset` with `seed` for the budget; else why not."""
-  metrics, _ = run_records(workdir)
-  if not metrics:
-    return f'no {METRICS_FILE}'
-  return run_mismatch(name, preset, seed, workdir) or budget_mismatch(
-      metrics, steps, seconds)
-
-
-def find_run(name: str, preset: str, seed: int, reuse_roots: Sequence[str],
-             steps: int | None = None, seconds: float | None = None
-             ) -> tuple[str | None, list[str]]:
-  """A finished workdir of `name` with `seed` for the budget under the
-  reuse roots (ROOT/<model>/seed<N> or ROOT/<model>_<preset>/seed<N>; for
-  seed 0 also the single-seed layout ROOT/<model> and ROOT/<model>_<preset>
-  when the run recorded seed 0), and why others were passed over."""
-  skipped = []
-  for root in reuse_roots:
-    candidates = [seed_workdir(root, sub, seed)
-                  for sub in (name, f'{name}_{preset}')]
-    if seed == 0:
-      candidates += [os.path.join(root, sub)
-                     for sub in (name, f'{name}_{preset}')]
-    for workdir in candidates:
-      if not any(run_records(workdir)):
-        continue  # not a run (e.g. the seeds' parent directory)
-      reason = finished_mismatch(name, preset, seed, workdir, steps, seconds)
-      if reason is None:
-        return workdir, skipped
-      skipped.append(f'{shown_path(workdir)}: {reason}')
-  return None, skipped
-
 
 def time_budget_callback(seconds: float):
   """A Keras callback that stops training `seconds` after the first step
@@ -306,64 +161,6 @@ def load_run(name: str, workdir: str):
   model = weights_lib.build_model(entry, config)
   weights_lib.load_weights(model, source, verify=False)
   return model, config, data_dir, trained
-
-
-def shown_path(path: str) -> str:
-  """A path as the report shows it, naming no directory of the machine it
-  ran on: relative to the working directory when under it, else under the
-  home directory as `~/...`, else relative to the working directory."""
-  path = os.path.abspath(path)
-  cwd = os.getcwd()
-  if path == cwd or path.startswith(cwd.rstrip(os.sep) + os.sep):
-    return os.path.relpath(path, cwd)
-  home = os.path.expanduser('~')
-  if home not in ('', '/') and (path == home or path.startswith(home + os.sep)):
-    return '~' + path[len(home):]
-  return os.path.relpath(path, cwd)
-
-
-def portable_text(text: str) -> str:
-  """`text` (e.g. an error message) with the working and home directories
-  written as shown_path writes them."""
-  cwd = os.getcwd().rstrip(os.sep)
-  home = os.path.expanduser('~')
-  if cwd:
-    text = text.replace(cwd + os.sep, '')
-  if home not in ('', '/'):
-    text = text.replace(home + os.sep, '~' + os.sep)
-  return text
-
-
-# Flags whose values are paths: the report's command line shows them
-# relative to the working directory, so it runs from there.
-PATH_FLAGS = ('workdir_root', 'results_dir', 'reuse_root', 'out_dir', 'data')
-
-
-def command_line(argv: Sequence[str]) -> str:
-  """The study's command line for the report: `argv` with absolute paths of
-  PATH_FLAGS made relative to the working directory."""
-  args, out = list(argv), []
-  i = 0
-  while i < len(args):
-    arg = args[i]
-    name = arg.lstrip('-').split('=', 1)[0]
-    if arg.startswith('-') and name in PATH_FLAGS:
-      if '=' in arg:
-        value = arg.split('=', 1)[1]
-        out.append(f'--{name}={_relative(value)}')
-      elif i + 1 < len(args):  # --flag VALUE
-        out += [f'--{name}', _relative(args[i + 1])]
-        i += 1
-      else:
-        out.append(arg)
-    else:
-      out.append(arg)
-    i += 1
-  return shlex.join(['python', '-m', 'benchmarks.study', *out])
-
-
-def _relative(value: str) -> str:
-  return os.path.relpath(value) if os.path.isabs(value) else value
 
 
 def evaluate_truncated(model, config, data_dir: str, *, margin: float,
@@ -535,36 +332,6 @@ def obtain_run(name: str, preset: str, seed: int, args: Any, steps: int | None,
   return own, 'resumed' if resumed else 'trained', None
 
 
-def find_record(name: str, preset: str, seed: int, args: Any,
-                steps: int | None) -> tuple[dict[str, Any] | None, str | None]:
-  """(study.json entry, None) of the record of `name` with `seed` under
-  --results_dir when it matches the model, preset, seed, budget and the
-  config the model trains with now; else (None, why a record there was
-  not used, or None when there is none)."""
-  if not args.results_dir:
-    return None, None
-  path = study_records.record_path(args.results_dir, preset, name, seed)
-  shown = shown_path(path)
-  try:
-    record = study_records.read_record(path)
-  except ValueError as e:
-    return None, portable_text(str(e))
-  if record is None:
-    return None, None
-  metrics, run_config = record['metrics'], record['run_config']
-  have_seed = run_config.get('seed')
-  reason = records_mismatch(
-      name, preset, seed, metrics, run_config,
-      None if have_seed is None else int(have_seed)) or budget_mismatch(
-          metrics, steps, args.seconds)
-  if reason is not None:
-    return None, f'{shown}: {reason}'
-  result = dict(record['result'])
-  result.update({'source': 'recorded', 'record': shown,
-                 'evaluated': record.get('evaluated') or {}})
-  return result, None
-
-
 # ----------------------------------------------------------------------------
 # The whole study
 # ----------------------------------------------------------------------------
@@ -609,7 +376,8 @@ def run_study(args: Any, argv: Sequence[str] = ()
   try:
     for seed, name in bar:
       bar.set_postfix_str(f'{name} seed {seed}')
-      record, why_not_record = find_record(name, preset, seed, args, steps)
+      record, why_not_record = find_record(
+          name, preset, seed, args.results_dir, steps, args.seconds)
       if record is not None:
         runs[name].append(record)
         continue

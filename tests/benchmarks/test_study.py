@@ -1,6 +1,7 @@
-"""benchmarks/study.py (and study_claims, study_report, study_runner): the
-report is produced, its means and spreads follow from the per-seed numbers
-and its verdicts from the spread rule, and finished runs are reused.
+"""benchmarks/study.py (and study_claims, study_report, study_runner,
+study_runs): the report is produced, its means and spreads follow from the
+per-seed numbers and its verdicts from the spread rule, and finished runs
+and run records are reused.
 
 One smoke-preset study of two models (lifting_deep and its ablation, the
 pseudo-model lifting_deep_nofusion) with two seeds trains into a
@@ -27,6 +28,7 @@ from benchmarks import study
 from benchmarks import study_claims
 from benchmarks import study_report
 from benchmarks import study_runner
+from benchmarks import study_runs
 from zoo import config as config_lib
 from zoo import metrics as metrics_lib
 from zoo import registry
@@ -191,7 +193,7 @@ def _stand_in_result(calls):
     with open(os.path.join(workdir, 'metrics.json')) as f:
       result = json.load(f)
     result.update({'model': name, 'seed': seed, 'source': source,
-                   'workdir': study_runner.shown_path(workdir),
+                   'workdir': study_report.shown_path(workdir),
                    'overrides': {}, 'data_dir': 'data'})
     return result
   return study_result
@@ -245,7 +247,7 @@ def test_reuse_root_and_missing_runs(smoke_study, tmp_path, monkeypatch):
   assert os.stat(weights).st_mtime_ns == mtime  # not retrained
   data = json.loads((out / 'study.json').read_text())
   (result,) = data['results']['lifting_deep']['runs']
-  assert result['workdir'] == study_runner.shown_path(weights.parent)
+  assert result['workdir'] == study_report.shown_path(weights.parent)
   assert list(data['missing']) == ['coordinate_regression']
   assert '--notrain' in data['missing']['coordinate_regression']['0']
   assert not (tmp_path / 'none').exists()
@@ -277,7 +279,7 @@ def test_published_checkpoint_is_a_seed0_run(smoke_study, tmp_path,
   data = json.loads((out / 'study.json').read_text())
   (result,) = data['results']['lifting_deep']['runs']
   assert result['source'] == 'reused'
-  assert result['workdir'] == study_runner.shown_path(bundle)
+  assert result['workdir'] == study_report.shown_path(bundle)
   assert result['run_mpjpe_mm'] == manifest['metrics']['mpjpe_mm']
   # Evaluated again from the bundle's weights: the run's own figures.
   assert result['mpjpe_mm'] == pytest.approx(manifest['metrics']['mpjpe_mm'],
@@ -287,12 +289,12 @@ def test_published_checkpoint_is_a_seed0_run(smoke_study, tmp_path,
   # A bundle of another seed, or without metrics, is not a seed-0 run.
   manifest['seed'] = 2
   (bundle / 'manifest.json').write_text(json.dumps(manifest))
-  found, skipped = study_runner.find_run('lifting_deep', 'smoke', 0,
+  found, skipped = study_runs.find_run('lifting_deep', 'smoke', 0,
                                          [str(bundles)], manifest['steps'])
   assert found is None and 'trained with seed 2' in skipped[0]
   del manifest['metrics']
   (bundle / 'manifest.json').write_text(json.dumps(manifest))
-  assert study_runner.find_run('lifting_deep', 'smoke', 0, [str(bundles)],
+  assert study_runs.find_run('lifting_deep', 'smoke', 0, [str(bundles)],
                                manifest['steps']) == (None, [])
 
 
@@ -548,7 +550,7 @@ def test_verdicts_through_the_study(tmp_path, monkeypatch):
 
 def test_find_run_checks_model_preset_seed_budget_and_ablation(tmp_path):
   def find(name, seed=0, steps=3, preset='smoke'):
-    return study_runner.find_run(name, preset, seed, [str(tmp_path)], steps)
+    return study_runs.find_run(name, preset, seed, [str(tmp_path)], steps)
 
   _fake_run(tmp_path / 'lifting_deep_smoke' / 'seed0', 'lifting_deep',
             config={'fusion': False})
@@ -592,7 +594,7 @@ def test_find_run_checks_model_preset_seed_budget_and_ablation(tmp_path):
             config={'augment.hue_delta': hue + 0.1})
   found, skipped = find('metrabs', seed=1)
   assert found is None and skipped == [
-      f'{study_runner.shown_path(str(tmp_path / "metrabs" / "seed1"))}: '
+      f'{study_report.shown_path(str(tmp_path / "metrabs" / "seed1"))}: '
       'its config differs from the current preset: augment.hue_delta='
       f'{hue + 0.1!r} (preset: {hue!r})']
   logged = _fake_run(tmp_path / 'metrabs' / 'seed2', 'metrabs', seed=2,
@@ -605,8 +607,8 @@ def test_find_run_checks_model_preset_seed_budget_and_ablation(tmp_path):
   found, skipped = find('lifting_deep')
   assert found is None and 'records no training seed' in skipped[0]
   # Seconds budgets: at least 95 % of the seconds.
-  assert study_runner.budget_mismatch({'train_seconds': 9.6}, None, 10.) is None
-  assert 'not 10 s' in study_runner.budget_mismatch({'train_seconds': 9.},
+  assert study_runs.budget_mismatch({'train_seconds': 9.6}, None, 10.) is None
+  assert 'not 10 s' in study_runs.budget_mismatch({'train_seconds': 9.},
                                                     None, 10.)
 
 
@@ -734,17 +736,17 @@ def test_judge_not_tested_stand_ins_and_notes():
 def test_paths_and_command_line_name_no_machine_directory(tmp_path,
                                                           monkeypatch):
   monkeypatch.chdir(tmp_path)
-  assert study_runner.shown_path(tmp_path / 'runs' / 'x') == 'runs/x'
+  assert study_report.shown_path(tmp_path / 'runs' / 'x') == 'runs/x'
   home = os.path.expanduser('~')
   if not str(tmp_path).startswith(home + os.sep):
-    assert study_runner.shown_path(os.path.join(home, '.cache', 'd')) == \
+    assert study_report.shown_path(os.path.join(home, '.cache', 'd')) == \
         '~/.cache/d'
-  line = study_runner.command_line(
+  line = study_report.command_line(
       ['--preset=smoke', f'--workdir_root={tmp_path / "runs"}',
        '--reuse_root', str(tmp_path / 'old'), '--out_dir=.'])
   assert line == ('python -m benchmarks.study --preset=smoke '
                   '--workdir_root=runs --reuse_root old --out_dir=.')
-  assert study_runner.portable_text(
+  assert study_report.portable_text(
       f'cannot read {tmp_path / "runs" / "x"}') == 'cannot read runs/x'
 
 
