@@ -24,6 +24,7 @@ import subprocess
 from typing import Any, Mapping
 
 from benchmarks.study_claims import REPO_ROOT
+from benchmarks.study_report import portable_text
 from zoo import fileio
 
 RECORDS_ROOT = os.path.join(REPO_ROOT, 'benchmarks', 'study_results')
@@ -59,8 +60,10 @@ def write_record(path: str, result: Mapping[str, Any],
                  metrics: Mapping[str, Any], run_config: Mapping[str, Any],
                  machine: str) -> None:
   """Writes the record of one run atomically (a good record is never
-  replaced by a half-written one). `result`: the run's study.json entry;
-  `metrics`, `run_config`: its metrics.json and config.json."""
+  replaced by a half-written one), with paths under the working and home
+  directories written as the report shows them. `result`: the run's
+  study.json entry; `metrics`, `run_config`: its metrics.json and
+  config.json."""
   record = {
       'version': RECORD_VERSION,
       'evaluated': {
@@ -72,7 +75,10 @@ def write_record(path: str, result: Mapping[str, Any],
       'result': result, 'metrics': metrics, 'run_config': run_config,
   }
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  fileio.atomic_write_text(path, json.dumps(record, indent=1) + '\n')
+  # A record is kept in the repository: it names no directory of the
+  # machine (config.json holds the data directory's absolute path).
+  fileio.atomic_write_text(path,
+                           portable_text(json.dumps(record, indent=1)) + '\n')
 
 
 def source_commit() -> str | None:

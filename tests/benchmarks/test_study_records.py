@@ -13,7 +13,7 @@ import pytest
 from benchmarks import study_records
 
 
-def test_record_round_trip_and_layout(tmp_path):
+def test_record_round_trip_and_layout(tmp_path, monkeypatch):
   path = study_records.record_path(str(tmp_path), 'cpu', 'metrabs', 2)
   assert path == os.path.join(str(tmp_path), 'cpu', 'metrabs', 'seed2.json')
   result = {'model': 'metrabs', 'seed': 2, 'mpjpe_mm': 115.25,
@@ -31,6 +31,17 @@ def test_record_round_trip_and_layout(tmp_path):
   assert evaluated['machine'] == 'a machine'
   assert re.fullmatch(r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d',
                       evaluated['date'])
+  # Paths of the machine are written as the report shows them.
+  home = os.path.expanduser('~')
+  monkeypatch.chdir(tmp_path)
+  study_records.write_record(
+      path, result, metrics,
+      {**run_config, 'data': {'directory': os.path.join(home, '.cache', 'd'),
+                              'workdir': str(tmp_path / 'runs' / 'x')}}, 'm')
+  text = open(path, encoding='utf-8').read()
+  assert home + os.sep not in text and str(tmp_path) not in text
+  assert study_records.read_record(path)['run_config']['data'] == {
+      'directory': '~/.cache/d', 'workdir': 'runs/x'}
   # No temporary file is left beside it.
   assert os.listdir(os.path.dirname(path)) == ['seed2.json']
   # No record there: None.
