@@ -9,14 +9,15 @@ pseudo-models below, or those named by --models) and per seed of --seeds
 the next):
 0. takes the run's record, if the study kept one: --results_dir (default
    benchmarks/study_results, in the repository) holds one small JSON file
-   per finished run, DIR/<preset>/<model>/seed<N>.json, with the figures
-   of steps 2-4 below and the run's metrics.json and config.json. A
-   record stands for the run (its weights need not exist on this machine)
-   when it matches the model, preset, seed, budget and the config the model
-   trains with now, as a run directory must (below); so a study can be
-   completed over several machines or days, and a preset change retires
-   the records made before it. Every run the study evaluates writes its
-   record (replacing a stale one); --results_dir= (empty) neither reads
+   per finished run, DIR/<preset>/<budget>/<model>/seed<N>.json (<budget>:
+   steps<N>, or seconds<S> for --seconds), with the figures of steps 2-4
+   below and the run's metrics.json and config.json. A record stands for
+   the run (its weights need not exist on this machine) when it matches
+   the model, preset, seed, budget and the config the model trains with
+   now, as a run directory must (below); so a study can be completed over
+   several machines or days, and a preset change retires the records made
+   before it. Every run the study evaluates writes its record (replacing
+   a stale one of the same budget); --results_dir= (empty) neither reads
    nor writes records. Otherwise it
 1. finds a finished run for that seed and budget under --reuse_root
    (DIR/<model>/seed<N> or DIR/<model>_<preset>/seed<N>; for seed 0 also a
@@ -149,10 +150,10 @@ def define_flags(flag_values: flags.FlagValues) -> None:
                       'resumed.', **fv)
   flags.DEFINE_string('results_dir', study_records.RECORDS_ROOT,
                       'Where the study keeps one record per finished run '
-                      '(DIR/<preset>/<model>/seed<N>.json: its figures, '
-                      'metrics.json and config.json), used instead of the '
-                      'run when it matches; empty: neither use nor write '
-                      'records.', **fv)
+                      '(DIR/<preset>/<budget>/<model>/seed<N>.json: its '
+                      'figures, metrics.json and config.json), used instead '
+                      'of the run when it matches; empty: neither use nor '
+                      'write records.', **fv)
   flags.DEFINE_multi_string('reuse_root', [], 'A directory of finished runs '
                             '(DIR/<model>/seed<N> or '
                             'DIR/<model>_<preset>/seed<N> with metrics.json; '

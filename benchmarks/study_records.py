@@ -11,7 +11,8 @@ place of a run when the record matches the model, preset, seed, budget
 and the config the model trains with now, exactly as it checks a run
 directory; so a preset change retires the records made before it.
 
-Layout: ROOT/<preset>/<model>/seed<N>.json, with ROOT by default
+Layout: ROOT/<preset>/<budget>/<model>/seed<N>.json (<budget>: steps<N>,
+or seconds<S> for a time budget), with ROOT by default
 benchmarks/study_results in the repository.
 """
 from __future__ import annotations
@@ -31,9 +32,23 @@ RECORDS_ROOT = os.path.join(REPO_ROOT, 'benchmarks', 'study_results')
 RECORD_VERSION = 1
 
 
-def record_path(root: str, preset: str, name: str, seed: int) -> str:
-  """Where the record of study model `name` at `preset` with `seed` is."""
-  return os.path.join(root, preset, name, f'seed{seed}.json')
+def budget_name(steps: int | None, seconds: float | None) -> str:
+  """The budget as a directory name: steps<N>, or seconds<S> for a time
+  budget."""
+  if seconds:
+    return f'seconds{seconds:g}'
+  if steps is None:
+    raise ValueError('a budget needs steps or seconds')
+  return f'steps{steps}'
+
+
+def record_path(root: str, preset: str, steps: int | None,
+                seconds: float | None, name: str, seed: int) -> str:
+  """Where the record of study model `name` at `preset` with `seed` for a
+  budget of `steps` (or `seconds`) is: records of other budgets are kept
+  beside it, not replaced."""
+  return os.path.join(root, preset, budget_name(steps, seconds), name,
+                      f'seed{seed}.json')
 
 
 def read_record(path: str) -> dict[str, Any] | None:

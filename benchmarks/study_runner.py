@@ -396,8 +396,8 @@ def run_study(args: Any, argv: Sequence[str] = ()
         if args.results_dir:
           metrics, run_config = run_records(workdir)
           study_records.write_record(
-              study_records.record_path(args.results_dir, preset, name,
-                                        seed),
+              study_records.record_path(args.results_dir, preset, steps,
+                                        args.seconds, name, seed),
               _jsonable(result), metrics, run_config, machine)
       except Exception as e:  # pylint: disable=broad-except
         traceback.print_exc()

@@ -181,7 +181,8 @@ def find_record(name: str, preset: str, seed: int, results_dir: str | None,
   not used, or None when there is none)."""
   if not results_dir:
     return None, None
-  path = study_records.record_path(results_dir, preset, name, seed)
+  path = study_records.record_path(results_dir, preset, steps, seconds, name,
+                                   seed)
   shown = shown_path(path)
   try:
     record = study_records.read_record(path)

@@ -309,7 +309,8 @@ def test_records_stand_for_runs_whose_weights_are_gone(smoke_study, tmp_path,
     for result in first['results'][name]['runs']:
       seed = result['seed']
       record = json.loads(
-          (root / 'records' / 'smoke' / name / f'seed{seed}.json').read_text())
+          (root / 'records' / 'smoke' / 'steps3' / name /
+           f'seed{seed}.json').read_text())
       workdir = root / 'runs' / name / f'seed{seed}'
       assert record['result'] == result
       assert record['metrics'] == json.loads(
@@ -339,7 +340,7 @@ def test_records_stand_for_runs_whose_weights_are_gone(smoke_study, tmp_path,
     assert again['mean'] == first['results'][name]['mean']
     for result, before in zip(again['runs'], first['results'][name]['runs']):
       assert result['source'] == 'recorded'
-      assert result['record'] == (f'records/smoke/{name}/'
+      assert result['record'] == (f'records/smoke/steps3/{name}/'
                                   f'seed{result["seed"]}.json')
       assert result['mpjpe_mm'] == before['mpjpe_mm']
       assert result['truncated'] == before['truncated']
@@ -352,7 +353,7 @@ def test_records_stand_for_runs_whose_weights_are_gone(smoke_study, tmp_path,
 
   # Records that no longer match are passed over, saying why.
   def edit(name, seed, change):
-    path = records / 'smoke' / name / f'seed{seed}.json'
+    path = records / 'smoke' / 'steps3' / name / f'seed{seed}.json'
     record = json.loads(path.read_text())
     change(record)
     path.write_text(json.dumps(record))
@@ -369,17 +370,17 @@ def test_records_stand_for_runs_whose_weights_are_gone(smoke_study, tmp_path,
   edit('lifting_deep', 0, other_preset)
   edit('lifting_deep', 1, other_budget)
   edit('lifting_deep_nofusion', 0, other_seed)
-  (records / 'smoke' / 'lifting_deep_nofusion' / 'seed1.json').write_text(
-      '{"result": {}}')
+  (records / 'smoke' / 'steps3' / 'lifting_deep_nofusion' /
+   'seed1.json').write_text('{"result": {}}')
   assert study.main(argv) == 0
   data = json.loads((out / 'study.json').read_text())
   assert data['results'] == {}
   missing = data['missing']
-  assert ('records/smoke/lifting_deep/seed0.json: its config differs from '
-          'the current preset: train.batch_size=') in missing['lifting_deep'][
-              '0']
-  assert ('records/smoke/lifting_deep/seed1.json: it was trained for 9 '
-          'steps, not 3') in missing['lifting_deep']['1']
+  assert ('records/smoke/steps3/lifting_deep/seed0.json: its config '
+          'differs from the current preset: train.batch_size=') in missing[
+              'lifting_deep']['0']
+  assert ('records/smoke/steps3/lifting_deep/seed1.json: it was trained for '
+          '9 steps, not 3') in missing['lifting_deep']['1']
   assert 'trained with seed 5' in missing['lifting_deep_nofusion']['0']
   assert ('seed1.json: not a study record: it has no version, metrics, '
           'run_config') in missing['lifting_deep_nofusion']['1']

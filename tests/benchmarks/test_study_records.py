@@ -14,8 +14,13 @@ from benchmarks import study_records
 
 
 def test_record_round_trip_and_layout(tmp_path, monkeypatch):
-  path = study_records.record_path(str(tmp_path), 'cpu', 'metrabs', 2)
-  assert path == os.path.join(str(tmp_path), 'cpu', 'metrabs', 'seed2.json')
+  path = study_records.record_path(str(tmp_path), 'cpu', 3300, None,
+                                   'metrabs', 2)
+  assert path == os.path.join(str(tmp_path), 'cpu', 'steps3300', 'metrabs',
+                              'seed2.json')
+  # A time budget (the steps then only cap it).
+  assert study_records.record_path('r', 'cpu', 3300, 600., 'metrabs', 2) == \
+      os.path.join('r', 'cpu', 'seconds600', 'metrabs', 'seed2.json')
   result = {'model': 'metrabs', 'seed': 2, 'mpjpe_mm': 115.25,
             'truncated': {'mpjpe_truncated_joints_mm': 300.5}}
   metrics = {'model': 'metrabs', 'preset': 'cpu', 'steps': 3300}
@@ -44,6 +49,11 @@ def test_record_round_trip_and_layout(tmp_path, monkeypatch):
       'directory': '~/.cache/d', 'workdir': 'runs/x'}
   # No temporary file is left beside it.
   assert os.listdir(os.path.dirname(path)) == ['seed2.json']
+  # Records of another budget live beside it.
+  other = study_records.record_path(str(tmp_path), 'cpu', 100, None,
+                                    'metrabs', 2)
+  study_records.write_record(other, {'mpjpe_mm': 200.}, {}, {}, 'm')
+  assert study_records.read_record(path)['result'] == result
   # No record there: None.
   assert study_records.read_record(str(tmp_path / 'none.json')) is None
 
@@ -69,7 +79,8 @@ def test_not_a_record_is_refused_with_the_reason(tmp_path):
 
 
 def test_a_failed_write_keeps_the_good_record(tmp_path, monkeypatch):
-  path = study_records.record_path(str(tmp_path), 'cpu', 'metrabs', 0)
+  path = study_records.record_path(str(tmp_path), 'cpu', 3300, None,
+                                   'metrabs', 0)
   study_records.write_record(path, {'mpjpe_mm': 1.}, {}, {}, 'm')
   good = open(path, encoding='utf-8').read()
   with pytest.raises(TypeError):  # not JSON: nothing is written
