@@ -230,6 +230,17 @@ def render_markdown(study: Mapping[str, Any], verdicts: Sequence[Verdict]
   lines += [f'Machine: {setup["machine"]}. Load average before / after: '
             f'{setup["load_before"]} / {setup["load_after"]} (speeds measured '
             'while other work ran are contended).', '']
+  recorded: dict[str, int] = {}
+  for entry in results.values():
+    for r in entry['runs']:
+      if r.get('source') == 'recorded':
+        where = (r.get('evaluated') or {}).get('machine') or 'unknown'
+        recorded[where] = recorded.get(where, 0) + 1
+  if recorded:
+    lines += ['Runs taken from their records were evaluated, and their '
+              'speeds measured, where the record says: ' + '; '.join(
+                  f'{where} ({n} run{"s" if n > 1 else ""})'
+                  for where, n in recorded.items()) + '.', '']
   if setup.get('data_warning'):
     lines += [f'**Warning:** {setup["data_warning"]}.', '']
   if study.get('missing'):

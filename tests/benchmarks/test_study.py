@@ -347,6 +347,9 @@ def test_records_stand_for_runs_whose_weights_are_gone(smoke_study, tmp_path,
   assert [c['status'] for c in data['claims']] == [
       c['status'] for c in first['claims']]
   text = (out / 'STUDY.md').read_text()
+  # Where the recorded runs were evaluated and timed.
+  assert (f'where the record says: {first["setup"]["machine"]} (4 runs).'
+          in text)
   assert re.search(r'\| `lifting_deep` \| 0 \| lifting_deep \| recorded '
                    r'\(([0-9a-f]{7,}(\+changes)?, )?\d{4}-\d\d-\d\d\) \| '
                    r'`runs/lifting_deep/seed0` \|', text)
