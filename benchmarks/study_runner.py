@@ -392,18 +392,26 @@ def run_study(args: Any, argv: Sequence[str] = ()
       try:
         result = study_result(name, preset, seed, workdir, source, args,
                               evaluate=source == 'reused')
-        runs[name].append(result)
-        if args.results_dir:
-          metrics, run_config = run_records(workdir)
-          study_records.write_record(
-              study_records.record_path(args.results_dir, preset, steps,
-                                        args.seconds, name, seed),
-              _jsonable(result), metrics, run_config, machine)
       except Exception as e:  # pylint: disable=broad-except
         traceback.print_exc()
         missing.setdefault(name, {})[str(seed)] = portable_text(
             f'{shown_path(workdir)}: evaluation failed: '
             f'{type(e).__name__}: {e}')
+        continue
+      runs[name].append(result)
+      if args.results_dir:
+        path = study_records.record_path(args.results_dir, preset, steps,
+                                         args.seconds, name, seed)
+        try:
+          metrics, run_config = run_records(workdir)
+          study_records.write_record(path, _jsonable(result), metrics,
+                                     run_config, machine)
+        except Exception as e:  # pylint: disable=broad-except
+          # The run is evaluated and stays in the report; only its record
+          # is lacking (a later study evaluates the run again).
+          print(portable_text(
+              f'study.py: could not write the record {shown_path(path)}: '
+              f'{type(e).__name__}: {e}'), file=sys.stderr)
   finally:
     bar.close()
   results = {name: model_entry(name, preset, runs[name]) for name in models

@@ -496,6 +496,34 @@ def test_own_workdir_finished_resumed_foreign_or_over_budget(tmp_path,
   assert study.main(argv + ['--notrain']) == 0
 
 
+def test_a_record_that_cannot_be_written_keeps_the_run(tmp_path, monkeypatch,
+                                                       capsys):
+  """An evaluated run whose record fails to be written stays in the report,
+  is not listed as missing, and the failure is named on stderr."""
+  runs = tmp_path / 'runs'
+  _fake_run(runs / 'metrabs' / 'seed0', 'metrabs')
+  monkeypatch.setattr(study_runner, 'train_run', _no_training)
+  monkeypatch.setattr(study_runner, 'study_result', _stand_in_result([]))
+
+  def failing_write(*args, **kwargs):
+    raise OSError('disk full')
+
+  monkeypatch.setattr(study_runner.study_records, 'write_record',
+                      failing_write)
+  out = tmp_path / 'out'
+  argv = FAST + ['--models=metrabs', '--seeds=0', '--notrain',
+                 f'--workdir_root={runs}',
+                 f'--results_dir={tmp_path / "records"}', f'--out_dir={out}']
+  assert study.main(argv) == 0
+  data = json.loads((out / 'study.json').read_text())
+  assert data['results']['metrabs']['seeds'] == [0]
+  assert data['missing'] == {}
+  assert ('could not write the record '
+          f'{study_report.shown_path(tmp_path / "records")}'
+          '/smoke/steps3/metrabs/seed0.json: OSError: disk full'
+          ) in capsys.readouterr().err
+
+
 def test_verdicts_through_the_study(tmp_path, monkeypatch):
   runs = tmp_path / 'runs'
   mpjpe = {'c2f_volumetric': [80., 82., 81.],
