@@ -58,6 +58,7 @@ from zoo.data import motion
 from zoo.lifting_deep.prior import PosePrior
 
 MODEL = 'decoupled_volumetric'
+PROGRAM = 'python -m trainers.lift_mocap'
 
 
 def load_poses(split: str, num: int, seed: int,
@@ -166,8 +167,7 @@ def train(out_dir: str, preset: str = 'lift', steps: int | None = None,
   logging.info('Held-out poses (%d): %s', len(test_poses), evaluation)
   manifest = {
       'model': MODEL, 'preset': preset, 'config': config_lib.to_dict(config),
-      'command': command or shlex.join(
-          ['python', '-m', 'trainers.lift_mocap', *sys.argv[1:]]),
+      'command': command or shlex.join([*PROGRAM.split(), *sys.argv[1:]]),
       'steps': steps, 'seed': seed,
       'data': {'motion': motion_file or 'zoo.data.motion (embedded stream, '
                                         'train subjects)',
@@ -215,8 +215,6 @@ def fit_prior(out_path: str, motion_file: str | None = None,
 # Command line
 # ----------------------------------------------------------------------------
 
-PROGRAM = 'python -m trainers.lift_mocap'
-
 
 def define_flags(flag_values: flags.FlagValues) -> None:
   """The command line's flags (zoo.cli: defined only to run the program)."""
@@ -254,8 +252,7 @@ def run(args: flags.FlagValues, argv: Sequence[str] = ()) -> int:
     manifest = train(args.out, args.preset, args.steps, args.seed,
                      args.motion, args.num_poses, args.num_test,
                      args.progress,
-                     command=shlex.join(['python', '-m', 'trainers.lift_mocap',
-                                         *argv]))
+                     command=shlex.join([*PROGRAM.split(), *argv]))
   except (ValueError, KeyError, OSError) as e:
     return cli.bad_input(e)
   print(manifest['metrics'])

@@ -32,8 +32,7 @@ PROGRAM = 'python -m zoo.lift'
 
 
 def define_flags(flag_values: flags.FlagValues) -> None:
-  """The command line's flags (zoo.cli: defined only to run the
-  program)."""
+  """The command line's flags (zoo.cli: defined only to run the program)."""
   fv = {'flag_values': flag_values}
   flags.DEFINE_enum('model', 'lifting_deep', list(lift_lib.MODELS),
                     'lifter: the pose prior or decoupled network 2', **fv)
