@@ -4,6 +4,7 @@ use of records, matching and passing over stale ones, is tested in
 test_study.py.)"""
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import re
 import pytest
 
 from benchmarks import study_records
+from benchmarks import study_runs
 
 
 def test_record_round_trip_and_layout(tmp_path, monkeypatch):
@@ -93,3 +95,29 @@ def test_source_commit_and_machine():
   # In a git checkout: a short hash, marked when the tree has changes.
   assert commit is None or re.fullmatch(r'[0-9a-f]{7,}(\+changes)?', commit)
   assert re.search(rf', {os.cpu_count()} CPUs$', study_records.machine_text())
+
+
+def test_the_repositorys_records_are_the_studys_runs():
+  """Every record kept in the repository lies where the study looks for
+  it, names no directory of the machine, and still matches the model's
+  current preset: a preset change that retires records fails here until
+  they are removed (the study would pass over them anyway)."""
+  root = study_records.RECORDS_ROOT
+  paths = sorted(glob.glob(os.path.join(root, '*', '*', '*', 'seed*.json')))
+  home = os.path.expanduser('~') + os.sep
+  for path in paths:
+    preset, budget, name, seed_file = os.path.relpath(path, root).split(
+        os.sep)
+    seed = int(re.fullmatch(r'seed(\d+)\.json', seed_file).group(1))
+    steps = seconds = None
+    if budget.startswith('seconds'):
+      seconds = float(budget[len('seconds'):])
+    else:
+      steps = int(re.fullmatch(r'steps(\d+)', budget).group(1))
+    result, reason = study_runs.find_record(name, preset, seed, root, steps,
+                                            seconds)
+    assert reason is None, reason
+    assert (result['model'], result['seed']) == (name, seed), path
+    assert result['mpjpe_mm'] > 0., path
+    text = open(path, encoding='utf-8').read()
+    assert home not in text and study_records.REPO_ROOT not in text, path
