@@ -104,6 +104,7 @@ def test_the_repositorys_records_are_the_studys_runs():
   they are removed (the study would pass over them anyway)."""
   root = study_records.RECORDS_ROOT
   paths = sorted(glob.glob(os.path.join(root, '*', '*', '*', 'seed*.json')))
+  assert paths, f'no study records under {root}'
   home = os.path.expanduser('~') + os.sep
   for path in paths:
     preset, budget, name, seed_file = os.path.relpath(path, root).split(
